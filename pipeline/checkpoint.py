@@ -1,0 +1,136 @@
+"""Step-numbered training checkpoints that hold everything needed to resume, without pickle.
+
+`<dir>/checkpoints/step-000120/` holds the model and optimizer tensors (safetensors), the optimizer's groups
+(JSON), each process's RNG state, and `state.json` (step, total steps, the stage digest, the resolved config and
+the sha256 of every file). A checkpoint is written into a temporary folder and renamed when complete; one whose
+checksums fail is reported and skipped in favour of the one before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from pipeline.store import file_sha256, read_json, write_json
+
+CKPT_PREFIX = "step-"
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Complete-looking checkpoint folders under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX) and p.suffix != ".tmp")
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write `root/step-{step:06d}/`; every process saves its RNG state, the main process the rest."""
+    final = root / f"{CKPT_PREFIX}{step:06d}"
+    tmp = root / f"{CKPT_PREFIX}{step:06d}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    rng = {"torch": torch.get_rng_state()}
+    save_file(rng, str(tmp / f"rng-{accelerator.process_index}.safetensors"))
+    if accelerator.is_main_process:
+        weights = {k: v.detach().contiguous().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        save_file(_dedupe(weights), str(tmp / "model.safetensors"))
+        tensors, meta = _optimizer_tensors(optimizer)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
+        write_json(tmp / "state.json", {**state, "step": step, "world_size": accelerator.num_processes, "files": files})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _dedupe(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Tied weights (word embeddings / decoder) share storage; safetensors refuses shared tensors.
+    seen, out = set(), {}
+    for k, v in weights.items():
+        key = (v.data_ptr(), v.shape)
+        out[k] = v.clone() if key in seen else v
+        seen.add(key)
+    return out
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when the checkpoint is complete and intact, else what is wrong."""
+    state_path = path / "state.json"
+    if not state_path.is_file():
+        return "no state.json"
+    try:
+        state = read_json(state_path)
+    except Exception as err:  # noqa: BLE001 - any unreadable state means the checkpoint is unusable
+        return str(err)
+    for name, sha in state.get("files", {}).items():
+        if not (path / name).is_file():
+            return f"{name} missing"
+        if file_sha256(path / name) != sha:
+            return f"{name} checksum differs (truncated or changed)"
+    return None
+
+
+def find_resume_checkpoint(root: Path, digest: str, log=print) -> tuple[Path, dict[str, Any]] | None:
+    """The newest intact checkpoint made for this stage digest; broken or foreign ones are reported and skipped."""
+    for path in reversed(checkpoint_dirs(root)):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            state = read_json(path / "state.json")
+            if state.get("digest") == digest:
+                return path, state
+            problem = "made with another config or inputs"
+        log(f"skipping checkpoint {path}: {problem}")
+    return None
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator):
+    """Restore model, optimizer and this process's RNG from `path` (written by `save_checkpoint`)."""
+    state = read_json(path / "state.json")
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, name = key.split(".", 1)
+        opt_state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    rng_file = path / f"rng-{accelerator.process_index}.safetensors"
+    if rng_file.is_file() and state.get("world_size") == accelerator.num_processes:
+        torch.set_rng_state(load_file(str(rng_file))["torch"])
+    return state

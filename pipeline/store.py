@@ -1,0 +1,195 @@
+"""The run folder on disk: atomic writes, checksums, stage manifests and the soft-target store.
+
+A stage is done when its manifest exists and matches; the manifest is written last, atomically, and lists every
+file the stage made with its sha256, so a half-written or truncated file is never taken for a finished one.
+Nothing here uses pickle: arrays are `.npy` loaded with `allow_pickle=False`, records are JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1  # bump when the layout of a run folder changes incompatibly
+
+
+class StoreError(RuntimeError):
+    """A run-folder file is missing, corrupt, or does not match what it is joined to."""
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it replaces `path` in one `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise StoreError(f"{path}: not valid JSON ({err}); the file is corrupt") from None
+
+
+def trim_log(path: Path, last_step: int) -> None:
+    """Keep only the JSONL records up to `last_step` (the lines a resumed run will not write again)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
+    write_text(path, "".join(line + "\n" for line in kept))
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+
+def read_npy(path: str | Path, mmap: bool = True) -> np.ndarray:
+    """Load an array without pickle, memory-mapped by default so large stores are not read whole."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as err:
+        raise StoreError(f"{path}: not a plain .npy array ({err})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def digest(obj: Any) -> str:
+    """sha256 of the canonical JSON form of `obj`."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def list_files(run_dir: Path, makes: list[str]) -> list[str]:
+    """Every regular file of the declared outputs (relative to the run folder), minus checkpoints and temp files."""
+    out = []
+    for rel in makes:
+        path = run_dir / rel
+        paths = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
+        for p in paths:
+            name = p.relative_to(run_dir).as_posix()
+            if p.is_file() and not p.name.endswith(".tmp") and "/checkpoints/" not in f"/{name}":
+                out.append(name)
+    return out
+
+
+def manifest_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / "manifests" / f"{stage}.json"
+
+
+def write_manifest(run_dir: Path, stage: str, makes: list[str], record: dict[str, Any]) -> dict[str, Any]:
+    """Write `manifests/<stage>.json` last: the record plus every file the stage made and its sha256."""
+    files = {rel: file_sha256(run_dir / rel) for rel in list_files(run_dir, makes)}
+    manifest = {"format_version": FORMAT_VERSION, **record, "files": files}
+    write_json(manifest_path(run_dir, stage), manifest)
+    return manifest
+
+
+def read_manifest(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    path = manifest_path(run_dir, stage)
+    if not path.is_file():
+        return None
+    manifest = read_json(path)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise StoreError(
+            f"{path}: written by run-folder format {manifest.get('format_version')}, this version reads "
+            f"format {FORMAT_VERSION}; use a new --out folder or rerun with --force"
+        )
+    return manifest
+
+
+def verify_files(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Files listed in the manifest that are missing or whose checksum no longer matches."""
+    bad = []
+    for rel, sha in manifest.get("files", {}).items():
+        path = run_dir / rel
+        if not path.is_file():
+            bad.append(f"{rel} (missing)")
+        elif file_sha256(path) != sha:
+            bad.append(f"{rel} (checksum differs)")
+    return bad
+
+
+# ---- soft-target store -------------------------------------------------------------------------------------------
+
+
+def save_soft_targets(out_dir: Path, split: str, ids: list[str], outputs: np.ndarray, data_fingerprint: str) -> None:
+    """Store one teacher's outputs for a split: `<split>.npy` float32 [N, C], `<split>.ids.json` and a record."""
+    if len(ids) != len(outputs):
+        raise StoreError(f"soft targets for {split}: {len(ids)} ids but {len(outputs)} rows")
+    outputs = np.ascontiguousarray(outputs, dtype=np.float32)
+    write_npy(out_dir / f"{split}.npy", outputs)
+    write_json(out_dir / f"{split}.ids.json", ids)
+    write_json(
+        out_dir / f"{split}.record.json",
+        {
+            "rows": len(ids),
+            "columns": int(outputs.shape[1]),
+            "data_fingerprint": data_fingerprint,
+            "ids_sha256": digest(ids),
+            "array_sha256": file_sha256(out_dir / f"{split}.npy"),
+        },
+    )
+
+
+def load_soft_targets(out_dir: Path, split: str, ids: list[str], data_fingerprint: str) -> np.ndarray:
+    """Load the stored outputs for `split` and verify they belong to exactly these examples, in this order."""
+    record_path = out_dir / f"{split}.record.json"
+    if not record_path.is_file():
+        raise StoreError(f"no soft targets at {record_path}; run the distill stage")
+    record = read_json(record_path)
+    array_path = out_dir / f"{split}.npy"
+    if file_sha256(array_path) != record["array_sha256"]:
+        raise StoreError(f"{array_path}: checksum does not match {record_path.name}; the file is truncated or changed")
+    if record["data_fingerprint"] != data_fingerprint:
+        raise StoreError(
+            f"{record_path}: soft targets were made from other data (fingerprint {record['data_fingerprint'][:12]}…, "
+            f"the data now has {data_fingerprint[:12]}…: other examples, tokenizer or max length); rerun distill"
+        )
+    stored_ids = read_json(out_dir / f"{split}.ids.json")
+    if stored_ids != ids:
+        missing = len(set(ids) - set(stored_ids))
+        first = next((i for i, (a, b) in enumerate(zip(stored_ids, ids)) if a != b), min(len(ids), len(stored_ids)))
+        raise StoreError(
+            f"{out_dir / (split + '.ids.json')}: example ids do not match the data ({len(stored_ids)} stored, "
+            f"{len(ids)} in the data, {missing} missing, first difference at row {first}); rerun distill"
+        )
+    array = read_npy(array_path)
+    if array.shape[0] != len(ids):
+        raise StoreError(f"{array_path}: {array.shape[0]} rows for {len(ids)} examples")
+    return array

@@ -1,0 +1,6 @@
+"""One module per stage. Each declares `needs(cfg)` (upstream stages), `config_subset(cfg)` (the keys its
+outputs depend on), `makes(cfg)` (paths under the run folder it rewrites) and `run(ctx)`."""
+
+from stages import data, distill, evaluate, report, student, teachers
+
+STAGES = {m.NAME: m for m in (data, teachers, distill, student, evaluate, report)}

@@ -1,0 +1,66 @@
+"""Stage `evaluate`: dev metrics of every teacher and of the student, the averages and the student's gain."""
+
+from __future__ import annotations
+
+from statistics import mean
+
+from pipeline.config import RunConfig
+from pipeline.dag import Context
+from pipeline.data import load_split
+from pipeline.metrics import main_score
+from pipeline.model import load_model
+from pipeline.store import read_json, write_json
+from pipeline.tasks import get_task
+from pipeline.training import evaluate
+
+NAME = "evaluate"
+
+
+def needs(cfg: RunConfig) -> tuple[str, ...]:
+    return ("data", "teachers", "student")
+
+
+def config_subset(cfg: RunConfig) -> dict:
+    return {}
+
+
+def makes(cfg: RunConfig) -> list[str]:
+    return ["metrics.json"]
+
+
+def run(ctx: Context) -> dict:
+    acc = ctx.accelerator
+    tasks = [get_task(name) for name in ctx.cfg.data.tasks]
+    model = load_model(ctx.run_dir / "student" / "model").to(acc.device)
+    if model.task_names != [t.name for t in tasks]:
+        raise RuntimeError(f"student heads {model.task_names} do not match data.tasks {[t.name for t in tasks]}")
+    per_task = {}
+    for i, task in enumerate(tasks):
+        teacher = read_json(ctx.run_dir / "teachers" / task.name / "metrics.json")
+        student = {
+            split: evaluate(
+                model, load_split(ctx.run_dir, task.name, split), i, tasks, acc, ctx.cfg.student.eval_batch_size
+            )
+            for split in task.dev_splits
+        }
+        t_score = main_score(task, teacher["dev"][task.dev_splits[0]])
+        s_score = main_score(task, student[task.dev_splits[0]])
+        per_task[task.name] = {
+            "metric": task.main_metric,
+            "teacher": teacher["dev"],
+            "student": student,
+            "teacher_score": t_score,
+            "student_score": s_score,
+            "gain": s_score - t_score,
+        }
+    summary = {
+        "tasks": per_task,
+        "average": {
+            "teacher": mean(v["teacher_score"] for v in per_task.values()),
+            "student": mean(v["student_score"] for v in per_task.values()),
+        },
+    }
+    summary["average"]["gain"] = summary["average"]["student"] - summary["average"]["teacher"]
+    if acc.is_main_process:
+        write_json(ctx.run_dir / "metrics.json", summary)
+    return {"average": summary["average"]}

@@ -1,0 +1,30 @@
+"""Stage `student`: the multitask student (see student/train.py). Resumes from its last intact checkpoint."""
+
+from __future__ import annotations
+
+from pipeline.config import RunConfig, to_dict
+from pipeline.dag import Context
+from student.train import train_student
+
+NAME = "student"
+RESUMABLE = True
+
+
+def needs(cfg: RunConfig) -> tuple[str, ...]:
+    # Plain multitask training (λ fixed at 1) never reads teacher outputs.
+    return ("data",) if cfg.student.fixed_lambda == 1.0 else ("data", "distill")
+
+
+def config_subset(cfg: RunConfig) -> dict:
+    student = to_dict(cfg.student)
+    for key in ("eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):  # do not change outputs
+        student.pop(key)
+    return {"student": student, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
+
+
+def makes(cfg: RunConfig) -> list[str]:
+    return ["student"]
+
+
+def run(ctx: Context) -> dict:
+    return train_student(ctx)

@@ -1,0 +1,42 @@
+"""Stage `teachers`: one single-task teacher per task. A teacher that finished is kept when the stage reruns
+for the same digest (e.g. after a crash in a later teacher); an interrupted one resumes from its checkpoint."""
+
+from __future__ import annotations
+
+from pipeline.config import RunConfig, to_dict
+from pipeline.dag import Context
+from pipeline.store import read_json, write_json
+from teachers.train import train_teacher
+
+NAME = "teachers"
+RESUMABLE = True
+
+
+def needs(cfg: RunConfig) -> tuple[str, ...]:
+    return ("data",)
+
+
+def config_subset(cfg: RunConfig) -> dict:
+    teachers = to_dict(cfg.teachers)
+    for key in ("eval_batch_size", "checkpoint_every", "keep_checkpoints"):  # do not change the outputs
+        teachers.pop(key)
+    return {"teachers": teachers, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
+
+
+def makes(cfg: RunConfig) -> list[str]:
+    return [f"teachers/{t}" for t in cfg.data.tasks]
+
+
+def run(ctx: Context) -> dict:
+    scores = {}
+    for task in ctx.cfg.data.tasks:
+        out_dir = ctx.run_dir / "teachers" / task
+        done = out_dir / "done.json"
+        if done.is_file() and read_json(done).get("digest") == ctx.digest:
+            ctx.accelerator.print(f"[teachers] {task}: already trained for this config, kept")
+        else:
+            train_teacher(ctx, task, out_dir)
+            if ctx.accelerator.is_main_process:
+                write_json(done, {"digest": ctx.digest})
+        scores[task] = read_json(out_dir / "metrics.json")["score"]
+    return {"score": scores}

@@ -1,0 +1,4 @@
+"""The multitask student: task sampler (`sampling.py`), annealed loss (`loss.py`), training loop (`train.py`).
+
+accelerate launch --config_file accelerate_config.yaml -m student --config configs/glue-small.yaml
+"""

@@ -1,0 +1,8 @@
+"""`accelerate launch -m student --config FILE --out DIR [--section.key=value ...]`: the student stage, after
+whatever it needs (data, teachers, soft targets) when those are missing or stale."""
+
+import sys
+
+from pipeline.cli import main
+
+sys.exit(main(["run", "--stage", "student", *sys.argv[1:]]))

@@ -1,0 +1,64 @@
+"""Which examples each optimizer step sees: the whole run's plan, drawn once from the seed.
+
+The plan is an int array [total_steps, batch, 2] of (task index, row). Being a pure function of the seed and the
+sizes, it makes resuming exact (start at step s) and lets every process take its own slice of each global batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def task_probabilities(sizes: list[int], alpha: float) -> np.ndarray:
+    """p(τ) ∝ |D_τ|^alpha (alpha 1: size-proportional; 0: uniform; the paper: 0.75)."""
+    weights = np.asarray(sizes, dtype=np.float64) ** alpha
+    return weights / weights.sum()
+
+
+def steps_for(num_examples: int, batch_size: int, epochs: float) -> int:
+    """Optimizer steps for `epochs` passes over `num_examples` at `batch_size` (at least 1)."""
+    return max(1, math.ceil(epochs * num_examples / batch_size))
+
+
+def _stream(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` rows of 0..n-1: back-to-back random permutations, so each row appears once per pass."""
+    passes = math.ceil(count / n)
+    return np.concatenate([rng.permutation(n) for _ in range(passes)])[:count]
+
+
+def single_task_plan(size: int, batch_size: int, total_steps: int, seed: int, task: int = 0) -> np.ndarray:
+    """Plan for one task: shuffled passes over its rows, batches of `batch_size`."""
+    rng = np.random.default_rng(seed)
+    rows = _stream(size, total_steps * batch_size, rng)
+    return np.stack([np.full_like(rows, task), rows], axis=-1).reshape(total_steps, batch_size, 2)
+
+
+def multitask_plan(
+    sizes: list[int], batch_size: int, total_steps: int, alpha: float, seed: int, shuffle_all: bool = False
+) -> np.ndarray:
+    """Mixed-task plan. Each slot draws its task from p(τ) ∝ |D_τ|^alpha, then the next row of that task's
+    shuffled stream. `shuffle_all` instead shuffles all examples together (the paper's "no task sampling")."""
+    rng = np.random.default_rng(seed)
+    count = total_steps * batch_size
+    if shuffle_all:
+        owner = np.repeat(np.arange(len(sizes)), sizes)
+        local = np.concatenate([np.arange(n) for n in sizes])
+        order = _stream(len(owner), count, rng)
+        pairs = np.stack([owner[order], local[order]], axis=-1)
+    else:
+        tasks = rng.choice(len(sizes), size=count, p=task_probabilities(sizes, alpha))
+        rows = np.zeros(count, dtype=np.int64)
+        for t, n in enumerate(sizes):
+            slots = np.flatnonzero(tasks == t)
+            if len(slots):
+                rows[slots] = _stream(n, len(slots), rng)
+        pairs = np.stack([tasks, rows], axis=-1)
+    return pairs.reshape(total_steps, batch_size, 2)
+
+
+def rank_slice(plan_step: np.ndarray, rank: int, world: int, grad_accum: int) -> list[np.ndarray]:
+    """This process's micro-batches of one global batch [B, 2]: B / world rows, split into `grad_accum` parts."""
+    mine = plan_step[rank::world]
+    return np.array_split(mine, grad_accum)

@@ -1,0 +1,141 @@
+"""Fine-tune one single-task teacher ("Single"), exactly the student's architecture with one head.
+
+Run through the pipeline (it prepares the data first):
+
+    python -m pipeline run --stage teachers --config configs/smoke.yaml              # CPU, tiny model, seconds
+    accelerate launch --config_file accelerate_config.yaml -m pipeline run --stage teachers \
+        --config configs/glue-small.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from pipeline.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.config import to_dict
+from pipeline.dag import Context
+from pipeline.data import collate, load_split
+from pipeline.metrics import main_score
+from pipeline.model import build_model, load_tokenizer, resolve_model_path, save_model
+from pipeline.store import trim_log, write_json
+from pipeline.tasks import get_task
+from pipeline.training import (
+    evaluate,
+    get_lr_multiplier,
+    make_optimizer,
+    micro_batch_size,
+    model_inputs,
+    set_lr,
+    to_device,
+)
+from student.loss import multitask_loss
+from student.sampling import rank_slice, single_task_plan, steps_for
+
+
+def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict[str, float]]:
+    """Fine-tune the teacher of `task_name`; writes `out_dir/model/`, `metrics.json` and `log.jsonl`."""
+    cfg, acc, tc = ctx.cfg, ctx.accelerator, ctx.cfg.teachers
+    task = get_task(task_name)
+    tasks = [task]
+    train = load_split(ctx.run_dir, task.name, "train")
+    devs = {split: load_split(ctx.run_dir, task.name, split) for split in task.dev_splits}
+
+    # setup
+    set_seed(tc.seed)
+    model_path = resolve_model_path(cfg.model, ctx.run_dir)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    model = build_model(model_path, tasks, cfg.model, seed=tc.seed)
+    micro_batch_size(tc.batch_size, acc.num_processes, tc.grad_accum, "teachers")
+    total_steps = steps_for(len(train), tc.batch_size, tc.epochs)
+    warmup_steps = int(tc.warmup * total_steps)
+    plan = single_task_plan(len(train), tc.batch_size, total_steps, seed=tc.seed)
+    optimizer = make_optimizer(model, tc.lr, tc.layer_decay, tc.weight_decay)
+    model, optimizer = acc.prepare(model, optimizer)
+
+    # resume
+    ckpt_root = out_dir / "checkpoints"
+    start_step = 0
+    found = find_resume_checkpoint(ckpt_root, ctx.digest, log=acc.print)
+    if found is not None:
+        start_step = load_checkpoint(found[0], model, optimizer, acc)["step"]
+        acc.print(f"[teachers] {task.name}: resuming from {found[0].name} ({start_step}/{total_steps} steps done)")
+    if acc.is_main_process:
+        trim_log(out_dir / "log.jsonl", start_step)
+
+    # loop
+    model.train()
+    log_path = out_dir / "log.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(
+        range(start_step, total_steps),
+        initial=start_step,
+        total=total_steps,
+        desc=f"teacher {task.name}",
+        disable=None if acc.is_local_main_process else True,
+        dynamic_ncols=True,
+    )
+    started, examples = time.time(), 0
+    for step in bar:
+        set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
+        parts = rank_slice(plan[step], acc.process_index, acc.num_processes, tc.grad_accum)
+        step_loss = 0.0
+        for k, part in enumerate(parts):
+            batch = to_device(collate([tuple(x) for x in part], [train], tasks), acc.device)
+            sync = nullcontext() if k == len(parts) - 1 else acc.no_sync(model)
+            with sync:
+                with acc.autocast():
+                    outputs = model(**model_inputs(batch))
+                loss, _ = multitask_loss(outputs, batch["task_ids"], batch["labels"], tasks, lam=1.0)
+                acc.backward(loss / len(parts))
+            step_loss += loss.item() / len(parts)
+        if tc.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        examples += tc.batch_size
+        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if acc.is_main_process and ((step + 1) % 10 == 0 or step + 1 == total_steps):
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(
+                    json.dumps(
+                        {
+                            "step": step + 1,
+                            "loss": step_loss,
+                            "lr": optimizer.param_groups[0]["lr"],
+                            "examples_per_s": examples / (time.time() - started),
+                        }
+                    )
+                    + "\n"
+                )
+        if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < total_steps:
+            state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+            save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state, tc.keep_checkpoints)
+
+    # eval
+    metrics = {split: evaluate(model, dev, 0, tasks, acc, tc.eval_batch_size) for split, dev in devs.items()}
+    acc.print(f"[teachers] {task.name}: " + ", ".join(f"{s} {m}" for s, m in metrics.items()))
+
+    # save
+    if acc.is_main_process:
+        save_model(acc.unwrap_model(model), tokenizer, out_dir / "model")
+        write_json(
+            out_dir / "metrics.json",
+            {
+                "task": task.name,
+                "dev": metrics,
+                "score": main_score(task, metrics[task.dev_splits[0]]),
+                "steps": total_steps,
+                "train_examples": len(train),
+                "wall_s": round(time.time() - started, 2),
+            },
+        )
+        shutil.rmtree(ckpt_root, ignore_errors=True)  # the finished model supersedes them
+    acc.wait_for_everyone()
+    return metrics

@@ -1,0 +1,203 @@
+"""Configuration: defaults → YAML → `--section.key=value`, strict keys and types, every problem named at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, RunConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _yaml(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _error(path: Path | None = None, overrides: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading and precedence
+
+
+def test_defaults_load() -> None:
+    cfg = load_config()
+    assert cfg == RunConfig()
+    assert cfg.student.alpha == 0.75
+    assert cfg.student.layer_decay == 0.9
+    assert cfg.student.fixed_lambda is None
+    assert cfg.model.pooling == "pooler"
+
+
+def test_override_wins_over_file_wins_over_default(tmp_path: Path) -> None:
+    path = _yaml(
+        tmp_path,
+        "student:\n  lr: 0.001\n  epochs: 4\n  batch_size: 64\nteachers:\n  lr: 0.0002\n",
+        name="mine.yaml",
+    )
+    cfg = load_config(path, ["--student.lr=0.01", "--teachers.seed=9"])
+    assert cfg.student.lr == 0.01  # override beats file
+    assert cfg.student.epochs == 4.0  # file beats default
+    assert cfg.student.batch_size == 64
+    assert cfg.teachers.lr == 0.0002
+    assert cfg.teachers.seed == 9  # override beats default
+    assert cfg.student.warmup == RunConfig().student.warmup  # untouched: default
+    assert cfg.name == "mine"  # the run's name defaults to the file's stem
+    assert load_config(path, ["--name=other"]).name == "other"
+
+
+def test_overrides_without_file() -> None:
+    cfg = load_config(None, ["--student.alpha=0", "--model.pooling='cls'", "--data.data_dir=/data/glue"])
+    assert cfg.student.alpha == 0.0
+    assert cfg.model.pooling == "cls"
+    assert cfg.data.data_dir == "/data/glue"
+
+
+def test_ints_are_accepted_for_float_fields(tmp_path: Path) -> None:
+    cfg = load_config(_yaml(tmp_path, "student:\n  epochs: 6\n  lr: 1\n"), ["--teachers.epochs=2"])
+    for value in (cfg.student.epochs, cfg.student.lr, cfg.teachers.epochs):
+        assert type(value) is float
+    assert (cfg.student.epochs, cfg.student.lr, cfg.teachers.epochs) == (6.0, 1.0, 2.0)
+
+
+def test_lists_become_tuples(tmp_path: Path) -> None:
+    cfg = load_config(_yaml(tmp_path, "data:\n  tasks: [sst2, rte]\n"))
+    assert cfg.data.tasks == ("sst2", "rte")
+    assert isinstance(cfg.data.tasks, tuple)
+    cfg = load_config(None, ["--data.tasks=['cola']"])
+    assert cfg.data.tasks == ("cola",)
+
+
+@pytest.mark.parametrize("spelling", ["None", "null"])
+def test_fixed_lambda_none_override(tmp_path: Path, spelling: str) -> None:
+    path = _yaml(tmp_path, "student:\n  fixed_lambda: 0.5\n")
+    assert load_config(path).student.fixed_lambda == 0.5
+    assert load_config(path, [f"--student.fixed_lambda={spelling}"]).student.fixed_lambda is None
+
+
+@pytest.mark.parametrize("value", [0, 1])
+def test_fixed_lambda_ablation_values(value: int) -> None:
+    assert load_config(None, [f"--student.fixed_lambda={value}"]).student.fixed_lambda == float(value)
+
+
+def test_dict_override_sets_one_key_and_keeps_the_file_s_others(tmp_path: Path) -> None:
+    """`--data.max_train_examples.mrpc=100` addresses one key of the mapping: the file's sst2 cap must survive."""
+    path = _yaml(tmp_path, "data:\n  max_train_examples: {sst2: 8000}\n")
+    cfg = load_config(path, ["--data.max_train_examples.mrpc=100"])
+    assert cfg.data.max_train_examples == {"sst2": 8000, "mrpc": 100}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Errors name the key
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    message = _error(_yaml(tmp_path, "studnet:\n  lr: 0.1\n"))
+    assert "'studnet'" in message
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    message = _error(_yaml(tmp_path, "student:\n  learning_rate: 0.1\n"))
+    assert "'student.learning_rate'" in message
+
+
+def test_unknown_key_in_override() -> None:
+    assert "'teachers.lr_decay'" in _error(None, ["--teachers.lr_decay=0.9"])
+    assert "'bogus'" in _error(None, ["--bogus=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "type_word"),
+    [
+        ("--student.batch_size='big'", "student.batch_size", "int"),
+        ("--student.batch_size=32.5", "student.batch_size", "int"),
+        ("--student.batch_size=True", "student.batch_size", "int"),
+        ("--student.lr='fast'", "student.lr", "float"),
+        ("--student.shuffle_all=1", "student.shuffle_all", "bool"),
+        ("--data.tasks=3", "data.tasks", "tuple"),
+        ("--model.pooling='max'", "model.pooling", "Literal"),
+        ("--student.fixed_lambda='half'", "student.fixed_lambda", "float"),
+    ],
+)
+def test_wrong_type_names_key_and_expected_type(override: str, key: str, type_word: str) -> None:
+    message = _error(None, [override])
+    assert f"'{key}'" in message
+    assert type_word in message
+
+
+def test_wrong_type_in_yaml(tmp_path: Path) -> None:
+    message = _error(_yaml(tmp_path, "data:\n  max_train_examples: {sst2: lots}\n  max_length: 12.5\n"))
+    assert "'data.max_train_examples'" in message
+    assert "'data.max_length'" in message
+
+
+def test_section_must_be_a_mapping(tmp_path: Path) -> None:
+    assert "'student'" in _error(_yaml(tmp_path, "student: 3\n"))
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "colour: red\nstudent:\n  lr: fast\n  layer_decay: 0\nmodel:\n  depth: 3\n")
+    message = _error(path, ["--teachers.nope=1", "--student.fixed_lambda=1.5"])
+    for key in ("'colour'", "'student.lr'", "'student.layer_decay'", "'model.depth'", "'teachers.nope'"):
+        assert key in message, key
+    assert "'student.fixed_lambda'" in message
+    assert str(path) in message
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("--student.fixed_lambda=1.5", "student.fixed_lambda"),
+        ("--student.fixed_lambda=-0.1", "student.fixed_lambda"),
+        ("--student.layer_decay=0", "student.layer_decay"),
+        ("--teachers.layer_decay=1.1", "teachers.layer_decay"),
+        ("--student.alpha=-1", "student.alpha"),
+        ("--student.warmup=1", "student.warmup"),
+        ("--teachers.batch_size=0", "teachers.batch_size"),
+        ("--data.tasks=[]", "data.tasks"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_key(override: str, key: str) -> None:
+    assert f"'{key}'" in _error(None, [override])
+
+
+def test_malformed_override_token() -> None:
+    assert "student.lr" in _error(None, ["--student.lr"])
+
+
+def test_non_mapping_yaml_names_the_file(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "- sst2\n- rte\n", name="list.yaml")
+    assert str(path) in _error(path)
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "student:\n  lr: [1, 2\n", name="broken.yaml")
+    assert str(path) in _error(path)
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    assert str(path) in _error(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shipped configs
+
+
+def test_shipped_configs_are_found() -> None:
+    assert len(SHIPPED) >= 3, f"expected at least 3 configs in {ROOT / 'configs'}, found {[p.name for p in SHIPPED]}"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_config_parses(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    assert cfg.data.tasks

@@ -1,0 +1,223 @@
+"""End to end on the smoke config: the files each stage writes, skipping, staleness, the verified join, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, SMOKE, run_smoke
+from safetensors.numpy import load_file
+
+from pipeline.config import load_config
+from pipeline.dag import stage_status
+from pipeline.store import StoreError
+
+TASKS = ["sst2", "mrpc", "stsb", "rte"]
+GLUE_DIRS = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
+SPLIT_FILES = ["ids.json", "input_ids.npy", "labels.npy", "offsets.npy", "split.json", "token_type_ids.npy"]
+MODEL_FILES = ["config.json", "heads.json", "heads.safetensors", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json"]  # fmt: skip
+
+
+def expected_files() -> dict[str, set[str]]:
+    data = {"data/sizes.json"}
+    data |= {f"data/synthetic-glue/{GLUE_DIRS[t]}/{s}.tsv" for t in TASKS for s in ("train", "dev")}
+    data |= {f"data/tiny-random/{f}" for f in ("config.json", "model.safetensors", "tokenizer.json",
+                                                 "tokenizer_config.json", "vocab.txt")}  # fmt: skip
+    data |= {f"data/{t}/{s}/{f}" for t in TASKS for s in ("train", "dev") for f in SPLIT_FILES}
+    teachers = {f"teachers/{t}/{f}" for t in TASKS for f in ("done.json", "log.jsonl", "metrics.json")}
+    teachers |= {f"teachers/{t}/model/{f}" for t in TASKS for f in MODEL_FILES}
+    distill = {f"distill/{t}/{s}.{ext}" for t in TASKS for s in ("train", "dev") for ext in
+               ("npy", "ids.json", "record.json")}  # fmt: skip
+    student = {"student/log.jsonl", "student/summary.json"} | {f"student/model/{f}" for f in MODEL_FILES}
+    return {"data": data, "teachers": teachers, "distill": distill, "student": student,
+            "evaluate": {"metrics.json"}, "report": {"report.md"}}  # fmt: skip
+
+
+def manifest(run: Path, stage: str) -> dict:
+    return json.loads((run / "manifests" / f"{stage}.json").read_text())
+
+
+def test_each_stage_writes_exactly_its_files(smoke_run: Path) -> None:
+    expected = expected_files()
+    for stage, files in expected.items():
+        assert set(manifest(smoke_run, stage)["files"]) == files, stage
+    on_disk = {p.relative_to(smoke_run).as_posix() for p in smoke_run.rglob("*") if p.is_file()}
+    made = set().union(*expected.values())
+    extra = on_disk - made - {"config.yaml"} - {f"manifests/{s}.json" for s in expected}
+    assert not extra, f"files no stage declared: {sorted(extra)}"
+    assert not any(p.suffix == ".tmp" for p in smoke_run.rglob("*"))
+
+
+def test_metrics_and_report(smoke_run: Path) -> None:
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert sorted(metrics["tasks"]) == sorted(TASKS)
+    for name, m in metrics["tasks"].items():
+        assert m["gain"] == pytest.approx(m["student_score"] - m["teacher_score"])
+        teacher = json.loads((smoke_run / "teachers" / name / "metrics.json").read_text())
+        assert m["teacher"] == teacher["dev"]
+    scores = [m["student_score"] for m in metrics["tasks"].values()]
+    assert metrics["average"]["student"] == pytest.approx(np.mean(scores))
+    report = (smoke_run / "report.md").read_text()
+    for name in TASKS:
+        assert f"| {name} |" in report
+    assert f"{metrics['average']['student']:.1f}" in report
+    # the synthetic sentiment task is easy: the teacher must have learnt it
+    assert metrics["tasks"]["sst2"]["teacher_score"] > 75
+
+
+def test_student_log_records_lambda_and_task_losses(smoke_run: Path) -> None:
+    lines = [json.loads(x) for x in (smoke_run / "student" / "log.jsonl").read_text().splitlines()]
+    summary = json.loads((smoke_run / "student" / "summary.json").read_text())
+    total = summary["total_steps"]
+    assert lines[-1]["step"] == total
+    steps = [x["step"] for x in lines]
+    assert steps == sorted(steps)
+    for x in lines:  # λ is logged for the step just taken: (step - 1) / total
+        assert x["lambda"] == pytest.approx((x["step"] - 1) / total)
+        assert set(x["loss"]) <= set(TASKS) and x["lr"] >= 0
+    assert sum(summary["examples_per_task"].values()) == total * summary["batch_size"]
+
+
+def test_second_run_skips_every_stage(smoke_copy: Path) -> None:
+    assert run_smoke(smoke_copy) == []
+
+
+def test_student_change_reruns_student_and_later_only(smoke_copy: Path) -> None:
+    before = {s: manifest(smoke_copy, s)["digest"] for s in ("data", "teachers", "distill")}
+    ran = run_smoke(smoke_copy, "--student.lr=0.0005")
+    assert ran == ["student", "evaluate", "report"]
+    assert {s: manifest(smoke_copy, s)["digest"] for s in before} == before
+    cfg = load_config(SMOKE, ["--student.lr=0.0005"])
+    assert all(stage_status(s, cfg, smoke_copy)[0] == "done" for s in before)
+    # and back at the old value, the status names the key that changed
+    state, why = stage_status("student", load_config(SMOKE), smoke_copy)
+    assert state == "stale" and "student.lr" in why
+
+
+def test_teacher_change_reruns_from_teachers(smoke_copy: Path) -> None:
+    ran = run_smoke(smoke_copy, "--teachers.lr=0.003", stage="distill")
+    assert ran == ["teachers", "distill"]
+    state, why = stage_status("student", load_config(SMOKE, ["--teachers.lr=0.003"]), smoke_copy)
+    assert state == "stale" and "input 'distill' changed" in why
+
+
+def test_corrupt_output_makes_stage_stale(smoke_copy: Path) -> None:
+    path = smoke_copy / "distill" / "rte" / "train.npy"
+    path.write_bytes(path.read_bytes()[:-16])  # truncated
+    state, why = stage_status("distill", load_config(SMOKE), smoke_copy)
+    assert state == "stale" and "distill/rte/train.npy" in why
+    assert run_smoke(smoke_copy) == ["distill", "student", "evaluate", "report"]
+
+
+def test_half_finished_stage_is_not_done(smoke_copy: Path) -> None:
+    (smoke_copy / "manifests" / "evaluate.json").unlink()  # as if killed before the manifest was written
+    assert stage_status("evaluate", load_config(SMOKE), smoke_copy)[0] == "missing"
+    assert run_smoke(smoke_copy) == ["evaluate", "report"]
+
+
+@pytest.mark.parametrize("damage", ["other_data", "reordered", "missing_rows"])
+def test_soft_targets_that_do_not_match_the_data_are_refused(smoke_copy: Path, damage: str) -> None:
+    from pipeline.data import load_split
+    from pipeline.store import load_soft_targets, read_json, write_json
+
+    data = load_split(smoke_copy, "mrpc", "train")
+    store = smoke_copy / "distill" / "mrpc"
+    if damage == "other_data":
+        record = read_json(store / "train.record.json")
+        record["data_fingerprint"] = "0" * 64
+        write_json(store / "train.record.json", record)
+        match = "other data"
+    elif damage == "reordered":
+        ids = read_json(store / "train.ids.json")
+        write_json(store / "train.ids.json", ids[1:2] + ids[:1] + ids[2:])
+        match = "first difference at row 0"
+    else:
+        write_json(store / "train.ids.json", read_json(store / "train.ids.json")[:-3])
+        match = "3 missing"
+    with pytest.raises(StoreError, match=match):
+        load_soft_targets(store, "train", data.ids, data.fingerprint)
+    # The student's own loader refuses too (run through the DAG, the checksum mismatch would first make
+    # `distill` stale and redo it), and nothing it depends on is touched.
+    from pipeline.cli import make_accelerator
+    from pipeline.dag import Context, stage_record
+    from student.train import train_student
+
+    cfg = load_config(SMOKE)
+    before = {s: manifest(smoke_copy, s) for s in ("data", "teachers", "distill")}
+    ctx = Context(cfg, smoke_copy, make_accelerator(), stage_record("student", cfg)["digest"])
+    with pytest.raises(StoreError, match=match):
+        train_student(ctx)
+    assert {s: manifest(smoke_copy, s) for s in before} == before
+
+
+def _student_weights(run: Path) -> dict[str, np.ndarray]:
+    return load_file(str(run / "student" / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_killed_student_resumes_to_the_same_weights(smoke_run: Path, tmp_path: Path) -> None:
+    """SIGKILL the student after a checkpoint; the rerun does only the remaining steps and ends where an
+    uninterrupted run ends."""
+    import shutil
+
+    overrides = ["--student.epochs=24", "--student.checkpoint_every=40", "--student.log_every=20"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for run in (whole, killed):
+        shutil.copytree(smoke_run, run)
+    assert run_smoke(whole, *overrides) == ["student", "evaluate", "report"]
+
+    cmd = [sys.executable, "-m", "pipeline", "run", "--config", str(SMOKE), "--out", str(killed),
+           "--stage", "student", *overrides]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = killed / "student" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(ckpts.glob("step-*/state.json")) and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = sorted(int(p.parent.name.split("-")[1]) for p in ckpts.glob("step-*/state.json"))
+    assert saved, "the student finished or died before its first checkpoint"
+    assert not (killed / "manifests" / "student.json").exists()
+
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ})
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from step-{saved[-1]:06d}" in result.stdout
+    a, b = _student_weights(whole), _student_weights(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    log = [json.loads(x) for x in (killed / "student" / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log] == sorted({x["step"] for x in log}), "resumed log repeats steps"
+    whole_summary = json.loads((whole / "student" / "summary.json").read_text())
+    killed_summary = json.loads((killed / "student" / "summary.json").read_text())
+    assert whole_summary["examples_per_task"] == killed_summary["examples_per_task"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(smoke_run: Path, tmp_path: Path) -> None:
+    """`accelerate launch` with 2 gloo ranks: same plan, same task counts, metrics on exactly the dev sets."""
+    import shutil
+
+    two = tmp_path / "two"
+    shutil.copytree(smoke_run, two)
+    (two / "manifests" / "student.json").unlink()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "student", "--config", str(SMOKE), "--out", str(two)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one_summary = json.loads((smoke_run / "student" / "summary.json").read_text())
+    two_summary = json.loads((two / "student" / "summary.json").read_text())
+    assert two_summary["processes"] == 2 and one_summary["processes"] == 1
+    assert two_summary["examples_per_task"] == one_summary["examples_per_task"]
+    assert two_summary["total_steps"] == one_summary["total_steps"]
+    assert set(two_summary["dev"]) == set(one_summary["dev"])
+    assert two_summary["dev_examples"] == one_summary["dev_examples"] == {t: {"dev": 48} for t in TASKS}
