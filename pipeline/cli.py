@@ -22,6 +22,7 @@ from pipeline.config import ConfigError, RunConfig, load_config, to_dict
 from pipeline.glue import DataError
 from pipeline.model import ModelLoadError
 from pipeline.store import StoreError
+from pipeline.training import TrainingInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,4 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, StoreError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:
+        print(str(err), file=sys.stderr)
+        return 143
     return 0

@@ -56,9 +56,11 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         raise ModelLoadError(_load_hint(path, "tokenizer", err)) from None
 
 
-def load_encoder(path: str, trust_remote_code: bool = False) -> nn.Module:
+def load_encoder(path: str, trust_remote_code: bool = False, safetensors_only: bool = False) -> nn.Module:
+    """The pretrained encoder; `safetensors_only` refuses pickled weights (used for everything in a run folder)."""
+    kwargs = {"use_safetensors": True} if safetensors_only else {}
     try:
-        return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(_load_hint(path, "encoder", err)) from None
 
@@ -199,6 +201,6 @@ def load_model(model_dir: str | Path, dropout: float = 0.1) -> MultiTaskModel:
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "heads.json").read_text(encoding="utf-8"))
     heads = {name: meta["heads"][name] for name in meta["tasks"]}  # the saved order fixes the task ids
-    model = MultiTaskModel(load_encoder(str(model_dir)), heads, meta["pooling"], dropout)
+    model = MultiTaskModel(load_encoder(str(model_dir), safetensors_only=True), heads, meta["pooling"], dropout)
     model.heads.load_state_dict(load_file(str(model_dir / "heads.safetensors")))
     return model

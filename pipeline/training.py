@@ -170,3 +170,44 @@ def evaluate(
     task = tasks[task_index]
     outputs = predict(model, split, task_index, tasks, accelerator, batch_size)
     return compute_metrics(task, unscale(task, outputs), split.labels)
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGINT arrived; a checkpoint was saved and the same command resumes from it."""
+
+
+class GracefulStop:
+    """Turns SIGTERM/SIGINT into a flag the loop checks between optimizer steps (so it can checkpoint first).
+
+    With several processes the flag is OR-reduced across ranks each step: a signal that reached one rank stops
+    all of them at the same step, so the collective checkpoint save cannot deadlock.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> GracefulStop:
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. under a test runner thread): no handler
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def should_stop(self, accelerator: Accelerator) -> bool:
+        if accelerator.num_processes == 1:
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)

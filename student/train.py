@@ -28,6 +28,8 @@ from pipeline.model import build_model, load_tokenizer, resolve_model_path, save
 from pipeline.store import load_soft_targets, trim_log, write_json
 from pipeline.tasks import get_task
 from pipeline.training import (
+    GracefulStop,
+    TrainingInterrupted,
     evaluate,
     get_lr_multiplier,
     make_optimizer,
@@ -95,47 +97,59 @@ def train_student(ctx: Context) -> dict[str, object]:
         disable=None if acc.is_local_main_process else True,
         dynamic_ncols=True,
     )
-    started, window = time.time(), {t.name: [0.0, 0] for t in tasks}
-    for step in bar:
-        lam = annealing_lambda(step, total_steps, sc.fixed_lambda)
-        set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
-        parts = rank_slice(plan[step], acc.process_index, acc.num_processes, sc.grad_accum)
-        for k, part in enumerate(parts):
-            batch = collate([tuple(x) for x in part], train, tasks, teacher if uses_teacher else None, max_outputs)
-            batch = to_device(batch, acc.device)
-            sync = nullcontext() if k == len(parts) - 1 else acc.no_sync(model)
-            with sync:
-                with acc.autocast():
-                    outputs = model(**model_inputs(batch))
-                loss, per_task = multitask_loss(
-                    outputs, batch["task_ids"], batch["labels"], tasks, lam, batch.get("teacher")
+    names = [t.name for t in tasks]
+    started, window = time.time(), {n: [0.0, 0] for n in names}
+    ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+    with GracefulStop() as stop:
+        for step in bar:
+            lam = annealing_lambda(step, total_steps, sc.fixed_lambda)
+            set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
+            parts = rank_slice(plan[step], acc.process_index, acc.num_processes, sc.grad_accum)
+            for k, part in enumerate(parts):
+                items = [tuple(x) for x in part]
+                batch = collate(items, train, tasks, teacher if uses_teacher else None, max_outputs)
+                batch = to_device(batch, acc.device)
+                sync = nullcontext() if k == len(parts) - 1 else acc.no_sync(model)
+                with sync:
+                    with acc.autocast():
+                        outputs = model(**model_inputs(batch))
+                    loss, per_task = multitask_loss(
+                        outputs, batch["task_ids"], batch["labels"], tasks, lam, batch.get("teacher")
+                    )
+                    acc.backward(loss / len(parts))
+                for name, (total, count) in per_task.items():
+                    window[name][0] += total
+                    window[name][1] += count
+            if sc.max_grad_norm > 0:
+                acc.clip_grad_norm_(model.parameters(), sc.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            if done % sc.log_every == 0 or done == total_steps:
+                record = {
+                    "step": done,
+                    "lambda": lam,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    # mean loss over this process's examples since the previous line
+                    "loss": {n: s / c for n, (s, c) in window.items() if c},
+                    "examples_seen": dict(
+                        zip(names, np.bincount(plan[:done, :, 0].ravel(), minlength=len(tasks)).tolist())
+                    ),
+                    "examples_per_s": (done - start_step) * sc.batch_size / (time.time() - started),
+                }
+                bar.set_postfix(lam=f"{lam:.2f}", loss=f"{np.mean(list(record['loss'].values())):.4f}")
+                if acc.is_main_process:
+                    with open(log_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                window = {n: [0.0, 0] for n in names}
+            if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < total_steps:
+                save_checkpoint(ckpt_root, done, model, optimizer, acc, ckpt_state, sc.keep_checkpoints)
+            if stop.should_stop(acc):
+                path = save_checkpoint(ckpt_root, done, model, optimizer, acc, ckpt_state, sc.keep_checkpoints)
+                raise TrainingInterrupted(
+                    f"[student] stopped by a signal after step {done}/{total_steps}; saved {path}. "
+                    "Run the same command again to resume."
                 )
-                acc.backward(loss / len(parts))
-            for name, (total, count) in per_task.items():
-                window[name][0] += total
-                window[name][1] += count
-        if sc.max_grad_norm > 0:
-            acc.clip_grad_norm_(model.parameters(), sc.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        if done % sc.log_every == 0 or done == total_steps:
-            record = {
-                "step": done,
-                "lambda": lam,
-                "lr": optimizer.param_groups[0]["lr"],
-                "loss": {n: s / c for n, (s, c) in window.items() if c},  # this process's examples since last line
-                "examples": {n: c for n, (s, c) in window.items()},
-                "examples_per_s": (done - start_step) * sc.batch_size / (time.time() - started),
-            }
-            bar.set_postfix(lam=f"{lam:.2f}", loss=f"{np.mean(list(record['loss'].values())):.4f}")
-            if acc.is_main_process:
-                with open(log_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-            window = {t.name: [0.0, 0] for t in tasks}
-        if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < total_steps:
-            state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
-            save_checkpoint(ckpt_root, done, model, optimizer, acc, state, sc.keep_checkpoints)
 
     # eval
     metrics, dev_examples = {}, {}

@@ -27,6 +27,8 @@ from pipeline.model import build_model, load_tokenizer, resolve_model_path, save
 from pipeline.store import trim_log, write_json
 from pipeline.tasks import get_task
 from pipeline.training import (
+    GracefulStop,
+    TrainingInterrupted,
     evaluate,
     get_lr_multiplier,
     make_optimizer,
@@ -82,41 +84,48 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
         dynamic_ncols=True,
     )
     started, examples = time.time(), 0
-    for step in bar:
-        set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
-        parts = rank_slice(plan[step], acc.process_index, acc.num_processes, tc.grad_accum)
-        step_loss = 0.0
-        for k, part in enumerate(parts):
-            batch = to_device(collate([tuple(x) for x in part], [train], tasks), acc.device)
-            sync = nullcontext() if k == len(parts) - 1 else acc.no_sync(model)
-            with sync:
-                with acc.autocast():
-                    outputs = model(**model_inputs(batch))
-                loss, _ = multitask_loss(outputs, batch["task_ids"], batch["labels"], tasks, lam=1.0)
-                acc.backward(loss / len(parts))
-            step_loss += loss.item() / len(parts)
-        if tc.max_grad_norm > 0:
-            acc.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        examples += tc.batch_size
-        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        if acc.is_main_process and ((step + 1) % 10 == 0 or step + 1 == total_steps):
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(
-                    json.dumps(
-                        {
-                            "step": step + 1,
-                            "loss": step_loss,
-                            "lr": optimizer.param_groups[0]["lr"],
-                            "examples_per_s": examples / (time.time() - started),
-                        }
+    ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+    with GracefulStop() as stop:
+        for step in bar:
+            set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
+            parts = rank_slice(plan[step], acc.process_index, acc.num_processes, tc.grad_accum)
+            step_loss = 0.0
+            for k, part in enumerate(parts):
+                batch = to_device(collate([tuple(x) for x in part], [train], tasks), acc.device)
+                sync = nullcontext() if k == len(parts) - 1 else acc.no_sync(model)
+                with sync:
+                    with acc.autocast():
+                        outputs = model(**model_inputs(batch))
+                    loss, _ = multitask_loss(outputs, batch["task_ids"], batch["labels"], tasks, lam=1.0)
+                    acc.backward(loss / len(parts))
+                step_loss += loss.item() / len(parts)
+            if tc.max_grad_norm > 0:
+                acc.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            examples += tc.batch_size
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            if acc.is_main_process and ((step + 1) % 10 == 0 or step + 1 == total_steps):
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(
+                        json.dumps(
+                            {
+                                "step": step + 1,
+                                "loss": step_loss,
+                                "lr": optimizer.param_groups[0]["lr"],
+                                "examples_per_s": examples / (time.time() - started),
+                            }
+                        )
+                        + "\n"
                     )
-                    + "\n"
+            if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < total_steps:
+                save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, ckpt_state, tc.keep_checkpoints)
+            if stop.should_stop(acc):
+                path = save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, ckpt_state, tc.keep_checkpoints)
+                raise TrainingInterrupted(
+                    f"[teachers] {task.name}: stopped by a signal after step {step + 1}/{total_steps}; saved {path}. "
+                    "Run the same command again to resume."
                 )
-        if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < total_steps:
-            state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
-            save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state, tc.keep_checkpoints)
 
     # eval
     metrics = {split: evaluate(model, dev, 0, tasks, acc, tc.eval_batch_size) for split, dev in devs.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -84,6 +83,7 @@ def test_student_log_records_lambda_and_task_losses(smoke_run: Path) -> None:
         assert x["lambda"] == pytest.approx((x["step"] - 1) / total)
         assert set(x["loss"]) <= set(TASKS) and x["lr"] >= 0
     assert sum(summary["examples_per_task"].values()) == total * summary["batch_size"]
+    assert lines[-1]["examples_seen"] == summary["examples_per_task"]
 
 
 def test_second_run_skips_every_stage(smoke_copy: Path) -> None:
@@ -162,43 +162,61 @@ def _student_weights(run: Path) -> dict[str, np.ndarray]:
     return load_file(str(run / "student" / "model" / "model.safetensors"))
 
 
-@pytest.mark.slow
-def test_killed_student_resumes_to_the_same_weights(smoke_run: Path, tmp_path: Path) -> None:
-    """SIGKILL the student after a checkpoint; the rerun does only the remaining steps and ends where an
-    uninterrupted run ends."""
+LONG_STUDENT = ["--student.epochs=24", "--student.checkpoint_every=40", "--student.log_every=20"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_student(smoke_run: Path, tmp_path_factory) -> Path:
     import shutil
 
-    overrides = ["--student.epochs=24", "--student.checkpoint_every=40", "--student.log_every=20"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    for run in (whole, killed):
-        shutil.copytree(smoke_run, run)
-    assert run_smoke(whole, *overrides) == ["student", "evaluate", "report"]
+    whole = tmp_path_factory.mktemp("whole") / "run"
+    shutil.copytree(smoke_run, whole)
+    assert run_smoke(whole, *LONG_STUDENT) == ["student", "evaluate", "report"]
+    return whole
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_interrupted_student_resumes_to_the_same_weights(
+    smoke_run: Path, uninterrupted_student: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Kill the student after its first checkpoint (SIGTERM: it saves one more and exits); the rerun does only
+    the remaining steps and ends where an uninterrupted run ends."""
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(smoke_run, killed)
     cmd = [sys.executable, "-m", "pipeline", "run", "--config", str(SMOKE), "--out", str(killed),
-           "--stage", "student", *overrides]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--stage", "student", *LONG_STUDENT]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpts = killed / "student" / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline and not list(ckpts.glob("step-*/state.json")) and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate()
     saved = sorted(int(p.parent.name.split("-")[1]) for p in ckpts.glob("step-*/state.json"))
     assert saved, "the student finished or died before its first checkpoint"
     assert not (killed / "manifests" / "student.json").exists()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "Run the same command again to resume" in stderr
+        assert f"after step {saved[-1]}/" in stderr
 
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ})
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert f"resuming from step-{saved[-1]:06d}" in result.stdout
-    a, b = _student_weights(whole), _student_weights(killed)
+    a, b = _student_weights(uninterrupted_student), _student_weights(killed)
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
     log = [json.loads(x) for x in (killed / "student" / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in log] == sorted({x["step"] for x in log}), "resumed log repeats steps"
-    whole_summary = json.loads((whole / "student" / "summary.json").read_text())
-    killed_summary = json.loads((killed / "student" / "summary.json").read_text())
-    assert whole_summary["examples_per_task"] == killed_summary["examples_per_task"]
+    whole_log = [json.loads(x) for x in (uninterrupted_student / "student" / "log.jsonl").read_text().splitlines()]
+    assert [(x["step"], x["lambda"], x["examples_seen"]) for x in log] == [
+        (x["step"], x["lambda"], x["examples_seen"]) for x in whole_log
+    ], "the resumed run saw other examples or another λ schedule"
+    summaries = [json.loads((r / "student" / "summary.json").read_text()) for r in (uninterrupted_student, killed)]
+    assert summaries[0]["examples_per_task"] == summaries[1]["examples_per_task"]
 
 
 @pytest.mark.slow
