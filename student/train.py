@@ -137,7 +137,13 @@ def train_student(ctx: Context) -> dict[str, object]:
                     ),
                     "examples_per_s": (done - start_step) * sc.batch_size / (time.time() - started),
                 }
-                bar.set_postfix(lam=f"{lam:.2f}", loss=f"{np.mean(list(record['loss'].values())):.4f}")
+                mean_loss = np.mean(list(record["loss"].values()))
+                bar.set_postfix(lam=f"{lam:.2f}", loss=f"{mean_loss:.4f}")
+                if bar.disable:  # not a terminal (CI, log files): plain lines instead of a bar
+                    acc.print(
+                        f"[student] step {done}/{total_steps} λ {lam:.3f} lr {record['lr']:.2e} loss {mean_loss:.4f} "
+                        f"{record['examples_per_s']:.1f} ex/s"
+                    )
                 if acc.is_main_process:
                     with open(log_path, "a", encoding="utf-8") as f:
                         f.write(json.dumps(record) + "\n")

@@ -105,6 +105,9 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
             optimizer.zero_grad(set_to_none=True)
             examples += tc.batch_size
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            if bar.disable and ((step + 1) % 50 == 0 or step + 1 == total_steps):  # not a terminal: plain lines
+                rate = examples / (time.time() - started)
+                acc.print(f"[teachers] {task.name}: step {step + 1}/{total_steps} loss {step_loss:.4f} {rate:.1f} ex/s")
             if acc.is_main_process and ((step + 1) % 10 == 0 or step + 1 == total_steps):
                 with open(log_path, "a", encoding="utf-8") as f:
                     f.write(
