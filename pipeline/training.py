@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 
 import numpy as np
 import torch
@@ -188,8 +189,6 @@ class GracefulStop:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> GracefulStop:
-        import signal
-
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -201,8 +200,6 @@ class GracefulStop:
         self.requested = True
 
     def __exit__(self, *exc) -> None:
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import yaml
+
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import Context
 from pipeline.store import read_json, write_text
@@ -31,7 +33,8 @@ def render(metrics: dict, cfg: RunConfig) -> str:
         "| task | metric | teacher (Single) | student | gain | all teacher metrics | all student metrics |",
         "|---|---|---:|---:|---:|---|---|",
     ]
-    for name, t in metrics["tasks"].items():
+    for name in cfg.data.tasks:
+        t = metrics["tasks"][name]
         teach = "; ".join(f"{s}: " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()) for s, m in t["teacher"].items())
         stud = "; ".join(f"{s}: " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()) for s, m in t["student"].items())
         lines.append(
@@ -56,8 +59,6 @@ def render(metrics: dict, cfg: RunConfig) -> str:
 
 
 def _yaml_lines(d: dict) -> list[str]:
-    import yaml
-
     return yaml.safe_dump(d, sort_keys=False).rstrip().splitlines()
 
 
