@@ -59,6 +59,8 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # dropout on GPU draws from the CUDA generator
+        rng["cuda"] = torch.cuda.get_rng_state()
     save_file(rng, str(tmp / f"rng-{accelerator.process_index}.safetensors"))
     if accelerator.is_main_process:
         weights = {k: v.detach().contiguous().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
@@ -72,10 +74,19 @@ def save_checkpoint(
         write_json(tmp / "state.json", {**state, "step": step, "world_size": accelerator.num_processes, "files": files})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        ours = [p for p in checkpoint_dirs(root) if _digest_of(p) == state.get("digest")]
+        for old in checkpoint_dirs(root):  # checkpoints of another config can never be resumed: drop them
+            if old not in ours or (keep > 0 and old in ours[:-keep]):
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _digest_of(path: Path) -> str | None:
+    try:
+        return read_json(path / "state.json").get("digest")
+    except Exception:  # noqa: BLE001 - unreadable means not ours
+        return None
 
 
 def _dedupe(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -132,5 +143,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     rng_file = path / f"rng-{accelerator.process_index}.safetensors"
     if rng_file.is_file() and state.get("world_size") == accelerator.num_processes:
-        torch.set_rng_state(load_file(str(rng_file))["torch"])
+        rng = load_file(str(rng_file))
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
     return state

@@ -74,11 +74,9 @@ def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool) -> No
     from pipeline.store import write_text
 
     accelerator = make_accelerator()
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    accelerator.wait_for_everyone()
     ran = run_stages(cfg, run_dir, accelerator, target=stage, force=force)
+    if accelerator.is_main_process:  # written after success, so a failed run never replaces a good record
+        write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     accelerator.print(f"done: ran {', '.join(ran) or 'nothing (all up to date)'}; run folder {run_dir}")
     accelerator.end_training()
 

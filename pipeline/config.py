@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.tasks import get_task
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names every offending key."""
@@ -177,7 +179,7 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
         key, raw = token[2:].split("=", 1)
         try:
             value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError, TypeError):
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             value = raw
         if raw in ("null", "None"):
             value = None
@@ -204,7 +206,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            with open(path, encoding="utf-8") as stream:  # a stream, so YAML's error marks name the file
+                data = yaml.safe_load(stream) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
@@ -215,8 +218,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         cfg = _merge(cfg, parse_overrides(overrides), "", problems)
     problems += validate(cfg)
+    if not problems:  # one spelling per task from here on ("SST-2" → "sst2"): it names folders and heads
+        data = cfg.data
+        tasks = tuple(get_task(t).name for t in data.tasks)
+        caps = {get_task(k).name: v for k, v in data.max_train_examples.items()}
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps))
+        if len(set(tasks)) != len(tasks):
+            problems.append(f"'data.tasks' names a task twice: {list(data.tasks)}")
     if problems:
-        where = f" in {path}" if path else ""
+        where = " in " + " and ".join(([str(path)] if path else []) + (["command-line overrides"] if overrides else []))
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
     return cfg
 
@@ -226,13 +236,28 @@ def validate(cfg: RunConfig) -> list[str]:
     problems = []
     if not cfg.data.tasks:
         problems.append("'data.tasks' is empty: name at least one task")
+    known = set()
+    for name in cfg.data.tasks:
+        try:
+            known.add(get_task(name).name)
+        except ValueError as err:
+            problems.append(f"'data.tasks': {err}")
+    for name in cfg.data.max_train_examples:
+        try:
+            canonical = get_task(name).name
+        except ValueError as err:
+            problems.append(f"'data.max_train_examples': {err}")
+            continue
+        if canonical not in known:
+            problems.append(f"'data.max_train_examples' caps '{name}', which is not in data.tasks")
     if cfg.data.max_length < 8:
         problems.append(f"'data.max_length' must be >= 8, got {cfg.data.max_length}")
     for section in ("teachers", "student"):
         sub = getattr(cfg, section)
         for key in ("epochs", "lr", "batch_size", "grad_accum", "eval_batch_size"):
-            if getattr(sub, key) <= 0:
-                problems.append(f"'{section}.{key}' must be > 0, got {getattr(sub, key)}")
+            value = getattr(sub, key)
+            if not 0 < value < float("inf"):
+                problems.append(f"'{section}.{key}' must be a finite number > 0, got {value}")
         if not 0 < sub.layer_decay <= 1:
             problems.append(f"'{section}.layer_decay' must be in (0, 1], got {sub.layer_decay}")
         if not 0 <= sub.warmup < 1:

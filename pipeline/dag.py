@@ -1,12 +1,14 @@
 """The staged DAG: what is done, what is stale and why, and running what is needed in order.
 
-A stage's digest is sha256 of {its config subset, its inputs' digests, the code version}. A stage is done when
-`manifests/<stage>.json` holds that digest and every file it lists still has its checksum. A changed config key
-or input makes the stage stale, and with it everything downstream, because their input digests change too.
+A stage's digest is sha256 of {its config subset, the digests of its input stages' output files, the code version}.
+A stage is done when `manifests/<stage>.json` holds that digest, every file it lists still has its checksum, and
+every stage it needs is done. A changed config key makes that stage stale, and everything downstream with it; once
+it reruns, the stages after it see different input files and rerun too (identical outputs need no rerun).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from accelerate import Accelerator
 
 from pipeline import __version__
 from pipeline.config import RunConfig
-from pipeline.store import digest, manifest_path, read_manifest, verify_files, write_manifest
+from pipeline.store import StoreError, digest, manifest_path, read_manifest, verify_files, write_manifest
 
 
 @dataclass
@@ -37,15 +39,16 @@ def get_stages() -> dict[str, Any]:
     return STAGES
 
 
-def stage_record(name: str, cfg: RunConfig, memo: dict[str, dict] | None = None) -> dict[str, Any]:
-    """The record a stage's digest is computed from: config subset, input digests, code version."""
-    memo = {} if memo is None else memo
-    if name not in memo:
-        stage = get_stages()[name]
-        inputs = {up: stage_record(up, cfg, memo)["digest"] for up in stage.needs(cfg)}
-        record = {"stage": name, "config": stage.config_subset(cfg), "inputs": inputs, "version": __version__}
-        memo[name] = {**record, "digest": digest(record)}
-    return memo[name]
+def stage_record(name: str, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """The record a stage's digest is computed from: its config subset, the digest of each input stage's output
+    files (from that stage's manifest: what is on disk now, not what its config says), and the code version."""
+    stage = get_stages()[name]
+    inputs = {}
+    for up in stage.needs(cfg):
+        manifest = read_manifest(run_dir, up)
+        inputs[up] = digest(manifest["files"]) if manifest is not None else "missing"
+    record = {"stage": name, "config": stage.config_subset(cfg), "inputs": inputs, "version": __version__}
+    return {**record, "digest": digest(record)}
 
 
 def stage_order(cfg: RunConfig, target: str | None = None) -> list[str]:
@@ -67,17 +70,28 @@ def stage_order(cfg: RunConfig, target: str | None = None) -> list[str]:
 
 
 def stage_status(name: str, cfg: RunConfig, run_dir: Path, memo: dict | None = None) -> tuple[str, str]:
-    """("done" | "stale" | "missing", why)."""
-    expected = stage_record(name, cfg, memo)
+    """("done" | "stale" | "missing", why). A stage is done only when everything it needs is done too."""
+    memo = {} if memo is None else memo
+    if name in memo:
+        return memo[name]
     manifest = read_manifest(run_dir, name)
+    expected = stage_record(name, cfg, run_dir)
+    upstream = [(up, stage_status(up, cfg, run_dir, memo)[0]) for up in get_stages()[name].needs(cfg)]
+    not_done = [f"'{up}' is {state}" for up, state in upstream if state != "done"]
     if manifest is None:
-        return "missing", "never finished (no manifest)"
-    if manifest.get("digest") != expected["digest"]:
-        return "stale", _why_stale(manifest, expected)
-    bad = verify_files(run_dir, manifest)
-    if bad:
-        return "stale", "outputs changed since it finished: " + ", ".join(bad[:5])
-    return "done", f"up to date (finished {manifest.get('finished', '?')})"
+        result = ("missing", "never finished (no manifest)")
+    elif not_done:
+        result = ("stale", "needs " + ", ".join(not_done))
+    elif manifest.get("digest") != expected["digest"]:
+        result = ("stale", _why_stale(manifest, expected))
+    else:
+        bad = verify_files(run_dir, manifest)
+        if bad:
+            result = ("stale", "outputs changed since it finished: " + ", ".join(bad[:5]))
+        else:
+            result = ("done", f"up to date (finished {manifest.get('finished', '?')})")
+    memo[name] = result
+    return result
 
 
 def _why_stale(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -104,36 +118,62 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def run_stages(
     cfg: RunConfig, run_dir: Path, accelerator: Accelerator, target: str | None = None, force: bool = False
 ) -> list[str]:
     """Run `target` (or every stage) and whatever it needs that is missing or stale; returns the stages run."""
     stages = get_stages()
-    memo: dict[str, dict] = {}
     ran = []
     for name in stage_order(cfg, target):
-        state, why = stage_status(name, cfg, run_dir, memo)
         forced = force and (target is None or name == target)
-        if state == "done" and not forced and not (set(stages[name].needs(cfg)) & set(ran)):
+        try:  # fresh memo: the stages run so far have rewritten their manifests
+            state, why = stage_status(name, cfg, run_dir)
+        except StoreError:
+            if not forced:
+                raise
+            state, why = "stale", "forced over a manifest this version cannot read"
+        if state == "done" and not forced:
             accelerator.print(f"[{name}] skip: {why}")
             continue
         accelerator.print(f"[{name}] run: {'forced' if forced and state == 'done' else why}")
         stage = stages[name]
-        record = stage_record(name, cfg, memo)
+        record = stage_record(name, cfg, run_dir)
+        # The old manifest (and, unless the stage resumes, its outputs) are set aside rather than deleted: if the
+        # stage fails, e.g. on bad input, they are put back and the previous results are intact.
+        set_aside: list[tuple[Path, Path]] = []
         if accelerator.is_main_process:
-            manifest_path(run_dir, name).unlink(missing_ok=True)
+            targets = [manifest_path(run_dir, name)]
             if not getattr(stage, "RESUMABLE", False) or forced:
-                for rel in stage.makes(cfg):
-                    path = run_dir / rel
-                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                targets += [run_dir / rel for rel in stage.makes(cfg)]
+            for path in targets:
+                if path.exists():
+                    backup = path.with_name(path.name + ".previous")
+                    _remove(backup)
+                    os.replace(path, backup)
+                    set_aside.append((path, backup))
         accelerator.wait_for_everyone()
         start = time.time()
-        result = stage.run(Context(cfg, run_dir, accelerator, record["digest"])) or {}
+        try:
+            result = stage.run(Context(cfg, run_dir, accelerator, record["digest"])) or {}
+        except BaseException:
+            for path, backup in set_aside:
+                _remove(path)
+                os.replace(backup, path)
+            raise
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             finished = time.strftime("%Y-%m-%d %H:%M:%S")
             extra = {"result": result, "wall_s": round(time.time() - start, 2), "finished": finished}
             write_manifest(run_dir, name, stage.makes(cfg), {**record, **extra})
+            for _, backup in set_aside:
+                _remove(backup)
         accelerator.wait_for_everyone()
         ran.append(name)
     return ran

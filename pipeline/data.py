@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.glue import Example
-from pipeline.store import StoreError, read_json, read_npy, write_json, write_npy
+from pipeline.store import StoreError, digest, read_json, read_npy, write_json, write_npy
 from pipeline.tasks import TaskSpec
 
 
@@ -61,20 +61,15 @@ def tokenize_split(
     token_type_ids = np.concatenate(types_parts) if types_parts else np.zeros(0, np.int8)
     labels = np.asarray([float(ex.label) for ex in examples], dtype=np.float32)
     ids = [ex.id for ex in examples]
-    return TokenizedSplit(
-        task,
-        split,
-        ids,
-        input_ids,
-        token_type_ids,
-        offsets,
-        labels,
-        split_fingerprint(ids, input_ids, token_type_ids, offsets, labels),
-    )
+    tokenizer_id = f"{type(tokenizer).__name__}:{len(tokenizer)}:{digest(tokenizer.get_vocab())}:{max_length}"
+    fingerprint = split_fingerprint(ids, input_ids, token_type_ids, offsets, labels, tokenizer_id)
+    return TokenizedSplit(task, split, ids, input_ids, token_type_ids, offsets, labels, fingerprint)
 
 
-def split_fingerprint(ids, input_ids, token_type_ids, offsets, labels) -> str:
+def split_fingerprint(ids, input_ids, token_type_ids, offsets, labels, tokenizer_id: str = "") -> str:
+    """Changes with the examples, their labels, the token ids, the tokenizer's vocabulary and the max length."""
     h = hashlib.sha256()
+    h.update(tokenizer_id.encode())
     h.update("\n".join(ids).encode())
     for arr in (input_ids, token_type_ids, offsets, labels):
         h.update(np.ascontiguousarray(arr).tobytes())

@@ -7,8 +7,8 @@ and `heads.json` for the task heads.
 
 from __future__ import annotations
 
+import inspect
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,14 +66,16 @@ def load_encoder(path: str, trust_remote_code: bool = False, safetensors_only: b
 
 
 def _load_hint(path: str, what: str, err: Exception) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not Path(path).exists()
-    hint = (
-        " If this machine has no access to the Hugging Face Hub, point model.name_or_path at a local folder "
-        "holding config.json, the weights and the tokenizer files (or use 'minilm' for the bundled MiniLM)."
-        if offline
-        else ""
-    )
-    return f"could not load the {what} from '{path}': {err}.{hint}"
+    if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+        return f"could not load the {what}: the folder '{path}' does not exist (model.name_or_path)"
+    reason = str(err).rstrip(".")
+    hint = ""
+    if not Path(path).exists():
+        hint = (
+            " If this machine has no access to the Hugging Face Hub, set model.name_or_path to a local folder "
+            "holding config.json, the weights and the tokenizer files (or 'minilm' for the bundled MiniLM)."
+        )
+    return f"could not load the {what} from '{path}' (model.name_or_path): {reason}.{hint}"
 
 
 def build_tiny_random(out_dir: Path, texts: list[str], cfg: ModelConfig, seed: int, vocab_size: int = 4000) -> None:
@@ -138,12 +140,14 @@ class MultiTaskModel(nn.Module):
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, spec["outputs"]) for name, spec in heads.items()})
         self.max_outputs = max(spec["outputs"] for spec in heads.values())
+        self.uses_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise ValueError("model.pooling 'pooler' needs an encoder with a pooler; use 'cls' or 'mean'")
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None):
         """Sentence vectors [B, H] from token ids [B, T]."""
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        kwargs = {"token_type_ids": token_type_ids} if self.uses_token_types else {}  # DistilBERT has none
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         if self.pooling == "pooler":
             return out.pooler_output
         if self.pooling == "cls":

@@ -63,8 +63,13 @@ def trim_log(path: Path, last_step: int) -> None:
     """Keep only the JSONL records up to `last_step` (the lines a resumed run will not write again)."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut short when the process died
+            continue
     write_text(path, "".join(line + "\n" for line in kept))
 
 
