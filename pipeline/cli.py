@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -59,13 +60,17 @@ def resolve(args: argparse.Namespace, extra: list[str], for_status: bool = False
 def make_accelerator():
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     # Several processes but no GPU (e.g. `accelerate launch --multi_gpu` on a CPU machine): Accelerate only sets
     # up gloo ranks (MULTI_CPU) when asked for the CPU explicitly; otherwise each rank would train alone.
     cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     # Heads of tasks absent from a batch get no gradient; DDP must be told so.
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    # Only the main process reads and tokenises the data while the others wait: allow hours, not NCCL's minutes.
+    handlers = [
+        DistributedDataParallelKwargs(find_unused_parameters=True),
+        InitProcessGroupKwargs(timeout=timedelta(hours=3)),
+    ]
     return Accelerator(cpu=cpu, kwargs_handlers=handlers)
 
 
