@@ -3,6 +3,7 @@
     python -m pipeline run --config configs/smoke.yaml --out /tmp/smoke          # every stage, tiny model, ~1 min
     python -m pipeline run --stage teachers --config configs/glue-small.yaml --data-dir ../shared/data/glue
     python -m pipeline status --out artifacts/smoke
+    python -m pipeline predict --model artifacts/smoke/student/model --task sst2 --input texts.jsonl
     python -m pipeline run --config configs/smoke.yaml --student.lr=3e-4        # reruns student and later only
 
 Overrides are `--section.key=value` (values parsed as Python literals); they win over the YAML file, which wins
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--stage", help="run this stage and what it needs (default: all stages)")
             p.add_argument("--force", action="store_true", help="rerun the stage (all stages without --stage)")
+    p = sub.add_parser("predict", help="run a trained model on new text (see pipeline/predict.py)")
+    p.add_argument("--model", required=True, help="a saved model folder, e.g. artifacts/RUN/student/model")
+    p.add_argument("--task", required=True, help="which head to use, e.g. sst2")
+    p.add_argument("--input", required=True, help="TSV, CSV or JSONL file, or - for JSON Lines on stdin")
+    p.add_argument("--output", help="write JSON Lines here (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=128)
     return parser
 
 
@@ -104,12 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
+        if args.command == "predict":
+            if extra:
+                raise ConfigError(f"unrecognised arguments: {' '.join(extra)}")
+            from pipeline.predict import run_predict
+
+            return run_predict(args.model, args.task, args.input, args.output, args.batch_size)
         cfg, run_dir = resolve(args, extra)
         if args.command == "run":
             cmd_run(cfg, run_dir, args.stage, args.force)
         else:
             cmd_status(cfg, run_dir)
-    except (ConfigError, DataError, StoreError, ModelLoadError) as err:
+    except (ConfigError, DataError, StoreError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:
