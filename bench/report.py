@@ -1,0 +1,88 @@
+"""The benchmark's report: targets and verdicts, and the .json and .md files (used by bench/run.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def targets(r: dict) -> list[list]:
+    """[figure, measured, target, met], decided on the unrounded values."""
+    st, sr, rows = r["student"], r["second_run"], []
+    for who, x in [("student", st)] + [(f"teacher {n}", t) for n, t in r["teacher"].items()]:
+        rows += [[f"{who}: examples/s / Trainer-best", x["vs_trainer_best"], ">=", 1.3]]
+        rows += [[f"{who}: useful FLOP/s / matmul peak", x["peak_fraction"], ">=", 0.5]]
+    first_step = bool(sr.get("data_skipped") and not sr.get("retokenised") and sr.get("first_logged_student_step_s"))
+    rows += [
+        ["distill: examples/s / Trainer.predict", r["distill"]["vs_trainer_predict"], ">=", 2.0],
+        ["distill: inference FLOP/s / matmul peak", r["distill"]["peak_fraction"], ">=", 0.6],
+        ["distillation overhead, % (BAM vs Multi step time)", r["distill_overhead"], "<=", 3.0],
+        ["student peak RSS / largest single-task fine-tune", r["rss"]["student_vs_single_max"], "<=", 1.2],
+        ["(the same / smallest single-task fine-tune)", r["rss"]["student_vs_single_min"], "<=", 1.2],
+        ["soft-target store memory-mapped", r["store"]["memory_mapped"], "", True],
+        ["second run reaches its first step without re-tokenising", first_step, "", True],
+    ]
+    ops = {">=": lambda v, x: v >= x, "<=": lambda v, x: v <= x, "": lambda v, x: v is x}
+    return [[f, v, f"{op} {fmt(x)}".strip(), ops[op](v, x)] for f, v, op, x in rows]
+
+
+def fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return {True: "yes", False: "no", None: "n/a"}[v]
+    if isinstance(v, int):
+        return f"{v:,}"
+    return (f"{v:.3f}" if abs(v) < 100 else f"{v:,.1f}") if isinstance(v, float) else str(v)
+
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    lines = [f"| {' | '.join(fmt(c) for c in row)} |" for row in [header] + rows]
+    return lines[:1] + ["|" + "---|" * len(header)] + lines[1:] + [""]
+
+
+def flat(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [[f"{prefix}{k}", v]]
+
+
+def write_report(r: dict, out: Path, stamp: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stamp}.json").write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+    st, quick = r["student"], " **--quick: a sanity check; these numbers mean nothing.**" * r["settings"]["quick"]
+    md = [f"# Throughput benchmark, {r['date']}", "", f"Command: `{r['command']}` (in `{r['cwd']}`).{quick}", ""]
+    md += table(["machine, setting", "value"], [[k, v] for k, v in (r["machine"] | r["settings"]).items()])
+    md += [
+        f"Matmul peak (best 2048×2048 fp32 matmul): **{r['matmul_gflops']:.1f} GFLOP/s**. Useful FLOP/s = 6 (training) "
+        "or 2 (inference) × non-embedding parameters × real (non-pad) tokens / time; non-embedding parameters = all "
+        f"encoder parameters minus the embeddings module's = {r['non_embedding_params']:,} (pooler included, "
+        "task heads not). Verdicts use the unrounded values (in the JSON); bench/README.md defines every figure.\n",
+        "## Targets\n",
+    ]
+    md += table(["figure", "measured", "target", "met"], targets(r))
+    rows = [[f"ours: student (BAM), examples {st['task_counts']}", st]]
+    rows += [[f"ours: teacher {n}", t] for n, t in r["teacher"].items()]
+    for n, t in r["trainer"].items():
+        rows += [
+            [f"Trainer {n}: (a) pad to 128", t["max_length"]],
+            [f"Trainer {n}: (b) dynamic, grouped", t["dynamic"]],
+        ]
+    keys = ["examples_per_s", "tokens_per_s", "pad_efficiency", "useful_gflops", "peak_fraction", "vs_trainer_best"]
+    head = ["run", "examples/s", "real tokens/s", "pad efficiency", "useful GFLOP/s", "of peak", "/ Trainer-best"]
+    rows = [[name] + [x.get(k) for k in keys + ["vs_trainer_default"]] for name, x in rows]
+    md += ["## Training throughput", ""] + table(head + ["/ Trainer (a)"], rows)
+    mix = {k: st[f"trainer_mix_{k}"]["examples_per_s"] for k in ("best", "default")}
+    md += [
+        "Trainer-best = the faster of (a) and (b). The student's Trainer figure is the Trainer's time for the same "
+        f"number of examples of each task, each at that task's measured rate: best {mix['best']:.1f} ex/s, (a) "
+        f"{mix['default']:.1f} ex/s. Teachers are compared with the Trainer on their own task.\n",
+        "## Distill (soft-target caching, eval batch 128)\n",
+        "ours = pipeline.training.predict (length-sorted); trainer = Trainer.predict with dynamic padding (sequential "
+        "order); trainer_length_grouped = Trainer.predict with the length-grouped sampler, for reference only (its "
+        "outputs come back in a shuffled order, unusable for caching).\n",
+    ]
+    keys = ["examples_per_s", "tokens_per_s", "useful_gflops", "peak_fraction"]
+    rows = [[k, n] + [x[c] for c in keys] for k, parts in r["distill"]["detail"].items() for n, x in parts.items()]
+    md += table(["run", "task"] + head[1:3] + ["inference GFLOP/s", "of peak"], rows)
+    other = {k: r[k] for k in ("distill", "distill_overhead_detail", "store", "rss", "second_run")}
+    other["distill"] = {k: v for k, v in r["distill"].items() if k != "detail"}
+    md += ["## Other figures", ""] + table(["figure", "value"], list(flat(other)))
+    (out / f"{stamp}.md").write_text("\n".join(md), encoding="utf-8")
