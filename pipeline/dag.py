@@ -75,14 +75,13 @@ def stage_status(name: str, cfg: RunConfig, run_dir: Path, memo: dict | None = N
     if name in memo:
         return memo[name]
     manifest = read_manifest(run_dir, name)
-    expected = stage_record(name, cfg, run_dir)
     upstream = [(up, stage_status(up, cfg, run_dir, memo)[0]) for up in get_stages()[name].needs(cfg)]
     not_done = [f"'{up}' is {state}" for up, state in upstream if state != "done"]
     if manifest is None:
         result = ("missing", "never finished (no manifest)")
     elif not_done:
         result = ("stale", "needs " + ", ".join(not_done))
-    elif manifest.get("digest") != expected["digest"]:
+    elif manifest.get("digest") != (expected := stage_record(name, cfg, run_dir))["digest"]:
         result = ("stale", _why_stale(manifest, expected))
     else:
         bad = verify_files(run_dir, manifest)
@@ -131,10 +130,13 @@ def run_stages(
     """Run `target` (or every stage) and whatever it needs that is missing or stale; returns the stages run."""
     stages = get_stages()
     ran = []
+    # Statuses of stages already handled stay valid (each rerun stage is recorded as done below), so every
+    # stage's files are checksummed once per call, not once per downstream stage.
+    memo: dict[str, tuple[str, str]] = {}
     for name in stage_order(cfg, target):
         forced = force and (target is None or name == target)
-        try:  # fresh memo: the stages run so far have rewritten their manifests
-            state, why = stage_status(name, cfg, run_dir)
+        try:
+            state, why = stage_status(name, cfg, run_dir, memo)
         except StoreError:
             if not forced:
                 raise
@@ -175,5 +177,6 @@ def run_stages(
             for _, backup in set_aside:
                 _remove(backup)
         accelerator.wait_for_everyone()
+        memo[name] = ("done", "just ran")
         ran.append(name)
     return ran
