@@ -59,6 +59,7 @@ class TeacherConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0  # 0 = no clipping
     grad_accum: int = 1  # gradient accumulation steps
+    group_by_length: int = 50  # batches per length-grouping window (similar lengths share a batch); 0 = off
     eval_batch_size: int = 128
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none; a finished teacher is never redone)
     keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep
@@ -78,6 +79,7 @@ class StudentConfig:
     alpha: float = 0.75  # task sampling p(τ) ∝ |D_τ|^alpha; 1 = size-proportional, 0 = uniform
     shuffle_all: bool = False  # True = no task sampling: shuffle all examples together (ablation)
     fixed_lambda: float | None = None  # None = teacher annealing λ = step/total; 0 = pure distillation; 1 = Multi
+    group_by_length: int = 50  # batches per length-grouping window (task frequencies unchanged); 0 = off
     eval_batch_size: int = 128
     log_every: int = 10  # steps between log lines in student/log.jsonl
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none)
@@ -262,6 +264,8 @@ def validate(cfg: RunConfig) -> list[str]:
             problems.append(f"'{section}.layer_decay' must be in (0, 1], got {sub.layer_decay}")
         if not 0 <= sub.warmup < 1:
             problems.append(f"'{section}.warmup' must be in [0, 1), got {sub.warmup}")
+        if sub.group_by_length < 0:
+            problems.append(f"'{section}.group_by_length' must be >= 0 (0 = off), got {sub.group_by_length}")
     lam = cfg.student.fixed_lambda
     if lam is not None and not 0 <= lam <= 1:
         problems.append(f"'student.fixed_lambda' must be null or in [0, 1], got {lam}")

@@ -58,6 +58,26 @@ def multitask_plan(
     return pairs.reshape(total_steps, batch_size, 2)
 
 
+def group_by_length(plan: np.ndarray, lengths: list[np.ndarray], window: int, seed: int) -> np.ndarray:
+    """Batches of similar length, so dynamic padding pads little. Within each window of `window` consecutive
+    batches, the examples are sorted by token length and cut into batches again, and the window's batches are
+    shuffled. A window only reorders its own examples, so which examples (and tasks) the run sees, and how often,
+    is exactly the plan's; at every window boundary the per-task counts so far are unchanged. `window` 0 = off.
+    """
+    if window <= 0:
+        return plan
+    steps, batch, _ = plan.shape
+    rng = np.random.default_rng([seed, 0x6C656E])  # its own stream: switching grouping on does not change the plan
+    out = np.empty_like(plan)
+    for start in range(0, steps, window):
+        block = plan[start : start + window].reshape(-1, 2)
+        size = np.array([lengths[t][r] for t, r in block])
+        block = block[np.argsort(size, kind="stable")]  # ties keep the plan's random order
+        batches = block.reshape(-1, batch, 2)
+        out[start : start + len(batches)] = batches[rng.permutation(len(batches))]
+    return out
+
+
 def rank_slice(plan_step: np.ndarray, rank: int, world: int, grad_accum: int) -> list[np.ndarray]:
     """This process's micro-batches of one global batch [B, 2]: B / world rows, split into `grad_accum` parts."""
     mine = plan_step[rank::world]

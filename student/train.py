@@ -39,7 +39,7 @@ from pipeline.training import (
     to_device,
 )
 from student.loss import annealing_lambda, multitask_loss
-from student.sampling import multitask_plan, rank_slice, steps_for, task_probabilities
+from student.sampling import group_by_length, multitask_plan, rank_slice, steps_for, task_probabilities
 
 
 def train_student(ctx: Context) -> dict[str, object]:
@@ -67,6 +67,7 @@ def train_student(ctx: Context) -> dict[str, object]:
     total_steps = steps_for(sum(sizes), sc.batch_size, sc.epochs)
     warmup_steps = int(sc.warmup * total_steps)
     plan = multitask_plan(sizes, sc.batch_size, total_steps, sc.alpha, sc.seed, sc.shuffle_all)
+    plan = group_by_length(plan, [s.lengths for s in train], sc.group_by_length, sc.seed)
     optimizer = make_optimizer(model, sc.lr, sc.layer_decay, sc.weight_decay)
     model, optimizer = acc.prepare(model, optimizer)
     probs = task_probabilities(sizes, 1.0 if sc.shuffle_all else sc.alpha)

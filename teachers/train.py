@@ -38,7 +38,7 @@ from pipeline.training import (
     to_device,
 )
 from student.loss import multitask_loss
-from student.sampling import rank_slice, single_task_plan, steps_for
+from student.sampling import group_by_length, rank_slice, single_task_plan, steps_for
 
 
 def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict[str, float]]:
@@ -58,6 +58,7 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
     total_steps = steps_for(len(train), tc.batch_size, tc.epochs)
     warmup_steps = int(tc.warmup * total_steps)
     plan = single_task_plan(len(train), tc.batch_size, total_steps, seed=tc.seed)
+    plan = group_by_length(plan, [train.lengths], tc.group_by_length, tc.seed)
     optimizer = make_optimizer(model, tc.lr, tc.layer_decay, tc.weight_decay)
     model, optimizer = acc.prepare(model, optimizer)
 

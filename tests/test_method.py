@@ -33,7 +33,7 @@ from student.loss import (
     regression_loss,
     soft_cross_entropy,
 )
-from student.sampling import multitask_plan, rank_slice, single_task_plan, task_probabilities
+from student.sampling import group_by_length, multitask_plan, rank_slice, single_task_plan, task_probabilities
 
 ATOL = 1e-5
 GARBAGE = 1e4  # written into padding columns: it must not reach any loss or gradient
@@ -335,6 +335,53 @@ def test_single_task_plan_visits_every_row_once_per_pass() -> None:
     np.testing.assert_array_equal(blocks, np.broadcast_to(np.arange(size), (3, size)))
     np.testing.assert_array_equal(plan, single_task_plan(size, batch, steps, seed=5, task=2))
     assert not np.array_equal(plan, single_task_plan(size, batch, steps, seed=6, task=2))
+
+
+def _pair_counts(pairs: np.ndarray) -> dict[tuple[int, int], int]:
+    keys, counts = np.unique(pairs.reshape(-1, 2), axis=0, return_counts=True)
+    return {tuple(k): int(c) for k, c in zip(keys.tolist(), counts)}
+
+
+@pytest.mark.parametrize("alpha", [0.75, 0.0])
+def test_group_by_length_keeps_the_plans_examples_and_task_frequencies(alpha: float) -> None:
+    rng = np.random.default_rng(0)
+    lengths = [rng.integers(5, 120, size=n) for n in SIZES]
+    batch, steps, window = 16, 230, 50  # the last window is partial
+    plan = multitask_plan(SIZES, batch, steps, alpha, seed=3)
+    grouped = group_by_length(plan, lengths, window, seed=3)
+    assert grouped.shape == plan.shape
+    for start in range(0, steps, window):
+        # each window holds exactly the plan's (task, row) pairs, only reordered...
+        assert _pair_counts(grouped[start : start + window]) == _pair_counts(plan[start : start + window])
+        # ...so at every window boundary the per-task counts so far are the plan's, hence p(τ) ∝ |D_τ|^α
+        end = min(start + window, steps)
+        np.testing.assert_array_equal(
+            np.bincount(grouped[:end, :, 0].ravel(), minlength=3), np.bincount(plan[:end, :, 0].ravel(), minlength=3)
+        )
+
+    def padding(p: np.ndarray) -> int:  # pad tokens under dynamic padding
+        size = np.array([[lengths[t][r] for t, r in b] for b in p])
+        return int((size.max(axis=1, keepdims=True) - size).sum())
+
+    assert padding(grouped) < 0.25 * padding(plan)
+    # the batches of a window are not left in length order (no short-to-long curriculum inside a window)
+    widths = np.array([max(lengths[t][r] for t, r in b) for b in grouped[:window]])
+    assert not np.all(np.diff(widths) >= 0)
+    np.testing.assert_array_equal(grouped, group_by_length(plan, lengths, window, seed=3))
+    np.testing.assert_array_equal(group_by_length(plan, lengths, 0, seed=3), plan)
+
+
+def test_group_by_length_single_task_keeps_one_pass_per_epoch() -> None:
+    size, batch = 64, 8
+    lengths = [np.random.default_rng(1).integers(1, 50, size=size)]
+    plan = single_task_plan(size, batch, 16, seed=2)  # 2 passes, each 8 batches
+    grouped = group_by_length(plan, lengths, 8, seed=2)
+    for p in range(2):
+        rows = np.sort(grouped[p * 8 : (p + 1) * 8, :, 1].ravel())
+        np.testing.assert_array_equal(rows, np.arange(size))
+    for b in grouped:  # within a batch, lengths are a contiguous run of the window's sorted lengths
+        size_b = lengths[0][b[:, 1]]
+        assert size_b.max() - size_b.min() <= np.ptp(lengths[0])
 
 
 def test_rank_slice_partitions_the_global_batch() -> None:
