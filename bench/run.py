@@ -44,7 +44,7 @@ from pipeline.store import load_soft_targets, save_soft_targets
 from pipeline.tasks import get_task
 from pipeline.training import get_lr_multiplier, make_optimizer, model_inputs, predict, set_lr, to_device
 from student.loss import annealing_lambda, multitask_loss
-from student.sampling import multitask_plan, rank_slice, single_task_plan, steps_for
+from student.sampling import group_by_length, multitask_plan, rank_slice, single_task_plan, steps_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH, MAX_LEN, EVAL_BATCH, SEED, MNLI_ROWS = 32, 128, 128, 0, 392_702
@@ -145,6 +145,7 @@ class Ours:
             self.plan = multitask_plan(sizes, BATCH, b.warmup + b.steps, sc.alpha, sc.seed)
         else:
             self.plan = single_task_plan(sizes[0], BATCH, b.warmup + b.steps, seed=sc.seed)
+        self.plan = group_by_length(self.plan, [s.lengths for s in self.splits], sc.group_by_length, sc.seed)
 
     def step(self, s: int, lam: float | None) -> tuple[int, int]:
         """Optimizer step s. lam None: annealed λ with teacher targets (BAM); a number: fixed λ, no teacher tensor.

@@ -1,10 +1,13 @@
-"""Command line: `python -m pipeline run|status`.
+"""Command line: `python -m pipeline run|status|predict|reproduce-glue`.
 
     python -m pipeline run --config configs/smoke.yaml --out /tmp/smoke          # every stage, tiny model, ~1 min
     python -m pipeline run --stage teachers --config configs/glue-small.yaml --data-dir ../shared/data/glue
     python -m pipeline status --out artifacts/smoke
     python -m pipeline predict --model artifacts/smoke/student/model --task sst2 --input texts.jsonl
     python -m pipeline run --config configs/smoke.yaml --student.lr=3e-4        # reruns student and later only
+    python -m pipeline run --config configs/smoke.yaml --report-to tensorboard  # curves in RUN/tracking/
+    python -m pipeline reproduce-glue --config configs/glue-small.yaml --data-dir ../shared/data/glue \
+        --seeds 3 --out results/repro                                            # the paper's table; --dry-run
 
 Overrides are `--section.key=value` (values parsed as Python literals); they win over the YAML file, which wins
 over the defaults in pipeline/config.py.
@@ -23,8 +26,12 @@ import yaml
 from pipeline.config import ConfigError, RunConfig, load_config, to_dict
 from pipeline.glue import DataError
 from pipeline.model import ModelLoadError
+from pipeline.reproduce import ReproduceError
 from pipeline.store import StoreError
 from pipeline.training import TrainingInterrupted
+
+# --report-to choices → Accelerate trackers
+TRACKERS = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--stage", help="run this stage and what it needs (default: all stages)")
             p.add_argument("--force", action="store_true", help="rerun the stage (all stages without --stage)")
+            p.add_argument(
+                "--report-to",
+                choices=list(TRACKERS),
+                default="none",
+                help="also send training curves to TensorBoard / W&B (all = both), logged under RUN/tracking/",
+            )
+    p = sub.add_parser("reproduce-glue", help="Single vs Multi vs BAM and ablations over seeds (pipeline/reproduce.py)")
+    p.add_argument("--config", type=Path, required=True, help="YAML run config, e.g. configs/glue-small.yaml")
+    p.add_argument("--out", type=Path, required=True, help="folder for the runs, results.json, table.md and plots")
+    p.add_argument("--data-dir", help="folder in the GLUE TSV layout (sets data.data_dir)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 1..N for every variant (default 3)")
+    p.add_argument("--variants", help="comma-separated subset of: single, multi, bam, no-layerwise, no-sampling, "
+                   "no-annealing (default: all)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="print the plan, what is done and the time it expects")
     p = sub.add_parser("predict", help="run a trained model on new text (see pipeline/predict.py)")
     p.add_argument("--model", required=True, help="a saved model folder, e.g. artifacts/RUN/student/model")
     p.add_argument("--task", required=True, help="which head to use, e.g. sst2")
@@ -64,10 +85,30 @@ def resolve(args: argparse.Namespace, extra: list[str], for_status: bool = False
     return cfg, run_dir
 
 
-def make_accelerator():
+def make_accelerator(report_to: str = "none", run_dir: Path | None = None):
+    """The Accelerator all stages share; `report_to` (a key of TRACKERS) picks the trackers, which write under
+    `run_dir/tracking/`, outside every stage's outputs."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+    from accelerate.utils import (
+        DistributedDataParallelKwargs,
+        InitProcessGroupKwargs,
+        ProjectConfiguration,
+        is_tensorboard_available,
+        is_wandb_available,
+    )
+
+    trackers = TRACKERS[report_to]
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
+    missing = [name for name in trackers if not available[name]()]
+    if missing:  # Accelerate would drop them silently
+        raise ConfigError(
+            f"--report-to {report_to} needs the package {' and '.join(missing)}, which is not installed "
+            f"(pip install {' '.join(missing)})"
+        )
+    project = None
+    if run_dir is not None:
+        project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tracking"))
 
     # Several processes but no GPU (e.g. `accelerate launch --multi_gpu` on a CPU machine): Accelerate only sets
     # up gloo ranks (MULTI_CPU) when asked for the CPU explicitly; otherwise each rank would train alone.
@@ -78,14 +119,14 @@ def make_accelerator():
         DistributedDataParallelKwargs(find_unused_parameters=True),
         InitProcessGroupKwargs(timeout=timedelta(hours=3)),
     ]
-    return Accelerator(cpu=cpu, kwargs_handlers=handlers)
+    return Accelerator(cpu=cpu, kwargs_handlers=handlers, log_with=trackers or None, project_config=project)
 
 
-def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool) -> None:
+def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool, report_to: str = "none") -> None:
     from pipeline.dag import run_stages
     from pipeline.store import write_text
 
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(report_to, run_dir)
     ran = run_stages(cfg, run_dir, accelerator, target=stage, force=force)
     if accelerator.is_main_process:  # written after success, so a failed run never replaces a good record
         write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -94,13 +135,17 @@ def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool) -> No
 
 
 def cmd_status(cfg: RunConfig, run_dir: Path) -> None:
-    from pipeline.dag import stage_order, stage_status
+    """Each stage in running order with the stages it needs (the DAG), whether it is done, and why not."""
+    from pipeline.dag import get_stages, stage_order, stage_status
 
     memo: dict = {}
+    needs = {name: ", ".join(get_stages()[name].needs(cfg)) or "-" for name in stage_order(cfg)}
+    width = max(len(n) for n in needs.values())
     print(f"run folder {run_dir}")
-    for name in stage_order(cfg):
+    print(f"  {'stage':<9} {'needs':<{width}} {'state':<8} why")
+    for name, upstream in needs.items():
         state, why = stage_status(name, cfg, run_dir, memo)
-        print(f"  {name:<9} {state:<8} {why}")
+        print(f"  {name:<9} {upstream:<{width}} {state:<8} {why}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,11 +163,18 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_predict(args.model, args.task, args.input, args.output, args.batch_size)
         cfg, run_dir = resolve(args, extra)
-        if args.command == "run":
-            cmd_run(cfg, run_dir, args.stage, args.force)
+        if args.command == "reproduce-glue":
+            from pipeline.reproduce import parse_variants, reproduce
+
+            command = "python -m pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
+            accelerator = make_accelerator()
+            reproduce(cfg, run_dir, args.seeds, parse_variants(args.variants), accelerator, command, args.dry_run)
+            accelerator.end_training()
+        elif args.command == "run":
+            cmd_run(cfg, run_dir, args.stage, args.force, args.report_to)
         else:
             cmd_status(cfg, run_dir)
-    except (ConfigError, DataError, StoreError, ModelLoadError, FileNotFoundError) as err:
+    except (ConfigError, DataError, StoreError, ModelLoadError, FileNotFoundError, ReproduceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.tasks import get_task
+from pipeline.custom import file_format, resolve_task
+from pipeline.tasks import METRICS, get_glue_task, get_task, set_custom_tasks
 
 
 class ConfigError(ValueError):
@@ -24,8 +28,31 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class CustomTaskConfig:
+    """A task of your own, read by pipeline/custom.py. Relative paths: from the config file's folder (in an
+    override: from the current directory)."""
+
+    train: str = ""  # training file (.csv, .tsv, .jsonl), or with `hub` the split name
+    dev: str = ""  # dev file or split: evaluated; gives the task's score
+    test: str | None = None  # labelled test file or split, evaluated beside dev; None = none
+    format: Literal["auto", "csv", "tsv", "jsonl"] = "auto"  # auto = from each file's suffix
+    columns: tuple[str, ...] | None = None  # CSV/TSV without a header line: its column names; None = line 1 names them
+    quoting: bool = True  # CSV/TSV: fields may be "quoted, like this"; false = quotes are plain text
+    hub: str | None = None  # a Hub dataset instead of files (then train/dev/test are split names)
+    hub_config: str | None = None  # the Hub dataset's config name, when it has several
+    text: tuple[str, ...] = ()  # the text column, or two columns for a sentence pair
+    label: str = "label"  # the label column
+    kind: Literal["classification", "regression"] = "classification"
+    labels: tuple[str | int, ...] | None = None  # classes in order; None = the sorted values found in train
+    range: tuple[float, float] | None = None  # regression: [low, high] of valid scores; None = train's min and max
+    metrics: tuple[Literal["accuracy", "f1", "mcc", "pearson", "spearman"], ...] = ()  # first = the task's score;
+    # () = accuracy (classification), spearman and pearson (regression)
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    tasks: tuple[str, ...] = ("sst2", "mrpc", "stsb", "rte")  # GLUE task names (see pipeline/tasks.py)
+    tasks: tuple[str, ...] = ("sst2", "mrpc", "stsb", "rte")  # GLUE names (pipeline/tasks.py) and custom_tasks names
+    custom_tasks: dict[str, CustomTaskConfig] = field(default_factory=dict)  # your own tasks, by name
     source: Literal["glue", "synthetic"] = (
         "glue"  # synthetic = small generated data set in the GLUE layout (smoke runs)
     )
@@ -150,6 +177,19 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str, problems: list[str]) 
             problems.append(f"unknown config key '{path}' (known: {', '.join(sorted(names))})")
             continue
         current = getattr(obj, key)
+        entry_type = _entry_type(hints[key])
+        if entry_type is not None:  # a mapping of names to config sections, e.g. data.custom_tasks
+            if not isinstance(value, dict):
+                problems.append(f"'{path}' must be a mapping of names to {entry_type.__name__} keys, got {value!r}")
+                continue
+            entries = dict(current)
+            for name, entry in value.items():
+                if not isinstance(entry, dict):
+                    problems.append(f"'{path}.{name}' must be a mapping of {entry_type.__name__} keys, got {entry!r}")
+                    continue
+                entries[str(name)] = _merge(current.get(str(name), entry_type()), entry, f"{path}.{name}.", problems)
+            changes[key] = entries
+            continue
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 problems.append(f"'{path}' must be a mapping of {type(current).__name__} keys, got {value!r}")
@@ -164,6 +204,23 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str, problems: list[str]) 
             continue
         changes[key] = coerced
     return dataclasses.replace(obj, **changes)
+
+
+def _entry_type(tp: Any) -> Any:
+    """The dataclass `X` of a `dict[str, X]` annotation; None for any other annotation."""
+    args = typing.get_args(tp)
+    return args[1] if typing.get_origin(tp) is dict and dataclasses.is_dataclass(args[1]) else None
+
+
+def _absolute_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    """The custom tasks' file paths joined to `base` (absolute paths stay as they are)."""
+    tasks = {}
+    for name, task in cfg.data.custom_tasks.items():
+        if task.hub is None:
+            files = {split: getattr(task, split) for split in ("train", "dev", "test")}
+            task = dataclasses.replace(task, **{k: os.path.abspath(base / v) for k, v in files.items() if v})
+        tasks[name] = task
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, custom_tasks=tasks))
 
 
 def _type_name(tp: Any) -> str:
@@ -200,7 +257,16 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Build a RunConfig from the defaults, an optional YAML file and `--section.key=value` overrides."""
+    """Build a RunConfig from the defaults, an optional YAML file and `--section.key=value` overrides.
+
+    Custom tasks' file paths become absolute: relative to the config file's folder when the file gives them, to the
+    current directory when an override does. Each custom task in `data.tasks` becomes a `TaskSpec` (its label set or
+    range inferred from its training split when not declared) that `get_task` then finds.
+
+    Raises:
+        ConfigError: Every problem with keys, types and values, at once.
+        DataError: A custom task's training split, read to infer its labels or range, is missing or malformed.
+    """
     cfg = RunConfig()
     problems: list[str] = []
     if path is not None:
@@ -216,12 +282,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
         if "name" not in data:
             data["name"] = path.stem
-        cfg = _merge(cfg, data, "", problems)
+        cfg = _absolute_paths(_merge(cfg, data, "", problems), path.parent)
     if overrides:
-        cfg = _merge(cfg, parse_overrides(overrides), "", problems)
+        cfg = _absolute_paths(_merge(cfg, parse_overrides(overrides), "", problems), Path.cwd())
     problems += validate(cfg)
     if not problems:  # one spelling per task from here on ("SST-2" → "sst2"): it names folders and heads
         data = cfg.data
+        set_custom_tasks([resolve_task(t, data.custom_tasks[t]) for t in data.tasks if t in data.custom_tasks])
         tasks = tuple(get_task(t).name for t in data.tasks)
         caps = {get_task(k).name: v for k, v in data.max_train_examples.items()}
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps))
@@ -238,20 +305,23 @@ def validate(cfg: RunConfig) -> list[str]:
     problems = []
     if not cfg.data.tasks:
         problems.append("'data.tasks' is empty: name at least one task")
+    custom = cfg.data.custom_tasks
     known = set()
     for name in cfg.data.tasks:
         try:
-            known.add(get_task(name).name)
+            known.add(name if name in custom else get_glue_task(name).name)
         except ValueError as err:
-            problems.append(f"'data.tasks': {err}")
+            problems.append(f"'data.tasks': {err}; or declare it under data.custom_tasks")
     for name in cfg.data.max_train_examples:
         try:
-            canonical = get_task(name).name
+            canonical = name if name in custom else get_glue_task(name).name
         except ValueError as err:
             problems.append(f"'data.max_train_examples': {err}")
             continue
         if canonical not in known:
             problems.append(f"'data.max_train_examples' caps '{name}', which is not in data.tasks")
+    for name, task in custom.items():
+        problems += _validate_custom_task(name, task)
     if cfg.data.max_length < 8:
         problems.append(f"'data.max_length' must be >= 8, got {cfg.data.max_length}")
     for section in ("teachers", "student"):
@@ -271,6 +341,54 @@ def validate(cfg: RunConfig) -> list[str]:
         problems.append(f"'student.fixed_lambda' must be null or in [0, 1], got {lam}")
     if cfg.student.alpha < 0:
         problems.append(f"'student.alpha' must be >= 0, got {cfg.student.alpha}")
+    return problems
+
+
+def _validate_custom_task(name: str, task: CustomTaskConfig) -> list[str]:
+    """Value checks of one `data.custom_tasks` entry; returns every problem found."""
+    key = f"data.custom_tasks.{name}"
+    problems = []
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        problems.append(f"'{key}': a task name is letters, digits, '_' and '-' (it names folders and model heads)")
+    try:
+        taken = get_glue_task(name).name
+    except ValueError:
+        taken = None
+    if taken is not None:
+        problems.append(f"'{key}': the name is the GLUE task '{taken}'; choose another")
+    for split in ("train", "dev"):
+        if not getattr(task, split):
+            problems.append(f"'{key}.{split}' is required: a file (or, with hub, a split name)")
+    if task.hub is None:
+        for split in ("train", "dev", "test"):
+            location = getattr(task, split)
+            if location and file_format(location, task.format) is None:
+                problems.append(f"'{key}.{split}': no format for '{location}'; name it: format: csv, tsv or jsonl")
+    if not 1 <= len(task.text) <= 2:
+        problems.append(f"'{key}.text' names one text column or two (a sentence pair), got {list(task.text)}")
+    if task.label in task.text:
+        problems.append(f"'{key}.label': column {task.label!r} is also a text column")
+    if task.columns is not None:
+        missing = [c for c in (*task.text, task.label) if c not in task.columns]
+        if missing:
+            problems.append(f"'{key}.columns' lacks the text and label column(s) {missing}")
+        if len(set(task.columns)) != len(task.columns):
+            problems.append(f"'{key}.columns' names a column twice: {list(task.columns)}")
+    allowed = METRICS[task.kind]
+    if not set(task.metrics) <= set(allowed) or len(set(task.metrics)) != len(task.metrics):
+        problems.append(f"'{key}.metrics': a {task.kind} task reports some of {list(allowed)}, each once")
+    if task.kind == "classification":
+        if task.range is not None:
+            problems.append(f"'{key}.range' is for regression (kind: regression); a classification task has labels")
+        labels = [str(label).strip() for label in task.labels or ()]
+        if task.labels is not None and (len(labels) < 2 or len(set(labels)) != len(labels) or "" in labels):
+            problems.append(f"'{key}.labels' must list two classes or more, each once, got {list(task.labels)}")
+    else:
+        if task.labels is not None:
+            problems.append(f"'{key}.labels' is for classification; a regression task has a range")
+        bounds = task.range
+        if bounds is not None and (len(bounds) != 2 or not all(map(math.isfinite, bounds)) or bounds[0] >= bounds[1]):
+            problems.append(f"'{key}.range' must be [low, high] with low < high, got {list(task.range)}")
     return problems
 
 

@@ -1,6 +1,7 @@
 """The staged DAG: what is done, what is stale and why, and running what is needed in order.
 
-A stage's digest is sha256 of {its config subset, the digests of its input stages' output files, the code version}.
+A stage's digest is sha256 of {its config subset, the digests of its input stages' output files, the checksums of
+the files outside the run folder it reads (its optional `sources`), the code version}.
 A stage is done when `manifests/<stage>.json` holds that digest, every file it lists still has its checksum, and
 every stage it needs is done. A changed config key makes that stage stale, and everything downstream with it; once
 it reruns, the stages after it see different input files and rerun too (identical outputs need no rerun).
@@ -41,14 +42,26 @@ def get_stages() -> dict[str, Any]:
 
 def stage_record(name: str, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """The record a stage's digest is computed from: its config subset, the digest of each input stage's output
-    files (from that stage's manifest: what is on disk now, not what its config says), and the code version."""
+    files (from that stage's manifest: what is on disk now, not what its config says), the checksum of each file it
+    reads from outside the run folder (`sources`, e.g. a custom task's data), and the code version."""
     stage = get_stages()[name]
     inputs = {}
     for up in stage.needs(cfg):
         manifest = read_manifest(run_dir, up)
         inputs[up] = digest(manifest["files"]) if manifest is not None else "missing"
+    if hasattr(stage, "sources"):
+        inputs |= stage.sources(cfg)
     record = {"stage": name, "config": stage.config_subset(cfg), "inputs": inputs, "version": __version__}
     return {**record, "digest": digest(record)}
+
+
+def nested_outputs(name: str, cfg: RunConfig) -> set[str]:
+    """Paths other stages declare inside this stage's folders (the report's model card in `student/model/`):
+    they belong to the stage that declares them, not to this one's manifest."""
+    stages = get_stages()
+    own = stages[name].makes(cfg)
+    others = {rel for other, stage in stages.items() if other != name for rel in stage.makes(cfg)}
+    return {rel for rel in others if any(rel.startswith(f"{mine}/") for mine in own)}
 
 
 def stage_order(cfg: RunConfig, target: str | None = None) -> list[str]:
@@ -173,7 +186,7 @@ def run_stages(
         if accelerator.is_main_process:
             finished = time.strftime("%Y-%m-%d %H:%M:%S")
             extra = {"result": result, "wall_s": round(time.time() - start, 2), "finished": finished}
-            write_manifest(run_dir, name, stage.makes(cfg), {**record, **extra})
+            write_manifest(run_dir, name, stage.makes(cfg), {**record, **extra}, nested_outputs(name, cfg))
             for _, backup in set_aside:
                 _remove(backup)
         accelerator.wait_for_everyone()

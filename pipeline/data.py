@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from pipeline.glue import Example
 from pipeline.store import StoreError, digest, read_json, read_npy, write_json, write_npy
@@ -44,9 +45,10 @@ class TokenizedSplit:
 def tokenize_split(
     examples: list[Example], tokenizer, max_length: int, task: str, split: str, batch: int = 2048
 ) -> TokenizedSplit:
-    """Tokenise with the fast tokenizer in batches; pairs are truncated longest-first."""
+    """Tokenise with the fast tokenizer in batches; pairs are truncated longest-first (a bar on a terminal)."""
     ids_parts, types_parts, lengths = [], [], []
-    for start in range(0, len(examples), batch):
+    chunks = range(0, len(examples), batch)
+    for start in tqdm(chunks, desc=f"tokenise {task}/{split}", disable=None, leave=False, dynamic_ncols=True):
         chunk = examples[start : start + batch]
         a = [ex.text_a for ex in chunk]
         b = [ex.text_b for ex in chunk] if chunk[0].text_b is not None else None

@@ -88,10 +88,15 @@ def _read_lines(path: Path) -> list[str]:
     return lines
 
 
+def parse_decimal(value: str) -> float:
+    """A plain decimal number ("3", "-0.5", "1e3") as a float; NaN for anything else ("nan", "inf", "1_0", "")."""
+    return float(value) if _NUMBER.fullmatch(value) else math.nan
+
+
 def _parse_score(task: TaskSpec, value: str, where: str) -> float:
     assert task.label_range is not None
     low, high = task.label_range
-    score = float(value) if _NUMBER.fullmatch(value) else math.nan
+    score = parse_decimal(value)
     if not (math.isfinite(score) and low <= score <= high):  # also rejects NaN and "1e999" (inf)
         raise DataError(f"{where}: score {value!r} is not a finite decimal number in [{low}, {high}]")
     return score

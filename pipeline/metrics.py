@@ -1,4 +1,4 @@
-"""GLUE metrics on a 0..100 scale: MCC, binary F1, accuracy, Pearson and Spearman correlation.
+"""Task metrics on a 0..100 scale: MCC, F1, accuracy, Pearson and Spearman correlation.
 
 Degenerate inputs never give NaN: constant predictions (or constant labels) score 0 for MCC and the correlations.
 """
@@ -6,6 +6,7 @@ Degenerate inputs never give NaN: constant predictions (or constant labels) scor
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from scipy import stats
@@ -21,8 +22,10 @@ def _mcc(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.nan_to_num(matthews_corrcoef(labels, predictions), nan=0.0))
 
 
-def _f1(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return float(f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0.0))
+def _f1(predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> float:
+    # Two classes: F1 of class 1, the positive class of MRPC and QQP. More: the unweighted mean over the classes.
+    average = "binary" if num_labels == 2 else "macro"
+    return float(f1_score(labels, predictions, pos_label=1, average=average, zero_division=0.0))
 
 
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -38,7 +41,6 @@ def _correlation(fn: Callable, predictions: np.ndarray, labels: np.ndarray) -> f
 
 _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "mcc": _mcc,
-    "f1": _f1,
     "accuracy": _accuracy,
     "pearson": lambda p, y: _correlation(stats.pearsonr, p, y),
     "spearman": lambda p, y: _correlation(stats.spearmanr, p, y),
@@ -84,13 +86,15 @@ def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray)
         labels: Gold class indices or scores [N].
 
     Returns:
-        `{metric name: value}` in `task.metrics` order; F1 is binary with class 1 as the positive class.
+        `{metric name: value}` in `task.metrics` order; F1 is binary with class 1 as the positive class for two
+        classes, macro-averaged (over the classes present) for more.
 
     Raises:
         ValueError: Empty input, mismatched lengths, wrong shapes, non-finite predictions or invalid labels.
     """
     predictions, labels = _prepare(task, predictions, labels)
-    return {name: 100.0 * _METRICS[name](predictions, labels) for name in task.metrics}
+    metrics = _METRICS | {"f1": partial(_f1, num_labels=task.num_labels)}
+    return {name: 100.0 * metrics[name](predictions, labels) for name in task.metrics}
 
 
 def main_score(task: TaskSpec, metrics: dict[str, float]) -> float:

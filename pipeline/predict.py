@@ -4,8 +4,11 @@
     echo '{"sentence": "a gripping film"}' | python -m pipeline predict --model DIR --task sst2 --input -
 
 Input: TSV or CSV with a header (by extension), or JSON Lines (`.jsonl`, or `-` for stdin). The text fields are
-the task's columns (SST-2: `sentence`; MRPC: `#1 String`, `#2 String`; …) or `text_a` / `text_b`.
+the task's columns (SST-2: `sentence`; MRPC: `#1 String`, `#2 String`; a custom task: its `text` columns) or
+`text_a` / `text_b`.
 Output: one JSON object per input row, in input order: the label and class probabilities, or the score.
+The tasks' specs (label names, text columns, score range) are read from the model's `heads.json`, so a model of
+custom tasks predicts without the config or data that made it.
 """
 
 from __future__ import annotations
@@ -22,8 +25,27 @@ import torch
 from pipeline.data import tokenize_split, unscale
 from pipeline.glue import DataError, Example
 from pipeline.model import MultiTaskModel, load_model, load_tokenizer
-from pipeline.tasks import TaskSpec, get_task
+from pipeline.store import read_json, write_json
+from pipeline.tasks import TaskSpec, get_glue_task, get_task, task_from_dict, task_to_dict
 from pipeline.training import predict
+
+
+def save_task_specs(model_dir: str | Path, tasks: list[TaskSpec]) -> None:
+    """Store each head's task spec in the saved model's `heads.json` (under `heads.<task>.task`)."""
+    path = Path(model_dir) / "heads.json"
+    meta = read_json(path)
+    for task in tasks:
+        meta["heads"][task.name]["task"] = task_to_dict(task)
+    write_json(path, meta)
+
+
+def task_specs(model: MultiTaskModel) -> list[TaskSpec]:
+    """The task of each head of a loaded model, in head order: as saved in `heads.json`, or else (a model saved
+    without them) the GLUE task of that name."""
+    return [
+        task_from_dict(model.head_specs[name]["task"]) if "task" in model.head_specs[name] else get_task(name)
+        for name in model.task_names
+    ]
 
 
 def load_student(model_dir: str | Path) -> MultiTaskModel:
@@ -75,8 +97,7 @@ def predict_texts(
     examples = [Example(f"input:{i}", a, b, 0) for i, (a, b) in enumerate(texts)]
     split = tokenize_split(examples, tokenizer, max_length, task.name, "input")
     index = model.task_names.index(task.name)
-    tasks = [get_task(name) for name in model.task_names]
-    outputs = predict(model, split, index, tasks, accelerator, batch_size)
+    outputs = predict(model, split, index, task_specs(model), accelerator, batch_size)
     if task.kind == "regression":
         return [{"score": float(s)} for s in unscale(task, outputs)]
     probs = torch.softmax(torch.from_numpy(outputs), dim=-1).numpy()
@@ -88,11 +109,17 @@ def predict_texts(
 def run_predict(model_dir: str, task_name: str, input_path: str, output: str | None, batch_size: int) -> int:
     from pipeline.cli import make_accelerator
 
-    task = get_task(task_name)
     accelerator = make_accelerator()
     model = load_student(model_dir).to(accelerator.device)
-    if task.name not in model.task_names:
-        raise DataError(f"{model_dir} has no head for '{task.name}' (it has: {', '.join(model.task_names)})")
+    specs = {task.name: task for task in task_specs(model)}
+    if task_name not in specs:
+        try:
+            task_name = get_glue_task(task_name).name  # "SST-2" → "sst2"
+        except ValueError:
+            pass
+    if task_name not in specs:
+        raise DataError(f"{model_dir} has no head for '{task_name}' (it has: {', '.join(model.task_names)})")
+    task = specs[task_name]
     tokenizer = load_tokenizer(model_dir)
     results = predict_texts(model, tokenizer, task, read_inputs(input_path, task), accelerator, batch_size)
     lines = "".join(json.dumps(r) + "\n" for r in results)

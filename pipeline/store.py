@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -100,15 +100,21 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def list_files(run_dir: Path, makes: list[str]) -> list[str]:
-    """Every regular file of the declared outputs (relative to the run folder), minus checkpoints and temp files."""
+def list_files(run_dir: Path, makes: list[str], exclude: Collection[str] = ()) -> list[str]:
+    """Every regular file of the declared outputs (relative to the run folder), minus checkpoints, temp files,
+    copies set aside while a stage reruns (`*.previous`) and the files or folders in `exclude`."""
     out = []
     for rel in makes:
         path = run_dir / rel
         paths = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
         for p in paths:
             name = p.relative_to(run_dir).as_posix()
-            if p.is_file() and not p.name.endswith(".tmp") and "/checkpoints/" not in f"/{name}":
+            if (
+                p.is_file()
+                and not p.name.endswith((".tmp", ".previous"))
+                and "/checkpoints/" not in f"/{name}"
+                and not any(name == e or name.startswith(f"{e}/") for e in exclude)
+            ):
                 out.append(name)
     return out
 
@@ -117,9 +123,12 @@ def manifest_path(run_dir: Path, stage: str) -> Path:
     return run_dir / "manifests" / f"{stage}.json"
 
 
-def write_manifest(run_dir: Path, stage: str, makes: list[str], record: dict[str, Any]) -> dict[str, Any]:
-    """Write `manifests/<stage>.json` last: the record plus every file the stage made and its sha256."""
-    files = {rel: file_sha256(run_dir / rel) for rel in list_files(run_dir, makes)}
+def write_manifest(
+    run_dir: Path, stage: str, makes: list[str], record: dict[str, Any], exclude: Collection[str] = ()
+) -> dict[str, Any]:
+    """Write `manifests/<stage>.json` last: the record plus every file the stage made (outside `exclude`: what
+    other stages write inside its folders) and its sha256."""
+    files = {rel: file_sha256(run_dir / rel) for rel in list_files(run_dir, makes, exclude)}
     manifest = {"format_version": FORMAT_VERSION, **record, "files": files}
     write_json(manifest_path(run_dir, stage), manifest)
     return manifest

@@ -1,38 +1,42 @@
-"""The GLUE task registry: one frozen `TaskSpec` per task, as data.
+"""The task registry: one frozen `TaskSpec` per GLUE task, as data, plus the loaded config's own tasks.
 
-Everything that differs between tasks (files, columns, labels, metrics) lives in `TASKS`; code that must behave
-differently for classification and regression branches on `TaskSpec.kind`, never on the task name.
+Everything that differs between tasks (files, columns, labels, metrics) lives in a `TaskSpec`; code that must behave
+differently for classification and regression branches on `TaskSpec.kind`, never on the task name. The nine GLUE
+tasks are `TASKS`; the tasks a config declares under `data.custom_tasks` (see `pipeline/custom.py`) are made known
+to `get_task` by `load_config`, so every stage looks both kinds up the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What the pipeline needs to know about one GLUE task.
+    """What the pipeline needs to know about one task.
 
     Attributes:
         name: Registry key, e.g. "sst2".
-        glue_dir: Folder name in the GLUE TSV layout, e.g. "SST-2".
-        hub_config: Config name of the Hub dataset `nyu-mll/glue`.
+        glue_dir: Folder name in the GLUE TSV layout, e.g. "SST-2"; None for a custom task.
+        hub_config: Config name of the Hub dataset `nyu-mll/glue`; None for a custom task.
         text_columns: TSV column names of the one or two text fields (first is `text_a`).
         label_column: TSV column name of the label.
-        labels: Class names in the Hugging Face `glue` class order; None = regression.
+        labels: Class names in class-index order (GLUE: the Hugging Face `glue` order); None = regression.
         tsv_labels: How each class is written in the TSV, index-aligned with `labels`; None = regression.
         label_range: Regression only: the closed interval of valid scores; None for classification.
         metrics: Metric names reported for the task (see `pipeline.metrics`).
-        main_metric: The paper's per-task number; one of `metrics`.
-        dev_splits: Names of the dev splits ("dev", or MNLI's matched/mismatched pair).
+        main_metric: The task's score (GLUE: the paper's per-task number); one of `metrics`.
+        dev_splits: Names of the evaluated splits ("dev", MNLI's matched/mismatched pair, or a custom task's "dev"
+            and "test"); the first gives the task's score.
         hub_text_columns: Hub column names of the text fields, aligned with `text_columns`; None = same names.
         tsv_header: Column names of a TSV without a header line (CoLA); None = the first line is the header.
     """
 
     name: str
-    glue_dir: str
-    hub_config: str
+    glue_dir: str | None
+    hub_config: str | None
     text_columns: tuple[str, ...]
     label_column: str
     labels: tuple[str, ...] | None
@@ -54,6 +58,8 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: main_metric {self.main_metric!r} not in metrics {self.metrics}")
         if self.hub_text_columns is not None and len(self.hub_text_columns) != len(self.text_columns):
             raise ValueError(f"task {self.name!r}: hub_text_columns must align with text_columns")
+        if not set(self.metrics) <= set(METRICS[self.kind]):
+            raise ValueError(f"task {self.name!r}: {self.kind} metrics are {METRICS[self.kind]}, got {self.metrics}")
 
     @property
     def kind(self) -> Literal["classification", "regression"]:
@@ -70,6 +76,12 @@ class TaskSpec:
         """Every split the readers accept: "train" followed by `dev_splits`."""
         return ("train", *self.dev_splits)
 
+
+# The metrics each kind of task can report (computed in `pipeline.metrics`).
+METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "f1", "mcc"),
+    "regression": ("pearson", "spearman"),
+}
 
 _BINARY_01 = ("0", "1")
 _ENTAIL = ("entailment", "not_entailment")
@@ -141,12 +153,16 @@ TASKS: dict[str, TaskSpec] = {
 # fmt: on
 
 
+# The tasks the loaded config declares under `data.custom_tasks`, by exact name (set by `load_config`).
+_CUSTOM: dict[str, TaskSpec] = {}
+
+
 def _normalize(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def get_task(name: str) -> TaskSpec:
-    """Look a task up by name, ignoring case and punctuation ("SST-2", "sts-b", "CoLA" all work).
+def get_glue_task(name: str) -> TaskSpec:
+    """Look a GLUE task up by name, ignoring case and punctuation ("SST-2", "sts-b", "CoLA" all work).
 
     Args:
         name: A registry key, a GLUE folder name or a Hub config name.
@@ -155,10 +171,41 @@ def get_task(name: str) -> TaskSpec:
         The task's spec.
 
     Raises:
-        ValueError: The name matches no task; the message lists the known names.
+        ValueError: The name matches no GLUE task; the message lists the known names.
     """
     key = _normalize(name)
     for spec in TASKS.values():
         if key in (_normalize(spec.name), _normalize(spec.glue_dir), _normalize(spec.hub_config)):
             return spec
     raise ValueError(f"unknown GLUE task {name!r}; known tasks: {', '.join(TASKS)}")
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look a task up: a custom task of the loaded config by its exact name, else a GLUE task (`get_glue_task`).
+
+    Raises:
+        ValueError: The name matches no task; the message lists the known names.
+    """
+    if name in _CUSTOM:
+        return _CUSTOM[name]
+    try:
+        return get_glue_task(name)
+    except ValueError as err:
+        custom = ", ".join(_CUSTOM) or "none"
+        raise ValueError(f"{err}; custom tasks of the loaded config: {custom}") from None
+
+
+def set_custom_tasks(specs: list[TaskSpec]) -> None:
+    """Make a config's own tasks known to `get_task`, replacing those of any config loaded before."""
+    _CUSTOM.clear()
+    _CUSTOM.update((spec.name, spec) for spec in specs)
+
+
+def task_to_dict(task: TaskSpec) -> dict[str, Any]:
+    """A JSON-friendly copy of a spec (stored with a saved model, so it can predict without the config)."""
+    return dataclasses.asdict(task)
+
+
+def task_from_dict(data: dict[str, Any]) -> TaskSpec:
+    """The spec `task_to_dict` wrote (JSON lists become tuples again)."""
+    return TaskSpec(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})

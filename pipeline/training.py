@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
+from tqdm.auto import tqdm
 
+from pipeline.config import RunConfig, to_dict
 from pipeline.data import TokenizedSplit, collate, unscale
 from pipeline.metrics import compute_metrics
 from pipeline.model import MultiTaskModel
@@ -127,11 +132,13 @@ def predict(
     accelerator: Accelerator,
     batch_size: int,
     max_tokens: int = 16384,
+    desc: str | None = None,
 ) -> np.ndarray:
     """Raw outputs [N, C_τ] for every row of `split`, in row order (regression: scaled space).
 
     Batches are length-sorted; each process predicts every world-th batch and the pieces are gathered, so the
-    result covers exactly the split's rows, once each, on every process.
+    result covers exactly the split's rows, once each, on every process. With `desc`, the main process shows a
+    progress bar on a terminal.
     """
     model = accelerator.unwrap_model(model)
     was_training = model.training
@@ -140,7 +147,8 @@ def predict(
     batches = length_sorted_batches(split.lengths, batch_size, max_tokens)
     mine = batches[accelerator.process_index :: accelerator.num_processes]
     pieces = []
-    for rows in mine:
+    show = desc is not None and accelerator.is_local_main_process
+    for rows in tqdm(mine, desc=desc, disable=None if show else True, leave=False, dynamic_ncols=True):
         batch = collate([(task_index, int(r)) for r in rows], {task_index: split}, tasks)
         batch = to_device(batch, accelerator.device)
         with accelerator.autocast():
@@ -166,11 +174,58 @@ def evaluate(
     tasks: list[TaskSpec],
     accelerator: Accelerator,
     batch_size: int,
+    desc: str | None = None,
 ) -> dict[str, float]:
     """Dev metrics of one task (0–100), computed on exactly the split's rows."""
     task = tasks[task_index]
-    outputs = predict(model, split, task_index, tasks, accelerator, batch_size)
+    outputs = predict(model, split, task_index, tasks, accelerator, batch_size, desc=desc)
     return compute_metrics(task, unscale(task, outputs), split.labels)
+
+
+def start_tracking(accelerator: Accelerator, cfg: RunConfig, section: str, name: str) -> None:
+    """Open a tracker run (TensorBoard, W&B: `--report-to`) for one training loop; nothing without trackers.
+
+    Every loop is its own run, named `name`, in project `cfg.name` (W&B: grouped by run folder name); its config is
+    the loop's section and the model. The trackers are chosen on the command line, not in the config, so they never
+    change a stage's digest.
+    """
+    if not accelerator.log_with:
+        return
+    Path(accelerator.logging_dir).mkdir(parents=True, exist_ok=True)
+    config = flatten({section: to_dict(getattr(cfg, section)), "model": to_dict(cfg.model)}, sep=".")
+    # Trackers take numbers, strings and booleans as hyperparameters: lists and None become text.
+    config = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
+    group = Path(accelerator.project_dir).name
+    init_kwargs = {"wandb": {"name": name, "group": group, "dir": str(accelerator.logging_dir)}}
+    accelerator.init_trackers(cfg.name, config=config, init_kwargs=init_kwargs)
+
+
+def log_record(accelerator: Accelerator, log_path: Path, record: dict[str, Any], prefix: str) -> None:
+    """Append `record` to the loop's JSON Lines log (main process) and send the same values to the trackers at
+    `record["step"]`, keys flattened under `prefix` (`{"loss": {"sst2": x}}` → `student/loss/sst2`)."""
+    if accelerator.is_main_process:
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    values = {f"{prefix}/{key}": v for key, v in flatten(record).items() if key != "step"}
+    accelerator.log(values, step=record["step"])
+
+
+def stop_tracking(accelerator: Accelerator) -> None:
+    """Close the loop's tracker runs. (`end_training` would also end the process group that later stages use.)"""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers.clear()
+
+
+def flatten(d: dict[str, Any], sep: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to one level: `{"a": {"b": 1}}` → `{"a/b": 1}`."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, sep, f"{prefix}{key}{sep}"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 class TrainingInterrupted(RuntimeError):

@@ -1,17 +1,21 @@
-"""Stage `data`: read every task's splits (GLUE TSV folder, the Hub, or generated), cap, tokenise, store."""
+"""Stage `data`: read every task's splits (GLUE TSV folder, the Hub, generated, or a custom task's files), cap,
+tokenise, store."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import RunConfig, to_dict
+from pipeline.custom import read_custom_split
 from pipeline.dag import Context
 from pipeline.data import save_split, split_dir, tokenize_split
-from pipeline.glue import read_split
+from pipeline.glue import Example, read_split
 from pipeline.model import build_tiny_random, load_tokenizer, resolve_model_path
-from pipeline.store import write_json
+from pipeline.store import file_sha256, write_json
 from pipeline.synthetic import write_synthetic_glue
-from pipeline.tasks import get_task
+from pipeline.tasks import TaskSpec, get_task
 
 NAME = "data"
 
@@ -25,7 +29,16 @@ def config_subset(cfg: RunConfig) -> dict:
     tokenizer = {"name_or_path": m.name_or_path, "trust_remote_code": m.trust_remote_code}
     if m.name_or_path == "tiny-random":
         tokenizer |= {"tiny": [m.tiny_hidden_size, m.tiny_layers, m.tiny_heads]}
-    return {"data": to_dict(cfg.data), "model": tokenizer}
+    data = to_dict(cfg.data)
+    data["custom_tasks"] = {name: data["custom_tasks"][name] for name in cfg.data.tasks if name in data["custom_tasks"]}
+    return {"data": data, "model": tokenizer}
+
+
+def sources(cfg: RunConfig) -> dict[str, str]:
+    """The custom tasks' files by content (sha256): editing one makes this stage, and what follows it, stale."""
+    declared = [cfg.data.custom_tasks[name] for name in cfg.data.tasks if name in cfg.data.custom_tasks]
+    files = [Path(p) for task in declared if task.hub is None for p in (task.train, task.dev, task.test) if p]
+    return {str(path): file_sha256(path) if path.is_file() else "missing" for path in files}
 
 
 def makes(cfg: RunConfig) -> list[str]:
@@ -41,7 +54,7 @@ def run(ctx: Context) -> dict:
     if cfg.data.source == "synthetic":
         data_dir = ctx.run_dir / "data" / "synthetic-glue"
         write_synthetic_glue(data_dir, seed=cfg.data.seed)
-    examples = {(t.name, s): read_split(t, s, data_dir) for t in tasks for s in ("train", *t.dev_splits)}
+    examples = {(t.name, s): _read(cfg, t, s, data_dir) for t in tasks for s in t.splits}
     for t in tasks:
         cap = cfg.data.max_train_examples.get(t.name)
         rows = examples[(t.name, "train")]
@@ -60,3 +73,10 @@ def run(ctx: Context) -> dict:
         acc.print(f"[data] {task}/{split}: {len(tokenized)} examples, {int(tokenized.offsets[-1])} tokens")
     write_json(ctx.run_dir / "data" / "sizes.json", sizes)
     return {"sizes": sizes}
+
+
+def _read(cfg: RunConfig, task: TaskSpec, split: str, data_dir: Path | str | None) -> list[Example]:
+    """A custom task's split from its declaration, a GLUE task's from `data_dir` (or the Hub)."""
+    if task.name in cfg.data.custom_tasks:
+        return read_custom_split(task, cfg.data.custom_tasks[task.name], split)
+    return read_split(task, split, data_dir)

@@ -37,14 +37,14 @@ def run(ctx: Context) -> dict:
     per_task = {}
     for i, task in enumerate(tasks):
         teacher = read_json(ctx.run_dir / "teachers" / task.name / "metrics.json")
-        student = {
-            split: evaluate(
-                model, load_split(ctx.run_dir, task.name, split), i, tasks, acc, ctx.cfg.student.eval_batch_size
-            )
-            for split in task.dev_splits
-        }
+        student = {}
+        for split in task.dev_splits:
+            data = load_split(ctx.run_dir, task.name, split)
+            batch_size = ctx.cfg.student.eval_batch_size
+            student[split] = evaluate(model, data, i, tasks, acc, batch_size, desc=f"evaluate {task.name}/{split}")
         t_score = main_score(task, teacher["dev"][task.dev_splits[0]])
         s_score = main_score(task, student[task.dev_splits[0]])
+        acc.print(f"[evaluate] {task.name}: {task.main_metric} student {s_score:.1f}, teacher {t_score:.1f}")
         per_task[task.name] = {
             "metric": task.main_metric,
             "teacher": teacher["dev"],

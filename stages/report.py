@@ -1,18 +1,28 @@
-"""Stage `report`: `report.md`, a markdown table of teachers vs the student per task."""
+"""Stage `report`: `report.md` (teachers vs the student per task), its plots, and the student's model card.
+
+The card goes into the student's model folder (`student/model/README.md`) but belongs to this stage: it needs the
+teachers' and the student's dev scores, which exist only after `evaluate`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
+from pipeline.card import render_card
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import Context
+from pipeline.plots import plot_scores, plot_training_curves
 from pipeline.store import read_json, write_text
+from pipeline.tasks import get_task
 
 NAME = "report"
+CARD = "student/model/README.md"
 
 
 def needs(cfg: RunConfig) -> tuple[str, ...]:
-    return ("evaluate",)
+    return ("student", "evaluate")
 
 
 def config_subset(cfg: RunConfig) -> dict:
@@ -20,7 +30,7 @@ def config_subset(cfg: RunConfig) -> dict:
 
 
 def makes(cfg: RunConfig) -> list[str]:
-    return ["report.md"]
+    return ["report.md", "plots", CARD]
 
 
 def render(metrics: dict, cfg: RunConfig) -> str:
@@ -29,6 +39,8 @@ def render(metrics: dict, cfg: RunConfig) -> str:
         "",
         "Dev-set scores (0–100). Score = the paper's metric per task: MCC for CoLA, Spearman for STS-B, accuracy",
         "otherwise; every metric is listed beside it.",
+        "",
+        "![dev scores of the teachers and the student](plots/scores.png)",
         "",
         "| task | metric | teacher (Single) | student | gain | all teacher metrics | all student metrics |",
         "|---|---|---:|---:|---:|---|---|",
@@ -54,8 +66,62 @@ def render(metrics: dict, cfg: RunConfig) -> str:
         f"batch {s.batch_size}; {s.epochs} epochs. Model: `{cfg.model.name_or_path}`.",
         "",
     ]
+    lines += [
+        "Student training: loss per task, learning rate and λ over the optimizer steps (`student/log.jsonl`).",
+        "",
+        "![student training curves](plots/training.png)",
+        "",
+        f"The student's model card: `{CARD}`.",
+        "",
+    ]
     lines += ["```yaml", *_yaml_lines(to_dict(cfg)), "```", ""]
     return "\n".join(lines)
+
+
+def render_student_card(metrics: dict, cfg: RunConfig, model_dir: Path, command: str) -> str:
+    """The student's model card: its tasks, its dev scores beside its teachers', its config and command."""
+    s = cfg.student
+    if s.fixed_lambda is None:
+        how = (
+            "with teacher annealing: the target of each example moves from its teacher's prediction to the gold "
+            "label as λ rises from 0 to 1 over training"
+        )
+    elif s.fixed_lambda == 1.0:
+        how = "on the gold labels alone (λ fixed at 1: plain multitask learning, no teacher)"
+    else:
+        how = f"with λ fixed at {s.fixed_lambda} (target = λ·gold label + (1 − λ)·teacher prediction)"
+    about = (
+        "A multitask model from born-again multitask distillation (BAM!, Clark et al., 2019): one single-task "
+        f"teacher was fine-tuned per task, then this student, initialised from `{cfg.model.name_or_path}`, learnt "
+        f"every task at once, {how}. The teachers are in `teachers/<task>/model/` of the same run folder."
+    )
+    scores = [
+        "Score = the task's dev metric (0–100); every metric of the student is listed beside it.",
+        "",
+        "| task | metric | teacher (Single) | student | gain | all student metrics |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name in cfg.data.tasks:
+        t = metrics["tasks"][name]
+        every = "; ".join(f"{sp}: " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()) for sp, m in t["student"].items())
+        scores.append(
+            f"| {name} | {t['metric']} | {t['teacher_score']:.1f} | {t['student_score']:.1f} | {t['gain']:+.1f} | "
+            f"{every} |"
+        )
+    avg = metrics["average"]
+    scores.append(f"| **average** | | **{avg['teacher']:.1f}** | **{avg['student']:.1f}** | **{avg['gain']:+.1f}** | |")
+    config = {"student": to_dict(s), "model": to_dict(cfg.model), "data": {"tasks": list(cfg.data.tasks)}}
+    tasks = [get_task(name) for name in cfg.data.tasks]
+    return render_card(f"BAM! student: {cfg.name}", about, model_dir, tasks, scores, config, command)
+
+
+def score_table(metrics: dict, cfg: RunConfig) -> dict[str, dict[str, float]]:
+    """Teachers' and student's main dev score per task (config order) and their averages, for `plot_scores`."""
+    table = {}
+    for who, key in (("teachers (Single)", "teacher"), ("student", "student")):
+        table[who] = {name: metrics["tasks"][name][f"{key}_score"] for name in cfg.data.tasks}
+        table[who]["avg"] = metrics["average"][key]
+    return table
 
 
 def _yaml_lines(d: dict) -> list[str]:
@@ -63,6 +129,14 @@ def _yaml_lines(d: dict) -> list[str]:
 
 
 def run(ctx: Context) -> dict:
-    if ctx.accelerator.is_main_process:
-        write_text(ctx.run_dir / "report.md", render(read_json(ctx.run_dir / "metrics.json"), ctx.cfg))
+    if not ctx.accelerator.is_main_process:
+        return {}
+    cfg, run_dir = ctx.cfg, ctx.run_dir
+    metrics = read_json(run_dir / "metrics.json")
+    title, ylabel = f"{cfg.name}: dev scores per task", "dev score (the task's metric, 0–100)"
+    plot_scores(score_table(metrics, cfg), run_dir / "plots" / "scores.png", title, ylabel)
+    plot_training_curves({"student": run_dir / "student" / "log.jsonl"}, run_dir / "plots" / "training.png")
+    command = read_json(run_dir / "student" / "summary.json").get("command", "(not recorded)")
+    write_text(run_dir / CARD, render_student_card(metrics, cfg, run_dir / "student" / "model", command))
+    write_text(run_dir / "report.md", render(metrics, cfg))
     return {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import Context
+from pipeline.predict import save_task_specs
+from pipeline.tasks import get_task
 from student.train import train_student
 
 NAME = "student"
@@ -27,4 +29,7 @@ def makes(cfg: RunConfig) -> list[str]:
 
 
 def run(ctx: Context) -> dict:
-    return train_student(ctx)
+    result = train_student(ctx)
+    if ctx.accelerator.is_main_process:  # the saved model then maps its outputs back to label names on its own
+        save_task_specs(ctx.run_dir / "student" / "model", [get_task(name) for name in ctx.cfg.data.tasks])
+    return result

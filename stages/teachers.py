@@ -7,7 +7,9 @@ from pathlib import Path
 
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import Context
+from pipeline.predict import save_task_specs
 from pipeline.store import file_sha256, read_json, write_json
+from pipeline.tasks import get_task
 from teachers.train import train_teacher
 
 NAME = "teachers"
@@ -52,6 +54,7 @@ def run(ctx: Context) -> dict:
         else:
             train_teacher(ctx, task, out_dir)
             if ctx.accelerator.is_main_process:
+                save_task_specs(out_dir / "model", [get_task(task)])  # the model then predicts label names alone
                 files = {
                     p.relative_to(out_dir).as_posix(): file_sha256(p) for p in sorted((out_dir / "model").iterdir())
                 }

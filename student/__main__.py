@@ -1,5 +1,5 @@
-"""`accelerate launch -m student --config FILE --out DIR [--section.key=value ...]`: the student stage, after
-whatever it needs (data, teachers, soft targets) when those are missing or stale."""
+"""`accelerate launch -m student --config FILE --out DIR [--report-to tensorboard] [--section.key=value ...]`: the
+student stage, after whatever it needs (data, teachers, soft targets) when those are missing or stale."""
 
 import sys
 

@@ -11,7 +11,6 @@ process takes its slice. λ = step / total_steps moves the target from the teach
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from contextlib import nullcontext
@@ -20,6 +19,7 @@ import numpy as np
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from pipeline.card import current_command
 from pipeline.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.config import to_dict
 from pipeline.dag import Context
@@ -32,10 +32,13 @@ from pipeline.training import (
     TrainingInterrupted,
     evaluate,
     get_lr_multiplier,
+    log_record,
     make_optimizer,
     micro_batch_size,
     model_inputs,
     set_lr,
+    start_tracking,
+    stop_tracking,
     to_device,
 )
 from student.loss import annealing_lambda, multitask_loss
@@ -43,7 +46,8 @@ from student.sampling import group_by_length, multitask_plan, rank_slice, steps_
 
 
 def train_student(ctx: Context) -> dict[str, object]:
-    """Train the student; writes `student/model/`, `student/log.jsonl` and `student/summary.json`."""
+    """Train the student; writes `student/model/`, `student/log.jsonl` (every `log_every` steps, then the dev
+    metrics) and `student/summary.json`, and sends the log's records to the trackers."""
     cfg, acc, sc = ctx.cfg, ctx.accelerator, ctx.cfg.student
     out_dir = ctx.run_dir / "student"
     tasks = [get_task(name) for name in cfg.data.tasks]
@@ -101,6 +105,7 @@ def train_student(ctx: Context) -> dict[str, object]:
     names = [t.name for t in tasks]
     started, window = time.time(), {n: [0.0, 0] for n in names}
     ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+    start_tracking(acc, cfg, "student", "student")
     with GracefulStop() as stop:
         for step in bar:
             lam = annealing_lambda(step, total_steps, sc.fixed_lambda)
@@ -145,9 +150,7 @@ def train_student(ctx: Context) -> dict[str, object]:
                         f"[student] step {done}/{total_steps} λ {lam:.3f} lr {record['lr']:.2e} loss {mean_loss:.4f} "
                         f"{record['examples_per_s']:.1f} ex/s"
                     )
-                if acc.is_main_process:
-                    with open(log_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
+                log_record(acc, log_path, record, "student")
                 window = {n: [0.0, 0] for n in names}
             if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < total_steps:
                 save_checkpoint(ckpt_root, done, model, optimizer, acc, ckpt_state, sc.keep_checkpoints)
@@ -163,9 +166,12 @@ def train_student(ctx: Context) -> dict[str, object]:
     for i, task in enumerate(tasks):
         for split in task.dev_splits:
             dev = load_split(ctx.run_dir, task.name, split)
-            metrics.setdefault(task.name, {})[split] = evaluate(model, dev, i, tasks, acc, sc.eval_batch_size)
+            desc = f"student {task.name}/{split}"
+            metrics.setdefault(task.name, {})[split] = evaluate(model, dev, i, tasks, acc, sc.eval_batch_size, desc)
             dev_examples.setdefault(task.name, {})[split] = len(dev)  # predict() checks it covered each row once
     acc.print("[student] " + "; ".join(f"{t} {m}" for t, m in metrics.items()))
+    log_record(acc, log_path, {"step": total_steps, "dev": metrics}, "student")
+    stop_tracking(acc)
 
     # save
     counts = np.bincount(plan[:, :, 0].ravel(), minlength=len(tasks))
@@ -178,6 +184,7 @@ def train_student(ctx: Context) -> dict[str, object]:
         "dev": metrics,
         "dev_examples": dev_examples,
         "wall_s": round(time.time() - started, 2),
+        "command": current_command(),
     }
     if acc.is_main_process:
         save_model(acc.unwrap_model(model), tokenizer, out_dir / "model")

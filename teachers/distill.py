@@ -25,7 +25,8 @@ def distill_task(ctx: Context, task_name: str, teacher_dir: Path, out_dir: Path)
     rows = {}
     for split in ("train", *task.dev_splits):
         data = load_split(ctx.run_dir, task.name, split)
-        outputs = predict(model, data, 0, [task], acc, ctx.cfg.teachers.eval_batch_size)
+        desc = f"distill {task.name}/{split}"
+        outputs = predict(model, data, 0, [task], acc, ctx.cfg.teachers.eval_batch_size, desc=desc)
         if acc.is_main_process:
             save_soft_targets(out_dir, split, data.ids, outputs, data.fingerprint)
         rows[split] = len(data)

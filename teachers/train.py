@@ -9,7 +9,6 @@ Run through the pipeline (it prepares the data first):
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from contextlib import nullcontext
@@ -18,23 +17,27 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from pipeline.card import current_command, metrics_table, render_card
 from pipeline.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.config import to_dict
 from pipeline.dag import Context
 from pipeline.data import collate, load_split
 from pipeline.metrics import main_score
 from pipeline.model import build_model, load_tokenizer, resolve_model_path, save_model
-from pipeline.store import trim_log, write_json
+from pipeline.store import trim_log, write_json, write_text
 from pipeline.tasks import get_task
 from pipeline.training import (
     GracefulStop,
     TrainingInterrupted,
     evaluate,
     get_lr_multiplier,
+    log_record,
     make_optimizer,
     micro_batch_size,
     model_inputs,
     set_lr,
+    start_tracking,
+    stop_tracking,
     to_device,
 )
 from student.loss import multitask_loss
@@ -42,7 +45,8 @@ from student.sampling import group_by_length, rank_slice, single_task_plan, step
 
 
 def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict[str, float]]:
-    """Fine-tune the teacher of `task_name`; writes `out_dir/model/`, `metrics.json` and `log.jsonl`."""
+    """Fine-tune the teacher of `task_name`; writes `out_dir/model/` (with its card), `metrics.json` and
+    `log.jsonl` (every 10 steps, then the dev metrics), and sends the same records to the trackers."""
     cfg, acc, tc = ctx.cfg, ctx.accelerator, ctx.cfg.teachers
     task = get_task(task_name)
     tasks = [task]
@@ -85,6 +89,8 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
         dynamic_ncols=True,
     )
     started, examples = time.time(), 0
+    track = f"teachers/{task.name}"
+    start_tracking(acc, cfg, "teachers", track)
     ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
     with GracefulStop() as stop:
         for step in bar:
@@ -109,19 +115,14 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
             if bar.disable and ((step + 1) % 50 == 0 or step + 1 == total_steps):  # not a terminal: plain lines
                 rate = examples / (time.time() - started)
                 acc.print(f"[teachers] {task.name}: step {step + 1}/{total_steps} loss {step_loss:.4f} {rate:.1f} ex/s")
-            if acc.is_main_process and ((step + 1) % 10 == 0 or step + 1 == total_steps):
-                with open(log_path, "a", encoding="utf-8") as f:
-                    f.write(
-                        json.dumps(
-                            {
-                                "step": step + 1,
-                                "loss": step_loss,
-                                "lr": optimizer.param_groups[0]["lr"],
-                                "examples_per_s": examples / (time.time() - started),
-                            }
-                        )
-                        + "\n"
-                    )
+            if (step + 1) % 10 == 0 or step + 1 == total_steps:
+                record = {
+                    "step": step + 1,
+                    "loss": step_loss,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "examples_per_s": examples / (time.time() - started),
+                }
+                log_record(acc, log_path, record, track)
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < total_steps:
                 save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, ckpt_state, tc.keep_checkpoints)
             if stop.should_stop(acc):
@@ -132,12 +133,28 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
                 )
 
     # eval
-    metrics = {split: evaluate(model, dev, 0, tasks, acc, tc.eval_batch_size) for split, dev in devs.items()}
+    metrics = {
+        split: evaluate(model, dev, 0, tasks, acc, tc.eval_batch_size, desc=f"teacher {task.name}/{split}")
+        for split, dev in devs.items()
+    }
     acc.print(f"[teachers] {task.name}: " + ", ".join(f"{s} {m}" for s, m in metrics.items()))
+    log_record(acc, log_path, {"step": total_steps, "dev": metrics}, track)
+    stop_tracking(acc)
 
     # save
     if acc.is_main_process:
         save_model(acc.unwrap_model(model), tokenizer, out_dir / "model")
+        about = (
+            f'A single-task teacher ("Single" in BAM!, Clark et al., 2019): `{cfg.model.name_or_path}` fine-tuned '
+            f"on {task.name} alone, with the student's architecture and one head. The multitask student of this run "
+            "learns from its cached predictions."
+        )
+        config = {"teachers": to_dict(tc), "model": to_dict(cfg.model)}
+        card = render_card(
+            f"BAM! teacher: {task.name} ({cfg.name})", about, out_dir / "model", tasks, metrics_table(metrics),
+            config, current_command(),
+        )  # fmt: skip
+        write_text(out_dir / "model" / "README.md", card)
         write_json(
             out_dir / "metrics.json",
             {

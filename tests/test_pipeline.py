@@ -32,12 +32,14 @@ def expected_files() -> dict[str, set[str]]:
                                                  "tokenizer_config.json", "vocab.txt")}  # fmt: skip
     data |= {f"data/{t}/{s}/{f}" for t in TASKS for s in ("train", "dev") for f in SPLIT_FILES}
     teachers = {f"teachers/{t}/{f}" for t in TASKS for f in ("done.json", "log.jsonl", "metrics.json")}
-    teachers |= {f"teachers/{t}/model/{f}" for t in TASKS for f in MODEL_FILES}
+    teachers |= {f"teachers/{t}/model/{f}" for t in TASKS for f in [*MODEL_FILES, "README.md"]}
     distill = {f"distill/{t}/{s}.{ext}" for t in TASKS for s in ("train", "dev") for ext in
                ("npy", "ids.json", "record.json")}  # fmt: skip
     student = {"student/log.jsonl", "student/summary.json"} | {f"student/model/{f}" for f in MODEL_FILES}
+    # the student's model card is the report's: it needs the dev scores of `evaluate`
+    report = {"report.md", "plots/scores.png", "plots/training.png", "student/model/README.md"}
     return {"data": data, "teachers": teachers, "distill": distill, "student": student,
-            "evaluate": {"metrics.json"}, "report": {"report.md"}}  # fmt: skip
+            "evaluate": {"metrics.json"}, "report": report}  # fmt: skip
 
 
 def manifest(run: Path, stage: str) -> dict:
@@ -72,10 +74,18 @@ def test_metrics_and_report(smoke_run: Path) -> None:
     assert metrics["tasks"]["sst2"]["teacher_score"] > 75
 
 
+def training_lines(run: Path) -> list[dict]:
+    """The student log's step records (its last line holds the dev metrics)."""
+    lines = [json.loads(x) for x in (run / "student" / "log.jsonl").read_text().splitlines()]
+    return [x for x in lines if "dev" not in x]
+
+
 def test_student_log_records_lambda_and_task_losses(smoke_run: Path) -> None:
-    lines = [json.loads(x) for x in (smoke_run / "student" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (smoke_run / "student" / "log.jsonl").read_text().splitlines()]
     summary = json.loads((smoke_run / "student" / "summary.json").read_text())
     total = summary["total_steps"]
+    assert log[-1] == {"step": total, "dev": summary["dev"]}
+    lines = training_lines(smoke_run)
     assert lines[-1]["step"] == total
     steps = [x["step"] for x in lines]
     assert steps == sorted(steps)
@@ -211,9 +221,9 @@ def test_interrupted_student_resumes_to_the_same_weights(
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
-    log = [json.loads(x) for x in (killed / "student" / "log.jsonl").read_text().splitlines()]
+    log = training_lines(killed)
     assert [x["step"] for x in log] == sorted({x["step"] for x in log}), "resumed log repeats steps"
-    whole_log = [json.loads(x) for x in (uninterrupted_student / "student" / "log.jsonl").read_text().splitlines()]
+    whole_log = training_lines(uninterrupted_student)
     assert [(x["step"], x["lambda"], x["examples_seen"]) for x in log] == [
         (x["step"], x["lambda"], x["examples_seen"]) for x in whole_log
     ], "the resumed run saw other examples or another λ schedule"
@@ -244,9 +254,9 @@ def test_two_processes_match_one(smoke_run: Path, tmp_path: Path) -> None:
     assert two_summary["total_steps"] == one_summary["total_steps"]
     assert two_summary["dev_examples"] == one_summary["dev_examples"] == {t: {"dev": 48} for t in TASKS}
     # only the main process wrote: one line per logged step, no duplicates
-    steps = [json.loads(x)["step"] for x in (two / "student" / "log.jsonl").read_text().splitlines()]
+    steps = [x["step"] for x in training_lines(two)]
     assert steps == sorted(set(steps))
-    assert set(manifest(two, "report")["files"]) == {"report.md"}
+    assert set(manifest(two, "report")["files"]) == expected_files()["report"]
 
 
 def test_changed_teacher_outputs_make_distill_stale(smoke_copy: Path) -> None:

@@ -1,0 +1,513 @@
+"""`python -m pipeline reproduce-glue`: the paper's comparison and ablations, over seeds, as one resumable command.
+
+    python -m pipeline reproduce-glue --config configs/glue-small.yaml --data-dir ../shared/data/glue \\
+        --seeds 3 --out results/repro
+    python -m pipeline reproduce-glue ... --dry-run                  # the plan, what is done, the time it expects
+    python -m pipeline reproduce-glue ... --variants single,multi,bam
+
+Every (variant, seed) is an ordinary run folder, `OUT/runs/seed-<s>/<variant>/`, driven by the staged DAG, so a
+killed call resumes where it stopped (finished runs are skipped, an interrupted student resumes from its checkpoint).
+Teachers are trained once per seed in `OUT/runs/seed-<s>/teachers/` and hard-linked into each variant's folder
+(stage outputs are only ever replaced, never written in place, so a link cannot be changed through another folder).
+Seed s sets `teachers.seed` and `student.seed`; the data (and SST-2's capped subset) are the same for every seed.
+
+Writes OUT/results.json (every run's metrics, config, seed and wall time), OUT/table.md (median over seeds per task
+with the min–max spread, gains over Single and Multi, paired t-tests across seeds with Holm–Bonferroni over tasks),
+OUT/plots/scores.png and OUT/plots/training.png, and, when the GLUE folder has test files, leaderboard submission
+files for the best variant in OUT/submission/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from pipeline.config import RunConfig, to_dict
+from pipeline.dag import get_stages, run_stages, stage_status
+from pipeline.metrics import main_score
+from pipeline.store import read_json, read_manifest, write_json, write_text
+from pipeline.tasks import TaskSpec, get_task
+
+# Variant name → (label in the tables, student config changes). "single" is the teachers themselves.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "single": ("Single (teachers)", {}),
+    "multi": ("Multi (λ = 1, no distillation)", {"fixed_lambda": 1.0}),
+    "bam": ("Single→Multi (BAM, annealed)", {}),
+    "no-layerwise": ("BAM − layer-wise LRs", {"layer_decay": 1.0}),
+    "no-sampling": ("BAM − task sampling (shuffle all)", {"shuffle_all": True}),
+    "no-annealing": ("BAM − teacher annealing (λ = 0)", {"fixed_lambda": 0.0}),
+}
+ABLATIONS = ("no-layerwise", "no-sampling", "no-annealing")
+SHARED = ("data", "teachers", "distill")  # stages every variant of a seed shares
+ASSUMED_RATE = 50.0  # examples/s for --dry-run before any run has been measured (MiniLM, 2 CPU cores)
+
+
+class ReproduceError(ValueError):
+    """A bad --variants or --seeds value."""
+
+
+def parse_variants(text: str | None) -> list[str]:
+    if not text:
+        return list(VARIANTS)
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise ReproduceError(f"--variants: unknown {unknown or text!r}; choose from {', '.join(VARIANTS)}")
+    return [v for v in VARIANTS if v in names]  # table order
+
+
+def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
+    return dataclasses.replace(
+        cfg,
+        teachers=dataclasses.replace(cfg.teachers, seed=seed),
+        student=dataclasses.replace(cfg.student, seed=seed),
+    )
+
+
+def variant_config(cfg: RunConfig, variant: str) -> RunConfig:
+    return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **VARIANTS[variant][1]))
+
+
+def run_dirs(out: Path, seed: int, variant: str) -> tuple[Path, Path]:
+    """(the seed's teachers folder, the variant's run folder); "single" reads the teachers folder itself."""
+    base = out / "runs" / f"seed-{seed}" / "teachers"
+    return base, base if variant == "single" else out / "runs" / f"seed-{seed}" / variant
+
+
+def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = SHARED) -> None:
+    """Hard-link the finished shared stages of `src` into `dst` (each stage that is not already done there)."""
+    registry, memo = get_stages(), {}
+    for name in stages:
+        if stage_status(name, cfg, src)[0] != "done" or stage_status(name, cfg, dst, memo)[0] == "done":
+            continue
+        for rel in registry[name].makes(cfg):
+            target = dst / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+            for path in sorted((src / rel).rglob("*")) if (src / rel).is_dir() else [src / rel]:
+                if path.is_file() and not path.name.endswith(".previous"):
+                    out = target / path.relative_to(src / rel) if (src / rel).is_dir() else target
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.unlink(missing_ok=True)
+                    os.link(path, out)
+        (dst / "manifests").mkdir(parents=True, exist_ok=True)
+        manifest = dst / "manifests" / f"{name}.json"
+        manifest.unlink(missing_ok=True)
+        os.link(src / "manifests" / f"{name}.json", manifest)
+        memo.clear()
+
+
+# ---- one run's numbers -------------------------------------------------------------------------------------------
+
+
+def _task_entry(task: TaskSpec, dev: dict[str, dict[str, float]]) -> dict[str, Any]:
+    first = dev[task.dev_splits[0]]
+    entry = {**first, "score": main_score(task, first)}
+    if len(task.dev_splits) > 1:
+        entry["splits"] = dev
+    return entry
+
+
+def collect_run(cfg: RunConfig, out: Path, seed: int, variant: str) -> dict[str, Any] | None:
+    """The finished run's record for results.json, or None while it is not finished."""
+    base, run_dir = run_dirs(out, seed, variant)
+    tasks = [get_task(t) for t in cfg.data.tasks]
+    if variant == "single":
+        if stage_status("teachers", cfg, base)[0] != "done":
+            return None
+        teachers = {t.name: read_json(base / "teachers" / t.name / "metrics.json") for t in tasks}
+        entries = {t.name: _task_entry(t, teachers[t.name]["dev"]) for t in tasks}
+        wall = sum(m["wall_s"] for m in teachers.values())
+    else:
+        if stage_status("evaluate", cfg, run_dir)[0] != "done":
+            return None
+        metrics = read_json(run_dir / "metrics.json")["tasks"]
+        entries = {t.name: _task_entry(t, metrics[t.name]["student"]) for t in tasks}
+        wall = read_manifest(run_dir, "student")["wall_s"]
+    return {
+        "variant": variant,
+        "seed": seed,
+        "average": statistics.mean(e["score"] for e in entries.values()),
+        "tasks": entries,
+        "wall_s": wall,
+        "run_dir": str(run_dir),
+        "config": to_dict(cfg),
+    }
+
+
+# ---- the plan ------------------------------------------------------------------------------------------------------
+
+
+def _train_rows(cfg: RunConfig, out: Path, seeds: list[int]) -> dict[str, int] | None:
+    for seed in seeds:
+        sizes = out / "runs" / f"seed-{seed}" / "teachers" / "data" / "sizes.json"
+        if sizes.is_file():
+            return {task: s["train"]["rows"] for task, s in read_json(sizes).items()}
+    return None
+
+
+def plan(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str]) -> list[dict[str, Any]]:
+    """Every step in order, whether it is done, and the seconds it is expected to take (None: unknown)."""
+    rows = _train_rows(cfg, out, seeds)
+    measured: dict[str, list[float]] = {}
+    for seed in seeds:
+        for variant in variants:
+            run = collect_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant)
+            if run is not None:
+                measured.setdefault("teachers" if variant == "single" else "student", []).append(run["wall_s"])
+    examples = None
+    if rows is not None:
+        teacher_ex = cfg.teachers.epochs * sum(rows.values())
+        student_ex = cfg.student.epochs * sum(rows.values())
+        examples = {"teachers": teacher_ex, "student": student_ex}
+
+    def expect(kind: str) -> tuple[float | None, str]:
+        if measured.get(kind):
+            return statistics.median(measured[kind]), "measured"
+        if examples is not None:
+            return examples[kind] / ASSUMED_RATE, f"assumed {ASSUMED_RATE:.0f} ex/s"
+        return None, "unknown until the data stage has run"
+
+    steps = []
+    for seed in seeds:
+        scfg = seed_config(cfg, seed)
+        base = out / "runs" / f"seed-{seed}" / "teachers"
+        needs_distill = any(v not in ("single", "multi") for v in variants)
+        target = "distill" if needs_distill else "teachers"
+        done = stage_status(target, scfg, base)[0] == "done"
+        seconds, how = expect("teachers")
+        steps.append({"seed": seed, "variant": "teachers", "done": done, "seconds": seconds, "how": how})
+        for variant in variants:
+            if variant == "single":
+                continue
+            done = collect_run(variant_config(scfg, variant), out, seed, variant) is not None
+            seconds, how = expect("student")
+            steps.append({"seed": seed, "variant": variant, "done": done, "seconds": seconds, "how": how})
+    return steps
+
+
+def format_plan(steps: list[dict[str, Any]]) -> str:
+    lines, left = [], 0.0
+    for s in steps:
+        eta = "?" if s["seconds"] is None else f"{s['seconds'] / 60:.0f} min ({s['how']})"
+        lines.append(f"  seed {s['seed']}  {s['variant']:<13} {'done' if s['done'] else 'to run: ' + eta}")
+        if not s["done"] and s["seconds"] is not None:
+            left += s["seconds"]
+    todo = sum(not s["done"] for s in steps)
+    unknown = any(not s["done"] and s["seconds"] is None for s in steps)
+    more = " + unknown" if unknown else ""
+    lines.append(f"{todo} of {len(steps)} steps to run; expected {left / 3600:.1f} h{more}")
+    return "\n".join(lines)
+
+
+# ---- statistics and the table ------------------------------------------------------------------------------------
+
+
+def holm(pvalues: dict[str, float | None]) -> dict[str, float | None]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone); None (untestable) stays None and is not counted."""
+    known = sorted((p, k) for k, p in pvalues.items() if p is not None)
+    adjusted: dict[str, float | None] = {k: None for k in pvalues}
+    running = 0.0
+    for i, (p, k) in enumerate(known):
+        running = max(running, min(1.0, (len(known) - i) * p))
+        adjusted[k] = running
+    return adjusted
+
+
+def paired_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided paired t-test across seeds; None with fewer than 2 pairs or when every difference is equal."""
+    diff = np.asarray(a) - np.asarray(b)
+    if len(diff) < 2 or np.allclose(diff, diff[0]):
+        return None
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def summarise(runs: list[dict[str, Any]], tasks: list[str]) -> dict[str, Any]:
+    """Per variant: median, min and max per task and of the average; gains and tests against Single and Multi."""
+    by_variant: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in runs:
+        by_variant.setdefault(run["variant"], {})[run["seed"]] = run
+    columns = [*tasks, "average"]
+
+    def scores(variant: str, column: str, seeds: list[int]) -> list[float]:
+        get = (lambda r: r["average"]) if column == "average" else (lambda r: r["tasks"][column]["score"])
+        return [get(by_variant[variant][s]) for s in seeds]
+
+    summary: dict[str, Any] = {}
+    for variant, seeded in by_variant.items():
+        seeds = sorted(seeded)
+        entry: dict[str, Any] = {"seeds": seeds, "median": {}, "min": {}, "max": {}}
+        for column in columns:
+            values = scores(variant, column, seeds)
+            entry["median"][column] = statistics.median(values)
+            entry["min"][column], entry["max"][column] = min(values), max(values)
+        for ref in ("single", "multi"):
+            if ref == variant or ref not in by_variant:
+                continue
+            common = sorted(set(seeds) & set(by_variant[ref]))
+            gain = {c: entry["median"][c] - statistics.median(scores(ref, c, sorted(by_variant[ref]))) for c in columns}
+            raw = {c: paired_p(scores(variant, c, common), scores(ref, c, common)) for c in tasks}
+            entry[f"vs_{ref}"] = {
+                "gain": gain,
+                "p": raw,
+                "p_holm": holm(raw),
+                "p_average": paired_p(scores(variant, "average", common), scores(ref, "average", common)),
+                "paired_seeds": common,
+            }
+        summary[variant] = entry
+    return summary
+
+
+def _cell(entry: dict[str, Any], column: str, task: TaskSpec | None, runs: list[dict[str, Any]]) -> str:
+    median = entry["median"][column]
+    spread = f" [{entry['min'][column]:.1f}–{entry['max'][column]:.1f}]" if len(entry["seeds"]) > 1 else ""
+    if task is not None and "f1" in task.metrics and task.main_metric != "f1":  # MRPC, QQP: F1/acc
+        f1 = statistics.median(r["tasks"][column]["f1"] for r in runs)
+        return f"{f1:.1f}/{median:.1f}{spread}"
+    return f"{median:.1f}{spread}"
+
+
+def _mark(entry: dict[str, Any], column: str) -> str:
+    marks = ""
+    for ref, symbol in (("single", "*"), ("multi", "†")):
+        test = entry.get(f"vs_{ref}")
+        p = None if test is None else (test["p_average"] if column == "average" else test["p_holm"][column])
+        if p is not None and p < 0.05:
+            marks += symbol
+    return marks
+
+
+def render_table(runs: list[dict[str, Any]], tasks: list[str], command: str, machine: str) -> str:
+    summary = summarise(runs, tasks)
+    specs = {t: get_task(t) for t in tasks}
+    head = ["Model", "Avg", *[_column_name(specs[t]) for t in tasks], "Δ Single", "Δ Multi", "seeds"]
+    lines = [
+        "# GLUE dev: Single vs Multi vs BAM, and ablations",
+        "",
+        f"Command: `{command}`",
+        f"Machine: {machine}",
+        "",
+        "Median over seeds, [min–max] beside it. Scores: CoLA MCC, STS-B Spearman, MRPC and QQP F1/accuracy, "
+        "others accuracy; Avg = mean over tasks of the per-task score (accuracy for MRPC and QQP), per run, then "
+        "the median. Δ = median gain of the average over Single / Multi. Significance: paired t-test across seeds "
+        "(same seed = same teachers), two-sided, Holm–Bonferroni over the tasks for per-task cells; "
+        "* p < 0.05 vs Single, † p < 0.05 vs Multi.",
+        "",
+    ]
+
+    def table(variants: list[str]) -> list[str]:
+        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for v in variants:
+            if v not in summary:
+                continue
+            e = summary[v]
+            mine = [r for r in runs if r["variant"] == v]
+            cells = [VARIANTS[v][0], _cell(e, "average", None, mine) + _mark(e, "average")]
+            cells += [_cell(e, t, specs[t], mine) + _mark(e, t) for t in tasks]
+            for ref in ("single", "multi"):
+                test = e.get(f"vs_{ref}")
+                cells.append("" if test is None else f"{test['gain']['average']:+.1f}")
+            cells.append(str(len(e["seeds"])))
+            rows.append("| " + " | ".join(cells) + " |")
+        return rows
+
+    lines += ["## Table 1: Single, Multi, Single→Multi", ""] + table(["single", "multi", "bam"])
+    if any(v in summary for v in ABLATIONS):
+        lines += ["", "## Ablations (each removes one part of BAM)", ""] + table(["bam", *ABLATIONS])
+    lines += ["", "## Paired tests per task (Holm-adjusted p; raw p in results.json)", ""]
+    lines += ["| Model | vs | " + " | ".join(_column_name(specs[t]) for t in tasks) + " | Avg (unadjusted) |"]
+    lines += ["|" + "---|" * (len(tasks) + 3)]
+    for v, e in summary.items():
+        for ref in ("single", "multi"):
+            test = e.get(f"vs_{ref}")
+            if test is None:
+                continue
+            ps = [_p(test["p_holm"][t]) for t in tasks] + [_p(test["p_average"])]
+            lines.append(f"| {VARIANTS[v][0]} | {ref} | " + " | ".join(ps) + " |")
+    lines += ["", "n/a: fewer than 2 paired seeds, or identical differences on every seed.", ""]
+    return "\n".join(lines)
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3f}"
+
+
+def _column_name(task: TaskSpec) -> str:
+    return task.glue_dir
+
+
+# ---- submission files ----------------------------------------------------------------------------------------------
+
+
+def read_test_split(task: TaskSpec, path: Path) -> tuple[list[str], list[tuple[str, str | None]]]:
+    """A GLUE test file: a header with `index` (or `id`) and the task's text columns; no quoting."""
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    if not lines:
+        raise ValueError(f"{path}: line 1: empty file; expected a header with 'index' and {list(task.text_columns)}")
+    header = lines[0].split("\t")
+    columns = list(task.text_columns)
+    key = "index" if "index" in header else "id"
+    for column in (key, *columns):
+        if column not in header:
+            raise ValueError(f"{path}: line 1: header lacks column {column!r}; header found: {header}")
+    ids, texts = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) < len(header):
+            raise ValueError(f"{path}: line {number}: {len(cells)} fields, expected {len(header)}")
+        ids.append(cells[header.index(key)])
+        pair = [cells[header.index(c)] for c in columns]
+        texts.append((pair[0], pair[1] if len(pair) > 1 else None))
+    return ids, texts
+
+
+def write_submission(run: dict[str, Any], cfg: RunConfig, data_dir: Path, out_dir: Path, accelerator) -> list[str]:
+    """GLUE leaderboard files for the tasks with a test.tsv: `index<TAB>prediction` as the leaderboard expects."""
+    from pipeline.model import load_tokenizer
+    from pipeline.predict import load_student, predict_texts
+
+    written = []
+    student = Path(run["run_dir"]) / "student" / "model"
+    for name in cfg.data.tasks:
+        task = get_task(name)
+        files = [("test", task.glue_dir)]  # MNLI: matched, mismatched and the AX diagnostic set
+        if name == "mnli":
+            files = [("test_matched", "MNLI-m"), ("test_mismatched", "MNLI-mm"), ("diagnostic", "AX")]
+        for split, label in files:
+            path = data_dir / task.glue_dir / f"{split}.tsv"
+            if split == "diagnostic":
+                path = data_dir / "diagnostic" / "diagnostic.tsv"
+            if not path.is_file():
+                continue
+            model_dir = student if run["variant"] != "single" else Path(run["run_dir"]) / "teachers" / name / "model"
+            model = load_student(model_dir).to(accelerator.device)
+            ids, texts = read_test_split(task, path)
+            results = predict_texts(
+                model, load_tokenizer(str(model_dir)), task, texts, accelerator, max_length=cfg.data.max_length
+            )
+            rows = ["index\tprediction"]
+            for i, r in zip(ids, results):
+                if task.kind == "regression":
+                    lo, hi = task.label_range
+                    rows.append(f"{i}\t{min(max(r['score'], lo), hi):.3f}")
+                else:
+                    index = task.labels.index(r["label"])
+                    rows.append(f"{i}\t{task.tsv_labels[index] if task.tsv_labels else index}")
+            write_text(out_dir / f"{label}.tsv", "\n".join(rows) + "\n")
+            written.append(f"{label}.tsv")
+    return written
+
+
+# ---- the command -------------------------------------------------------------------------------------------------
+
+
+def reproduce(
+    cfg: RunConfig, out: Path, seeds: int, variants: list[str], accelerator, command: str, dry_run: bool = False
+) -> dict[str, Any] | None:
+    """Run (or, with dry_run, only print) every variant over seeds 1..`seeds`; returns the results."""
+    if seeds < 1:
+        raise ReproduceError(f"--seeds must be >= 1, got {seeds}")
+    seed_list = list(range(1, seeds + 1))
+    steps = plan(cfg, out, seed_list, variants)
+    accelerator.print(f"reproduce-glue: {len(variants)} variants × {seeds} seeds in {out}\n" + format_plan(steps))
+    if dry_run:
+        return None
+    for seed in seed_list:
+        scfg = seed_config(cfg, seed)
+        base = out / "runs" / f"seed-{seed}" / "teachers"
+        first = out / "runs" / f"seed-{seed_list[0]}" / "teachers"
+        if seed != seed_list[0] and accelerator.is_main_process:
+            link_shared(scfg, first, base, ("data",))  # tokenised once for every seed
+        accelerator.wait_for_everyone()
+        needs_distill = any(v not in ("single", "multi") for v in variants)
+        run_stages(scfg, base, accelerator, target="distill" if needs_distill else "teachers")
+        for variant in variants:
+            if variant == "single":
+                continue
+            vcfg = variant_config(scfg, variant)
+            _, run_dir = run_dirs(out, seed, variant)
+            if accelerator.is_main_process:
+                link_shared(vcfg, base, run_dir, SHARED if variant != "multi" else ("data", "teachers"))
+            accelerator.wait_for_everyone()
+            accelerator.print(f"reproduce-glue: seed {seed}, {variant}")
+            run_stages(vcfg, run_dir, accelerator, target="evaluate")
+            if accelerator.is_main_process:
+                write_results(cfg, out, seed_list, variants, command)
+    results = write_results(cfg, out, seed_list, variants, command) if accelerator.is_main_process else None
+    if accelerator.is_main_process and cfg.data.data_dir and results["runs"]:
+        best = _best_run(results["runs"])
+        written = write_submission(best, cfg, Path(cfg.data.data_dir), out / "submission", accelerator)
+        if written:
+            accelerator.print(f"reproduce-glue: submission files of {best['variant']} seed {best['seed']}: {written}")
+    return results
+
+
+def _best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best variant by median average; of its seeds, the run with the highest dev average."""
+    variants = {r["variant"] for r in runs}
+    medians = {v: statistics.median(r["average"] for r in runs if r["variant"] == v) for v in variants}
+    variant = max(medians, key=medians.get)
+    return max((r for r in runs if r["variant"] == variant), key=lambda r: r["average"])
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    return (
+        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
+        f"{torch.cuda.device_count()} GPUs, torch {torch.__version__}, {platform.platform()}; "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+
+
+def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str], command: str) -> dict[str, Any]:
+    """Gather the finished runs; write results.json, table.md and the plots (also mid-way, for what is done)."""
+    runs = []
+    for seed in seeds:
+        for variant in variants:
+            run = collect_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant)
+            if run is not None:
+                runs.append(run)
+    tasks = list(cfg.data.tasks)
+    results = {
+        "command": command,
+        "machine": machine(),
+        "tasks": tasks,
+        "variants": {v: VARIANTS[v][0] for v in variants},
+        "runs": runs,
+        "summary": summarise(runs, tasks),
+    }
+    write_json(out / "results.json", results)
+    if runs:
+        write_text(out / "table.md", render_table(runs, tasks, command, results["machine"]))
+        write_plots(results, out)
+    return results
+
+
+def write_plots(results: dict[str, Any], out: Path) -> None:
+    from pipeline.plots import plot_scores, plot_training_curves
+
+    tasks = results["tasks"]
+    medians = {
+        v: {**{t: e["median"][t] for t in tasks}, "avg": e["median"]["average"]} for v, e in results["summary"].items()
+    }
+    plot_scores(medians, out / "plots" / "scores.png", "GLUE dev, median over seeds")
+    logs = {}
+    for run in results["runs"]:
+        log = Path(run["run_dir"]) / "student" / "log.jsonl"
+        if run["seed"] == min(r["seed"] for r in results["runs"]) and log.is_file():
+            logs[run["variant"]] = log
+    if logs:
+        plot_training_curves(logs, out / "plots" / "training.png")

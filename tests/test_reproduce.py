@@ -1,0 +1,173 @@
+"""reproduce-glue: variants × seeds on the smoke config, the table built from the runs' own metrics, resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.cli import main, make_accelerator
+from pipeline.config import load_config
+from pipeline.reproduce import ReproduceError, holm, paired_p, parse_variants, read_test_split, write_submission
+from pipeline.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+TASKS = ["sst2", "mrpc", "stsb", "rte"]
+
+
+def test_holm_matches_a_hand_computation() -> None:
+    # sorted p: 0.01 (×3 = 0.03), 0.03 (×2 = 0.06), 0.04 (×1 = 0.04, raised to 0.06 to stay monotone)
+    adjusted = holm({"a": 0.04, "b": 0.01, "c": 0.03, "d": None})
+    assert adjusted["b"] == pytest.approx(0.03)
+    assert adjusted["c"] == pytest.approx(0.06)
+    assert adjusted["a"] == pytest.approx(0.06)
+    assert adjusted["d"] is None
+    assert holm({"a": 0.6, "b": 0.5})["a"] == 1.0  # capped at 1
+
+
+def test_paired_p_is_scipys_paired_t_test() -> None:
+    from scipy import stats
+
+    a, b = [71.0, 73.5, 70.2], [70.0, 71.0, 70.1]
+    assert paired_p(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert paired_p([1.0], [0.0]) is None  # one seed: no test
+    assert paired_p([2.0, 3.0], [1.0, 2.0]) is None  # constant difference: t undefined
+
+
+def test_parse_variants() -> None:
+    assert parse_variants(None)[:3] == ["single", "multi", "bam"]
+    assert parse_variants("bam, single") == ["single", "bam"]  # table order
+    with pytest.raises(ReproduceError, match="unknown"):
+        parse_variants("bam,teacher-annealing")
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("repro") / "out"
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert main(argv) == 0
+    return out
+
+
+def test_runs_and_shared_teachers(repro: Path) -> None:
+    results = json.loads((repro / "results.json").read_text())
+    assert sorted((r["variant"], r["seed"]) for r in results["runs"]) == [
+        ("bam", 1), ("bam", 2), ("single", 1), ("single", 2)
+    ]  # fmt: skip
+    for seed in (1, 2):
+        base, bam = repro / "runs" / f"seed-{seed}" / "teachers", repro / "runs" / f"seed-{seed}" / "bam"
+        # the variant's teachers are the seed's teachers (hard links), not retrained
+        for task in TASKS:
+            weights = f"teachers/{task}/model/model.safetensors"
+            assert os.path.samefile(base / weights, bam / weights)
+        config = json.loads((base / "manifests" / "teachers.json").read_text())["config"]
+        assert config["teachers"]["seed"] == seed
+    # different seeds train different teachers
+    w1 = (repro / "runs/seed-1/teachers/teachers/sst2/model/model.safetensors").read_bytes()
+    w2 = (repro / "runs/seed-2/teachers/teachers/sst2/model/model.safetensors").read_bytes()
+    assert w1 != w2
+    for run in results["runs"]:
+        assert {"variant", "seed", "average", "tasks", "wall_s", "config"} <= set(run)
+        assert run["config"]["student"]["seed"] == run["seed"]
+
+
+def test_medians_come_from_each_runs_own_metrics(repro: Path) -> None:
+    results = json.loads((repro / "results.json").read_text())
+    summary = results["summary"]
+    for task in TASKS:
+        spec = get_task(task)
+        own = {"single": [], "bam": []}
+        for seed in (1, 2):  # read the run folders directly, not results.json's copies
+            base = repro / "runs" / f"seed-{seed}"
+            teacher = json.loads((base / "teachers/teachers" / task / "metrics.json").read_text())
+            own["single"].append(teacher["dev"]["dev"][spec.main_metric])
+            student = json.loads((base / "bam/metrics.json").read_text())["tasks"][task]["student"]["dev"]
+            own["bam"].append(student[spec.main_metric])
+        for variant, values in own.items():
+            assert summary[variant]["median"][task] == pytest.approx(statistics.median(values))
+            assert summary[variant]["min"][task] == pytest.approx(min(values))
+        gain = statistics.median(own["bam"]) - statistics.median(own["single"])
+        assert summary["bam"]["vs_single"]["gain"][task] == pytest.approx(gain)
+    averages = [np.mean([r["tasks"][t]["score"] for t in TASKS]) for r in results["runs"] if r["variant"] == "bam"]
+    assert summary["bam"]["median"]["average"] == pytest.approx(statistics.median(averages))
+
+
+def test_table_layout(repro: Path) -> None:
+    table = (repro / "table.md").read_text()
+    summary = json.loads((repro / "results.json").read_text())["summary"]
+    assert "## Table 1: Single, Multi, Single→Multi" in table
+    header = next(line for line in table.splitlines() if line.startswith("| Model | Avg"))
+    assert header.split(" | ")[2:6] == ["SST-2", "MRPC", "STS-B", "RTE"]
+    bam_row = next(line for line in table.splitlines() if line.startswith("| Single→Multi (BAM"))
+    cells = [c.strip() for c in bam_row.strip("|").split("|")]
+    assert len(cells) == len(header.strip("|").split("|"))
+    assert cells[1].startswith(f"{summary['bam']['median']['average']:.1f} [")  # median [min–max]
+    f1 = statistics.median(
+        json.loads((repro / f"runs/seed-{s}/bam/metrics.json").read_text())["tasks"]["mrpc"]["student"]["dev"]["f1"]
+        for s in (1, 2)
+    )
+    assert cells[3].startswith(f"{f1:.1f}/{summary['bam']['median']['mrpc']:.1f}")  # MRPC: F1/accuracy
+    assert cells[-3] == f"{summary['bam']['vs_single']['gain']['average']:+.1f}"  # Δ Single
+    assert cells[-1] == "2"  # seeds
+    assert "## Paired tests per task" in table
+    for name in ("scores.png", "training.png"):
+        png = (repro / "plots" / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (repro / "runs").rglob("manifests/*.json")}
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(repro), "--seeds", "2", "--variants", "single,bam"]
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "0 of 4 steps to run" in printed and "to run:" not in printed
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in (repro / "runs").rglob("manifests/*.json")} == before
+    # a third seed is planned with a measured time estimate, and nothing runs in a dry run
+    assert main([*argv[:-4], "--seeds", "3", "--variants", "single,bam", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 6 steps to run" in printed and "(measured)" in printed
+    assert not (repro / "runs" / "seed-3").exists()
+
+
+def test_submission_files(repro: Path, tmp_path: Path) -> None:
+    glue = tmp_path / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    (glue / "SST-2" / "test.tsv").write_text("index\tsentence\n0\tgood great film\n1\tbad dull story\n")
+    (glue / "STS-B").mkdir()
+    (glue / "STS-B" / "test.tsv").write_text(
+        "index\tgenre\tsentence1\tsentence2\n0\tnews\tthe dog runs\tthe dog runs\n1\tnews\ta cat\tthe river\n"
+    )
+    results = json.loads((repro / "results.json").read_text())
+    run = next(r for r in results["runs"] if r["variant"] == "bam")
+    cfg = load_config(SMOKE)
+    written = write_submission(run, cfg, glue, tmp_path / "submission", make_accelerator())
+    assert written == ["SST-2.tsv", "STS-B.tsv"]
+    sst = (tmp_path / "submission" / "SST-2.tsv").read_text().splitlines()
+    assert sst[0] == "index\tprediction" and [line.split("\t")[0] for line in sst[1:]] == ["0", "1"]
+    assert all(line.split("\t")[1] in ("0", "1") for line in sst[1:])
+    for line in (tmp_path / "submission" / "STS-B.tsv").read_text().splitlines()[1:]:
+        assert 0.0 <= float(line.split("\t")[1]) <= 5.0
+
+
+def test_test_file_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "test.tsv"
+    path.write_text("index\tsentence1\n0\ta\n")
+    with pytest.raises(ValueError, match=r"test.tsv: line 1: header lacks column 'sentence2'"):
+        read_test_split(get_task("rte"), path)
+    path.write_text("index\tsentence1\tsentence2\n0\ta\n")
+    with pytest.raises(ValueError, match=r"test.tsv: line 2: 2 fields, expected 3"):
+        read_test_split(get_task("rte"), path)
+
+
+def test_bad_arguments_exit_2(tmp_path: Path, capsys) -> None:
+    base = ["reproduce-glue", "--config", str(SMOKE), "--out", str(tmp_path / "o")]
+    assert main([*base, "--variants", "bam,nope"]) == 2
+    assert "unknown" in capsys.readouterr().err
+    assert main([*base, "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
