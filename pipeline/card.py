@@ -39,6 +39,12 @@ def render_card(
     encoder = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     heads = json.loads((model_dir / "heads.json").read_text(encoding="utf-8"))
     shape = f"{encoder.get('num_hidden_layers', '?')} layers, hidden size {encoder.get('hidden_size', '?')}"
+    siamese = ""
+    if heads.get("pair_mode") == "siamese":
+        siamese = (
+            " Sentence pairs are encoded one sentence at a time (a siamese bi-encoder): a pair's classification head "
+            "reads [u, v, |u − v|, u ∗ v] of the two sentences' vectors, its regression score is cos(u, v)."
+        )
     lines = [
         "---",
         "library_name: transformers",
@@ -50,7 +56,7 @@ def render_card(
         about,
         "",
         f"Architecture: a `{encoder.get('model_type', '?')}` encoder ({shape}); its `{heads['pooling']}` vector "
-        "feeds one linear head per task.",
+        f"feeds one linear head per task.{siamese}",
         "",
         "## Tasks",
         "",

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder in the GLUE TSV layout (sets data.data_dir)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N for every variant (default 3)")
     p.add_argument("--variants", help="comma-separated subset of: single, multi, bam, no-layerwise, no-sampling, "
-                   "no-annealing (default: all)")  # fmt: skip
+                   "no-annealing (default: these), and the multitask options round-robin, summed, pcgrad, fgm, fgsm, "
+                   "pgd, supcon, siamese, unfreeze")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan, what is done and the time it expects")
     p = sub.add_parser("predict", help="run a trained model on new text (see pipeline/predict.py)")
     p.add_argument("--model", required=True, help="a saved model folder, e.g. artifacts/RUN/student/model")

@@ -112,6 +112,24 @@ class StudentConfig:
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none)
     keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep
     seed: int = 1
+    # Multitask options (README "Options"); each default is BAM's, and at its default a key stays out of the digest.
+    mixing: Literal["mixed", "round-robin", "summed", "pcgrad"] = "mixed"  # how tasks share an optimizer step:
+    # mixed = BAM's minibatches of sampled tasks; round-robin = one task per step, in turn; summed = one batch of
+    # every task per step, their mean losses summed; pcgrad = summed, each task's gradient projected off the others'
+    # where they conflict (Yu et al., 2020; one process only)
+    adversarial: Literal["none", "fgm", "fgsm", "pgd"] = "none"  # adversarial loss on the word embeddings, added to
+    # the clean loss: fgm = step adv_epsilon · g/‖g‖; fgsm = adv_epsilon · sign(g); pgd = adv_steps steps of adv_alpha
+    adv_epsilon: float = 1.0  # fgm: the step's L2 norm per example; pgd: the L2 ball's radius per example; fgsm: the
+    # step per coordinate (so take it far smaller, e.g. 0.01)
+    adv_alpha: float = 0.3  # pgd: the size of each normalised step
+    adv_steps: int = 3  # pgd: number of steps K
+    supcon_weight: float = 0.0  # weight of the supervised contrastive loss on classification tasks (0 = off)
+    supcon_temperature: float = 0.1  # its temperature τ
+    pair_mode: Literal["cross", "siamese"] = "cross"  # sentence pairs: cross = one input [CLS] a [SEP] b [SEP];
+    # siamese = each sentence encoded alone, heads on [u, v, |u − v|, u ∗ v] (regression: cos(u, v)); teachers: cross
+    unfreeze_every: float = 0.0  # gradual unfreezing: one more depth (pooler, top layer, …) trains every this many
+    # unfreeze_unit; the heads always train (0 = everything trains from the start)
+    unfreeze_unit: Literal["steps", "epochs"] = "steps"
 
 
 @dataclass(frozen=True)
@@ -341,6 +359,35 @@ def validate(cfg: RunConfig) -> list[str]:
         problems.append(f"'student.fixed_lambda' must be null or in [0, 1], got {lam}")
     if cfg.student.alpha < 0:
         problems.append(f"'student.alpha' must be >= 0, got {cfg.student.alpha}")
+    return problems + _validate_options(cfg.student)
+
+
+def _validate_options(s: StudentConfig) -> list[str]:
+    """Value checks of the student's multitask options, and the combinations that are refused."""
+    problems = []
+    hints = typing.get_type_hints(StudentConfig)
+    for key in ("mixing", "adversarial", "pair_mode", "unfreeze_unit"):  # a config built in code skips the type check
+        allowed = typing.get_args(hints[key])
+        if getattr(s, key) not in allowed:
+            problems.append(f"'student.{key}' must be one of {'/'.join(allowed)}, got {getattr(s, key)!r}")
+    positive = ["supcon_temperature"] + (["adv_epsilon", "adv_alpha"] if s.adversarial != "none" else [])
+    for key in positive:
+        if not 0 < getattr(s, key) < math.inf:
+            problems.append(f"'student.{key}' must be a finite number > 0, got {getattr(s, key)}")
+    for key in ("supcon_weight", "unfreeze_every"):
+        if not 0 <= getattr(s, key) < math.inf:
+            problems.append(f"'student.{key}' must be a finite number >= 0 (0 = off), got {getattr(s, key)}")
+    if s.adv_steps < 1:
+        problems.append(f"'student.adv_steps' must be >= 1, got {s.adv_steps}")
+    if s.unfreeze_unit == "steps" and s.unfreeze_every != int(s.unfreeze_every):
+        problems.append(f"'student.unfreeze_every' counts steps (unfreeze_unit: steps): whole, got {s.unfreeze_every}")
+    if s.shuffle_all and s.mixing != "mixed":
+        problems.append(f"'student.shuffle_all' shuffles mixed minibatches; no use with 'student.mixing' {s.mixing}")
+    if s.mixing == "pcgrad" and s.adversarial != "none":
+        problems.append(
+            "'student.adversarial' cannot be combined with 'student.mixing' pcgrad: PCGrad projects each task's "
+            "gradient, and the adversarial step would need one per task too"
+        )
     return problems
 
 
@@ -390,6 +437,17 @@ def _validate_custom_task(name: str, task: CustomTaskConfig) -> list[str]:
         if bounds is not None and (len(bounds) != 2 or not all(map(math.isfinite, bounds)) or bounds[0] >= bounds[1]):
             problems.append(f"'{key}.range' must be [low, high] with low < high, got {list(task.range)}")
     return problems
+
+
+def without_defaults(values: dict[str, Any], defaults: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """`values` (a section as `to_dict` gives it) without those of `keys` that still hold their value in `defaults`.
+
+    A stage's digest hashes its config subset, so a key added to a section would make every finished run's stages
+    stale. Keys added after runs exist go through this: at their default they are left out, and the subset (with
+    the digest, and the "done" status of those runs) is what it was before they existed; any other value enters it.
+    """
+    base = to_dict(defaults)
+    return {k: v for k, v in values.items() if not (k in keys and v == base[k])}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

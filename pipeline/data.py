@@ -131,37 +131,56 @@ def collate(
     tasks: Sequence[TaskSpec],
     teacher: Sequence[np.ndarray | None] | None = None,
     max_outputs: int = 1,
+    split_pairs: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Build one padded batch from (task index, row) pairs; examples of different tasks may share a batch.
 
     Returns input_ids / attention_mask / token_type_ids [B, T], task_ids [B], labels [B] (regression scaled to
     [0, 1]) and, when teacher outputs are given, teacher [B, C_max] (each row's own task in the first C_τ columns).
+
+    With `split_pairs` (a siamese model), a sentence pair, stored as [CLS] a [SEP] b [SEP] with token types 0 then
+    1, is cut in two by token type: input_ids holds [CLS] a [SEP], and input_ids_b / attention_mask_b [B, T_b] hold
+    [CLS] b [SEP] (the example's first token put before b, token types 0). A single sentence stays whole in
+    input_ids, with an empty second part.
     """
     n = len(items)
-    lengths = [int(splits[t].offsets[r + 1] - splits[t].offsets[r]) for t, r in items]
-    width = max(lengths)
-    input_ids = np.zeros((n, width), dtype=np.int64)
-    token_types = np.zeros((n, width), dtype=np.int64)
-    mask = np.zeros((n, width), dtype=np.int64)
+    firsts, seconds = [], []
     labels = np.zeros(n, dtype=np.float32)
     teacher_out = np.zeros((n, max_outputs), dtype=np.float32)
-    for i, ((t, r), length) in enumerate(zip(items, lengths)):
+    for i, (t, r) in enumerate(items):
         s = splits[t]
-        lo = s.offsets[r]
-        input_ids[i, :length] = s.input_ids[lo : lo + length]
-        token_types[i, :length] = s.token_type_ids[lo : lo + length]
-        mask[i, :length] = 1
+        lo, hi = s.offsets[r], s.offsets[r + 1]
+        ids, types = s.input_ids[lo:hi], s.token_type_ids[lo:hi]
+        if split_pairs:
+            b = types == 1
+            seconds.append(np.concatenate([ids[:1], ids[b]]) if b.any() else ids[:0])
+            ids, types = ids[~b], types[~b]
+        firsts.append((ids, types))
         labels[i] = scaled_labels(tasks[t], s.labels[r])
         if teacher is not None and teacher[t] is not None:
             row = teacher[t][r]
             teacher_out[i, : row.shape[0]] = row
+    input_ids, mask = _pad([ids for ids, _ in firsts])
     batch = {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(mask),
-        "token_type_ids": torch.from_numpy(token_types),
+        "token_type_ids": torch.from_numpy(_pad([types for _, types in firsts])[0]),
         "task_ids": torch.tensor([t for t, _ in items], dtype=torch.long),
         "labels": torch.from_numpy(labels),
     }
+    if split_pairs:
+        input_ids_b, mask_b = _pad(seconds)
+        batch |= {"input_ids_b": torch.from_numpy(input_ids_b), "attention_mask_b": torch.from_numpy(mask_b)}
     if teacher is not None:
         batch["teacher"] = torch.from_numpy(teacher_out)
     return batch
+
+
+def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of token ids → [N, longest] int64, zero-padded on the right, and its attention mask."""
+    out = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
+    mask = np.zeros_like(out)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return out, mask

@@ -115,9 +115,10 @@ def _basic_split(text: str) -> list[str]:
 
 
 def head_spec(task: TaskSpec, cfg: ModelConfig) -> dict[str, Any]:
-    """What a head needs to know about its task: output width and, for regression, the activation."""
+    """What a head needs to know about its task: output width, for regression the activation, and whether its
+    inputs are sentence pairs."""
     sigmoid = task.kind == "regression" and cfg.regression_head == "sigmoid"
-    return {"outputs": task.num_labels, "kind": task.kind, "sigmoid": sigmoid}
+    return {"outputs": task.num_labels, "kind": task.kind, "sigmoid": sigmoid, "pair": len(task.text_columns) == 2}
 
 
 class MultiTaskModel(nn.Module):
@@ -128,17 +129,36 @@ class MultiTaskModel(nn.Module):
         heads: task name → `head_spec(...)`; the order fixes the integer task ids used in batches.
         pooling: "pooler" (tanh pooler over [CLS], as BERT/BAM), "cls" (raw [CLS]) or "mean" (masked mean).
         dropout: dropout probability on the pooled vector.
+        pair_mode: "cross" (a pair is one input, [CLS] a [SEP] b [SEP]) or "siamese" (a bi-encoder: each sentence
+            of a pair is encoded alone, into u and v; a classification head reads [u, v, |u − v|, u ∗ v], a
+            regression output is cos(u, v), with no parameters). Single-sentence tasks are the same in both.
     """
 
-    def __init__(self, encoder: nn.Module, heads: dict[str, dict[str, Any]], pooling: str, dropout: float):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        heads: dict[str, dict[str, Any]],
+        pooling: str,
+        dropout: float,
+        pair_mode: str = "cross",
+    ):
         super().__init__()
         self.encoder = encoder
         self.head_specs = dict(heads)
         self.task_names = list(heads)
         self.pooling = pooling
+        self.pair_mode = pair_mode
         self.dropout = nn.Dropout(dropout)
         hidden = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({name: nn.Linear(hidden, spec["outputs"]) for name, spec in heads.items()})
+        # per task id: is it a pair task encoded by the bi-encoder?
+        self.siamese = [pair_mode == "siamese" and spec["pair"] for spec in heads.values()]
+        self.feature_width = 4 * hidden if any(self.siamese) else hidden
+        self.heads = nn.ModuleDict()
+        for (name, spec), siamese in zip(heads.items(), self.siamese):
+            if siamese and spec["kind"] == "regression":
+                self.heads[name] = nn.Identity()  # cos(u, v)
+            else:
+                self.heads[name] = nn.Linear(4 * hidden if siamese else hidden, spec["outputs"])
         self.max_outputs = max(spec["outputs"] for spec in heads.values())
         self.uses_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
@@ -161,31 +181,69 @@ class MultiTaskModel(nn.Module):
         attention_mask: torch.Tensor,
         task_ids: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        input_ids_b: torch.Tensor | None = None,
+        attention_mask_b: torch.Tensor | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Outputs [B, C_max]: row i holds its own task's logits (or regression value) in the first C_τ columns.
+
+        A siamese model reads a pair's first sentence from `input_ids` and its second from `input_ids_b` /
+        `attention_mask_b` [B, T_b] (`collate(..., split_pairs=True)`). With `return_features`, also the vector
+        each row's head reads, [B, feature_width] (zero-padded; for a cosine output, [u, v, |u − v|, u ∗ v]).
 
         Heads run inside `forward` so DistributedDataParallel tracks them; heads of tasks absent from the batch
         get no gradient, which is why the accelerator is built with `find_unused_parameters=True`.
         Regression outputs are in the scaled [0, 1] label space.
         """
         pooled = self.dropout(self.pool(input_ids, attention_mask, token_type_ids))
+        second = self._second_sentences(input_ids_b, attention_mask_b, task_ids, pooled) if any(self.siamese) else None
         out = pooled.new_zeros(pooled.shape[0], self.max_outputs)
+        features = pooled.new_zeros(pooled.shape[0], self.feature_width) if return_features else None
         for t, name in enumerate(self.task_names):
             rows = (task_ids == t).nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
-            y = self.heads[name](pooled[rows])
-            if self.head_specs[name]["sigmoid"]:
-                y = torch.sigmoid(y)
+            x = pooled[rows]
+            if self.siamese[t]:
+                u, v = x, second[rows]
+                x = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+            if self.siamese[t] and self.head_specs[name]["kind"] == "regression":
+                y = nn.functional.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
+            else:
+                y = self.heads[name](x)
+                if self.head_specs[name]["sigmoid"]:
+                    y = torch.sigmoid(y)
             out = out.index_put((rows,), nn.functional.pad(y, (0, self.max_outputs - y.shape[1])))
-        return out
+            if features is not None:
+                features = features.index_put((rows,), nn.functional.pad(x, (0, self.feature_width - x.shape[1])))
+        return out if features is None else (out, features)
+
+    def _second_sentences(
+        self, input_ids_b: torch.Tensor | None, attention_mask_b: torch.Tensor | None, task_ids: torch.Tensor, pooled
+    ) -> torch.Tensor:
+        """Vectors v [B, H] of the second sentences, encoded alone, for the rows of siamese pair tasks (0 elsewhere)."""
+        if input_ids_b is None or attention_mask_b is None:
+            raise ValueError("a siamese model needs input_ids_b and attention_mask_b: collate(..., split_pairs=True)")
+        pair_ids = torch.tensor([t for t, s in enumerate(self.siamese) if s], device=task_ids.device)
+        rows = torch.isin(task_ids, pair_ids).nonzero(as_tuple=True)[0]
+        second = pooled.new_zeros(pooled.shape)
+        if rows.numel():
+            mask = attention_mask_b[rows]
+            width = int(mask.sum(1).max())
+            ids, mask = input_ids_b[rows, :width], mask[:, :width]
+            v = self.dropout(self.pool(ids, mask, torch.zeros_like(ids)))
+            second = second.index_put((rows,), v.to(second.dtype))
+        return second
 
 
-def build_model(path: str, tasks: list[TaskSpec], cfg: ModelConfig, seed: int) -> MultiTaskModel:
+def build_model(
+    path: str, tasks: list[TaskSpec], cfg: ModelConfig, seed: int, pair_mode: str = "cross"
+) -> MultiTaskModel:
     """A fresh model: pretrained encoder from `path`, new heads initialised from `seed`."""
     encoder = load_encoder(path, cfg.trust_remote_code)
     torch.manual_seed(seed)
-    return MultiTaskModel(encoder, {t.name: head_spec(t, cfg) for t in tasks}, cfg.pooling, cfg.dropout)
+    heads = {t.name: head_spec(t, cfg) for t in tasks}
+    return MultiTaskModel(encoder, heads, cfg.pooling, cfg.dropout, pair_mode)
 
 
 def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
@@ -196,7 +254,12 @@ def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
     with atomic_path(out_dir / "heads.safetensors") as tmp:
         save_file(state, str(tmp))
-    meta = {"pooling": model.pooling, "tasks": model.task_names, "heads": model.head_specs}
+    meta = {
+        "pooling": model.pooling,
+        "pair_mode": model.pair_mode,
+        "tasks": model.task_names,
+        "heads": model.head_specs,
+    }
     write_json(out_dir / "heads.json", meta)
 
 
@@ -205,6 +268,7 @@ def load_model(model_dir: str | Path, dropout: float = 0.1) -> MultiTaskModel:
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "heads.json").read_text(encoding="utf-8"))
     heads = {name: meta["heads"][name] for name in meta["tasks"]}  # the saved order fixes the task ids
-    model = MultiTaskModel(load_encoder(str(model_dir), safetensors_only=True), heads, meta["pooling"], dropout)
+    encoder = load_encoder(str(model_dir), safetensors_only=True)
+    model = MultiTaskModel(encoder, heads, meta["pooling"], dropout, meta.get("pair_mode", "cross"))  # older: cross
     model.heads.load_state_dict(load_file(str(model_dir / "heads.safetensors")))
     return model

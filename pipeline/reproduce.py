@@ -4,6 +4,7 @@
         --seeds 3 --out results/repro
     python -m pipeline reproduce-glue ... --dry-run                  # the plan, what is done, the time it expects
     python -m pipeline reproduce-glue ... --variants single,multi,bam
+    python -m pipeline reproduce-glue ... --seeds 1 --variants bam,summed,pcgrad,fgm,supcon   # multitask options
 
 Every (variant, seed) is an ordinary run folder, `OUT/runs/seed-<s>/<variant>/`, driven by the staged DAG, so a
 killed call resumes where it stopped (finished runs are skipped, an interrupted student resumes from its checkpoint).
@@ -46,6 +47,20 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-annealing": ("BAM − teacher annealing (λ = 0)", {"fixed_lambda": 0.0}),
 }
 ABLATIONS = ("no-layerwise", "no-sampling", "no-annealing")
+# The multitask options (README "Options"), each BAM with one option on: run only when named in --variants, and
+# shown in a table of their own beside BAM's defaults.
+OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "round-robin": ("BAM, round-robin task batches", {"mixing": "round-robin"}),
+    "summed": ("BAM, task losses summed per step", {"mixing": "summed"}),
+    "pcgrad": ("BAM, summed + PCGrad", {"mixing": "pcgrad"}),
+    "fgm": ("BAM + FGM (ε 1)", {"adversarial": "fgm"}),
+    "fgsm": ("BAM + FGSM (ε 0.01)", {"adversarial": "fgsm", "adv_epsilon": 0.01}),
+    "pgd": ("BAM + PGD (ε 1, α 0.3, K 3)", {"adversarial": "pgd"}),
+    "supcon": ("BAM + SupCon (weight 0.1)", {"supcon_weight": 0.1}),
+    "siamese": ("BAM, siamese pair heads", {"pair_mode": "siamese"}),
+    "unfreeze": ("BAM + gradual unfreezing (0.1 epoch)", {"unfreeze_every": 0.1, "unfreeze_unit": "epochs"}),
+}
+EVERY = {**VARIANTS, **OPTIONS}
 SHARED = ("data", "teachers", "distill")  # stages every variant of a seed shares
 ASSUMED_RATE = 50.0  # examples/s for --dry-run before any run has been measured (MiniLM, 2 CPU cores)
 
@@ -55,13 +70,14 @@ class ReproduceError(ValueError):
 
 
 def parse_variants(text: str | None) -> list[str]:
+    """The named variants in table order; none named: the paper's (VARIANTS), without the OPTIONS."""
     if not text:
         return list(VARIANTS)
     names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [v for v in names if v not in VARIANTS]
+    unknown = [v for v in names if v not in EVERY]
     if unknown or not names:
-        raise ReproduceError(f"--variants: unknown {unknown or text!r}; choose from {', '.join(VARIANTS)}")
-    return [v for v in VARIANTS if v in names]  # table order
+        raise ReproduceError(f"--variants: unknown {unknown or text!r}; choose from {', '.join(EVERY)}")
+    return [v for v in EVERY if v in names]  # table order
 
 
 def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
@@ -73,7 +89,7 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
 
 
 def variant_config(cfg: RunConfig, variant: str) -> RunConfig:
-    return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **VARIANTS[variant][1]))
+    return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **EVERY[variant][1]))
 
 
 def run_dirs(out: Path, seed: int, variant: str) -> tuple[Path, Path]:
@@ -310,7 +326,7 @@ def render_table(runs: list[dict[str, Any]], tasks: list[str], command: str, mac
                 continue
             e = summary[v]
             mine = [r for r in runs if r["variant"] == v]
-            cells = [VARIANTS[v][0], _cell(e, "average", None, mine) + _mark(e, "average")]
+            cells = [EVERY[v][0], _cell(e, "average", None, mine) + _mark(e, "average")]
             cells += [_cell(e, t, specs[t], mine) + _mark(e, t) for t in tasks]
             for ref in ("single", "multi"):
                 test = e.get(f"vs_{ref}")
@@ -322,6 +338,8 @@ def render_table(runs: list[dict[str, Any]], tasks: list[str], command: str, mac
     lines += ["## Table 1: Single, Multi, Single→Multi", ""] + table(["single", "multi", "bam"])
     if any(v in summary for v in ABLATIONS):
         lines += ["", "## Ablations (each removes one part of BAM)", ""] + table(["bam", *ABLATIONS])
+    if any(v in summary for v in OPTIONS):
+        lines += ["", "## Multitask options (one seed is enough)", ""] + table(["bam", *OPTIONS])
     lines += ["", "## Paired tests per task (Holm-adjusted p; raw p in results.json)", ""]
     lines += ["| Model | vs | " + " | ".join(_column_name(specs[t]) for t in tasks) + " | Avg (unadjusted) |"]
     lines += ["|" + "---|" * (len(tasks) + 3)]
@@ -331,7 +349,7 @@ def render_table(runs: list[dict[str, Any]], tasks: list[str], command: str, mac
             if test is None:
                 continue
             ps = [_p(test["p_holm"][t]) for t in tasks] + [_p(test["p_average"])]
-            lines.append(f"| {VARIANTS[v][0]} | {ref} | " + " | ".join(ps) + " |")
+            lines.append(f"| {EVERY[v][0]} | {ref} | " + " | ".join(ps) + " |")
     lines += ["", "n/a: fewer than 2 paired seeds, or identical differences on every seed.", ""]
     return "\n".join(lines)
 
@@ -485,7 +503,7 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
         "command": command,
         "machine": machine(),
         "tasks": tasks,
-        "variants": {v: VARIANTS[v][0] for v in variants},
+        "variants": {v: EVERY[v][0] for v in variants},
         "runs": runs,
         "summary": summarise(runs, tasks),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 from pathlib import Path
@@ -91,6 +92,23 @@ def set_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
         g["lr"] = g["base_lr"] * multiplier
 
 
+def trainable_depth(step: int, every: float) -> float:
+    """Gradual unfreezing (top layers first): the deepest depth (`parameter_depth`) that trains at `step`. The heads
+    (depth 0) train from the start and one more depth joins every `every` steps; `every` 0 = all (inf)."""
+    return math.inf if every <= 0 else step // every
+
+
+def drop_frozen_grads(optimizer: torch.optim.Optimizer, depth: float) -> None:
+    """Freeze the groups deeper than `depth` for this step by dropping their gradients. AdamW skips a parameter
+    without a gradient: it does not change (no update, no weight decay) and gets no optimizer state, so once it
+    unfreezes it starts fresh moments at its own layer-wise rate. (Gradients are dropped rather than never computed
+    so that `requires_grad`, which DistributedDataParallel fixes when it wraps the model, never changes.)"""
+    for group in optimizer.param_groups:
+        if group["depth"] > depth:
+            for p in group["params"]:
+                p.grad = None
+
+
 def micro_batch_size(batch_size: int, world: int, grad_accum: int, section: str) -> int:
     """Examples per process per forward pass; the global batch must split evenly."""
     if batch_size % (world * grad_accum):
@@ -106,8 +124,9 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    keys = ("input_ids", "attention_mask", "token_type_ids", "task_ids")
-    return {k: batch[k] for k in keys}
+    """The batch's tensors that the model reads (a siamese batch also has the second sentences)."""
+    keys = ("input_ids", "attention_mask", "token_type_ids", "task_ids", "input_ids_b", "attention_mask_b")
+    return {k: batch[k] for k in keys if k in batch}
 
 
 def length_sorted_batches(lengths: np.ndarray, max_examples: int, max_tokens: int) -> list[np.ndarray]:
@@ -144,12 +163,13 @@ def predict(
     was_training = model.training
     model.eval()
     width = tasks[task_index].num_labels
+    siamese = model.pair_mode == "siamese"
     batches = length_sorted_batches(split.lengths, batch_size, max_tokens)
     mine = batches[accelerator.process_index :: accelerator.num_processes]
     pieces = []
     show = desc is not None and accelerator.is_local_main_process
     for rows in tqdm(mine, desc=desc, disable=None if show else True, leave=False, dynamic_ncols=True):
-        batch = collate([(task_index, int(r)) for r in rows], {task_index: split}, tasks)
+        batch = collate([(task_index, int(r)) for r in rows], {task_index: split}, tasks, split_pairs=siamese)
         batch = to_device(batch, accelerator.device)
         with accelerator.autocast():
             out = model(**model_inputs(batch))

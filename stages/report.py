@@ -11,11 +11,12 @@ from pathlib import Path
 import yaml
 
 from pipeline.card import render_card
-from pipeline.config import RunConfig, to_dict
+from pipeline.config import RunConfig, StudentConfig, to_dict
 from pipeline.dag import Context
 from pipeline.plots import plot_scores, plot_training_curves
 from pipeline.store import read_json, write_text
 from pipeline.tasks import get_task
+from stages.student import OPTIONS
 
 NAME = "report"
 CARD = "student/model/README.md"
@@ -60,10 +61,12 @@ def render(metrics: dict, cfg: RunConfig) -> str:
     s = cfg.student
     lam = "annealed 0→1" if s.fixed_lambda is None else f"fixed {s.fixed_lambda}"
     sampling = "all shuffled together" if s.shuffle_all else f"p ∝ |D|^{s.alpha}"
+    defaults = to_dict(StudentConfig())
+    options = "".join(f"; {k} {v}" for k, v in to_dict(s).items() if k in OPTIONS and v != defaults[k])
     lines += [
         "",
         f"Student: λ {lam}; task sampling {sampling}; layer decay {s.layer_decay}; lr {s.lr}; "
-        f"batch {s.batch_size}; {s.epochs} epochs. Model: `{cfg.model.name_or_path}`.",
+        f"batch {s.batch_size}; {s.epochs} epochs{options}. Model: `{cfg.model.name_or_path}`.",
         "",
     ]
     lines += [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config import RunConfig, to_dict
+from pipeline.config import RunConfig, StudentConfig, to_dict, without_defaults
 from pipeline.dag import Context
 from pipeline.predict import save_task_specs
 from pipeline.tasks import get_task
@@ -10,6 +10,20 @@ from student.train import train_student
 
 NAME = "student"
 RESUMABLE = True
+# The multitask options (README "Options"), newer than the runs made before them: at their defaults they stay out of
+# the config subset, so those runs' student digests are unchanged (see `without_defaults`).
+OPTIONS = (
+    "mixing",
+    "adversarial",
+    "adv_epsilon",
+    "adv_alpha",
+    "adv_steps",
+    "supcon_weight",
+    "supcon_temperature",
+    "pair_mode",
+    "unfreeze_every",
+    "unfreeze_unit",
+)
 
 
 def needs(cfg: RunConfig) -> tuple[str, ...]:
@@ -18,7 +32,7 @@ def needs(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def config_subset(cfg: RunConfig) -> dict:
-    student = to_dict(cfg.student)
+    student = without_defaults(to_dict(cfg.student), StudentConfig(), OPTIONS)
     for key in ("eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):  # do not change outputs
         student.pop(key)
     return {"student": student, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}

@@ -7,6 +7,8 @@
 
 Every optimizer step draws a global batch from the run's plan (p(τ) ∝ |D_τ|^α, mixed tasks in one batch); each
 process takes its slice. λ = step / total_steps moves the target from the teacher's softmax to the gold label.
+The multitask options (`student.mixing`, `adversarial`, `supcon_weight`, `pair_mode`, `unfreeze_every`; README
+"Options") change how a step is drawn and what is backpropagated; their defaults are BAM's.
 """
 
 from __future__ import annotations
@@ -14,22 +16,25 @@ from __future__ import annotations
 import shutil
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
+import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from pipeline.card import current_command
 from pipeline.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
-from pipeline.config import to_dict
+from pipeline.config import ConfigError, StudentConfig, to_dict
 from pipeline.dag import Context
 from pipeline.data import collate, load_split
 from pipeline.model import build_model, load_tokenizer, resolve_model_path, save_model
 from pipeline.store import load_soft_targets, trim_log, write_json
-from pipeline.tasks import get_task
+from pipeline.tasks import TaskSpec, get_task
 from pipeline.training import (
     GracefulStop,
     TrainingInterrupted,
+    drop_frozen_grads,
     evaluate,
     get_lr_multiplier,
     log_record,
@@ -40,9 +45,12 @@ from pipeline.training import (
     start_tracking,
     stop_tracking,
     to_device,
+    trainable_depth,
 )
-from student.loss import annealing_lambda, multitask_loss
-from student.sampling import group_by_length, multitask_plan, rank_slice, steps_for, task_probabilities
+from student.adversarial import adversarial_backward
+from student.loss import annealing_lambda, multitask_loss, supervised_contrastive_loss
+from student.pcgrad import pcgrad_backward
+from student.sampling import examples_per_step, rank_slice, steps_for, student_plan, task_probabilities
 
 
 def train_student(ctx: Context) -> dict[str, object]:
@@ -64,19 +72,27 @@ def train_student(ctx: Context) -> dict[str, object]:
     set_seed(sc.seed)
     model_path = resolve_model_path(cfg.model, ctx.run_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    model = build_model(model_path, tasks, cfg.model, seed=sc.seed)
-    max_outputs = model.max_outputs
+    check_options(sc, tasks, train, acc.num_processes)
+    model = build_model(model_path, tasks, cfg.model, seed=sc.seed, pair_mode=sc.pair_mode)
+    max_outputs, siamese = model.max_outputs, sc.pair_mode == "siamese"
+    embeddings = model.encoder.get_input_embeddings()  # where adversarial perturbations go
     micro_batch_size(sc.batch_size, acc.num_processes, sc.grad_accum, "student")
     sizes = [len(s) for s in train]
-    total_steps = steps_for(sum(sizes), sc.batch_size, sc.epochs)
+    step_rows = examples_per_step(sc.mixing, sc.batch_size, len(tasks))
+    total_steps = steps_for(sum(sizes), step_rows, sc.epochs)
     warmup_steps = int(sc.warmup * total_steps)
-    plan = multitask_plan(sizes, sc.batch_size, total_steps, sc.alpha, sc.seed, sc.shuffle_all)
-    plan = group_by_length(plan, [s.lengths for s in train], sc.group_by_length, sc.seed)
+    lengths = [s.lengths for s in train]
+    plan = student_plan(
+        sc.mixing, sizes, lengths, sc.batch_size, total_steps, sc.alpha, sc.seed, sc.shuffle_all, sc.group_by_length
+    )
+    unfreeze_steps = sc.unfreeze_every * (total_steps / sc.epochs if sc.unfreeze_unit == "epochs" else 1)
     optimizer = make_optimizer(model, sc.lr, sc.layer_decay, sc.weight_decay)
     model, optimizer = acc.prepare(model, optimizer)
     probs = task_probabilities(sizes, 1.0 if sc.shuffle_all else sc.alpha)
+    if sc.mixing != "mixed":  # every task gets the same number of batches
+        probs = task_probabilities(sizes, 0.0)
     acc.print(
-        f"[student] {total_steps} steps of {sc.batch_size}; p(task) = "
+        f"[student] {total_steps} steps of {step_rows}; p(task) = "
         + ", ".join(f"{t.name} {p:.3f}" for t, p in zip(tasks, probs))
     )
 
@@ -105,27 +121,41 @@ def train_student(ctx: Context) -> dict[str, object]:
     names = [t.name for t in tasks]
     started, window = time.time(), {n: [0.0, 0] for n in names}
     ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+    joined = (train, tasks, teacher if uses_teacher else None, max_outputs)  # what `collate` joins plan rows to
+
+    def loss_of(batch: dict[str, torch.Tensor], clean: bool = True) -> torch.Tensor:
+        """The batch's share of the step's loss: its mean loss × its rows × processes / batch_size. That is BAM's
+        mean over the step's rows, and with summed and pcgrad (batch_size rows of each task per step) the sum over
+        tasks of each task's mean. The clean pass (not an adversarial one) adds supcon and is logged."""
+        loss, per_task = forward_loss(model, batch, tasks, lam, sc, acc, contrastive=clean)
+        if clean:
+            for name, (total, count) in per_task.items():
+                window[name][0] += total
+                window[name][1] += count
+        return loss * (len(batch["task_ids"]) * acc.num_processes / sc.batch_size)
+
     start_tracking(acc, cfg, "student", "student")
     with GracefulStop() as stop:
         for step in bar:
             lam = annealing_lambda(step, total_steps, sc.fixed_lambda)
             set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
             parts = rank_slice(plan[step], acc.process_index, acc.num_processes, sc.grad_accum)
-            for k, part in enumerate(parts):
-                items = [tuple(x) for x in part]
-                batch = collate(items, train, tasks, teacher if uses_teacher else None, max_outputs)
-                batch = to_device(batch, acc.device)
-                sync = nullcontext() if k == len(parts) - 1 else acc.no_sync(model)
-                with sync:
-                    with acc.autocast():
-                        outputs = model(**model_inputs(batch))
-                    loss, per_task = multitask_loss(
-                        outputs, batch["task_ids"], batch["labels"], tasks, lam, batch.get("teacher")
-                    )
-                    acc.backward(loss / len(parts))
-                for name, (total, count) in per_task.items():
-                    window[name][0] += total
-                    window[name][1] += count
+            if sc.mixing == "pcgrad":  # a batch per task of each micro-batch: PCGrad needs each task's own gradient
+                parts = [part[part[:, 0] == t] for part in parts for t in np.unique(part[:, 0])]
+            batches = [to_device(collate([tuple(x) for x in part], *joined, siamese), acc.device) for part in parts]
+            if sc.mixing == "pcgrad":
+                losses = ((int(b["task_ids"][0]), loss_of(b)) for b in batches)  # lazy: one graph at a time
+                scaled = ((t, loss if acc.scaler is None else acc.scaler.scale(loss)) for t, loss in losses)
+                pcgrad_backward(acc.unwrap_model(model), scaled, len(tasks), np.random.default_rng([sc.seed, step]))
+            else:
+                for k, batch in enumerate(batches):
+                    sync = nullcontext() if k == len(batches) - 1 else acc.no_sync(model)
+                    if sc.adversarial == "none":
+                        with sync:
+                            acc.backward(loss_of(batch))
+                    else:
+                        adversarial_backward(model, acc, embeddings, partial(loss_of, batch), sc, sync)
+            drop_frozen_grads(optimizer, trainable_depth(step, unfreeze_steps))
             if sc.max_grad_norm > 0:
                 acc.clip_grad_norm_(model.parameters(), sc.max_grad_norm)
             optimizer.step()
@@ -141,7 +171,7 @@ def train_student(ctx: Context) -> dict[str, object]:
                     "examples_seen": dict(
                         zip(names, np.bincount(plan[:done, :, 0].ravel(), minlength=len(tasks)).tolist())
                     ),
-                    "examples_per_s": (done - start_step) * sc.batch_size / (time.time() - started),
+                    "examples_per_s": (done - start_step) * step_rows / (time.time() - started),
                 }
                 mean_loss = np.mean(list(record["loss"].values()))
                 bar.set_postfix(lam=f"{lam:.2f}", loss=f"{mean_loss:.4f}")
@@ -177,7 +207,7 @@ def train_student(ctx: Context) -> dict[str, object]:
     counts = np.bincount(plan[:, :, 0].ravel(), minlength=len(tasks))
     summary = {
         "total_steps": total_steps,
-        "batch_size": sc.batch_size,
+        "batch_size": step_rows,  # examples per optimizer step
         "processes": acc.num_processes,
         "examples_per_task": {t.name: int(c) for t, c in zip(tasks, counts)},
         "task_probabilities": {t.name: float(p) for t, p in zip(tasks, probs)},
@@ -192,3 +222,42 @@ def train_student(ctx: Context) -> dict[str, object]:
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the finished model supersedes them
     acc.wait_for_everyone()
     return {"total_steps": total_steps, "examples_per_task": summary["examples_per_task"]}
+
+
+def forward_loss(
+    model, batch: dict[str, torch.Tensor], tasks: list[TaskSpec], lam: float, sc: StudentConfig, accelerator,
+    contrastive: bool = True,
+) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:  # fmt: skip
+    """One forward pass: the annealed distillation loss (the batch mean), plus, with `contrastive` and
+    `student.supcon_weight` > 0, the weighted supervised contrastive loss of the batch's classification rows.
+    Returns the loss and `multitask_loss`'s per-task record."""
+    with accelerator.autocast():
+        result = model(**model_inputs(batch), return_features=contrastive and sc.supcon_weight > 0)
+    outputs, features = result if isinstance(result, tuple) else (result, None)
+    loss, per_task = multitask_loss(outputs, batch["task_ids"], batch["labels"], tasks, lam, batch.get("teacher"))
+    if features is not None:
+        classes = torch.tensor([t.kind == "classification" for t in tasks], device=outputs.device)[batch["task_ids"]]
+        labels, groups = batch["labels"][classes].long(), batch["task_ids"][classes]
+        supcon = supervised_contrastive_loss(features[classes], labels, groups, sc.supcon_temperature)
+        loss = loss + sc.supcon_weight * supcon
+    return loss, per_task
+
+
+def check_options(sc: StudentConfig, tasks: list[TaskSpec], train: list, processes: int) -> None:
+    """The option checks that need the run: PCGrad's process count, the token types a siamese model cuts pairs by.
+
+    PCGrad runs on one process: it needs every task's whole gradient in one place, before any is summed, and
+    DistributedDataParallel only ever all-reduces sums.
+    """
+    if sc.mixing == "pcgrad" and processes > 1:
+        raise ConfigError(
+            f"'student.mixing' pcgrad runs on one process (it projects each task's whole gradient); this run has "
+            f"{processes}. Run it without `accelerate launch`, or choose 'student.mixing' summed"
+        )
+    if sc.pair_mode == "siamese":
+        for task, split in zip(tasks, train):
+            if len(task.text_columns) == 2 and not (split.token_type_ids == 1).any():
+                raise ConfigError(
+                    f"'student.pair_mode' siamese cuts sentence pairs by token type, but the tokenizer gave "
+                    f"{task.name}'s pairs none (no token type 1); use 'student.pair_mode' cross with this model"
+                )

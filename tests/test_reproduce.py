@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -11,8 +12,19 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main, make_accelerator
-from pipeline.config import load_config
-from pipeline.reproduce import ReproduceError, holm, paired_p, parse_variants, read_test_split, write_submission
+from pipeline.config import load_config, validate
+from pipeline.reproduce import (
+    OPTIONS,
+    VARIANTS,
+    ReproduceError,
+    holm,
+    paired_p,
+    parse_variants,
+    read_test_split,
+    render_table,
+    variant_config,
+    write_submission,
+)
 from pipeline.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +53,43 @@ def test_paired_p_is_scipys_paired_t_test() -> None:
 
 def test_parse_variants() -> None:
     assert parse_variants(None)[:3] == ["single", "multi", "bam"]
+    assert parse_variants(None) == list(VARIANTS)  # the paper's variants only, not the multitask options
     assert parse_variants("bam, single") == ["single", "bam"]  # table order
+    assert parse_variants("siamese,pgd,bam") == ["bam", "pgd", "siamese"]
     with pytest.raises(ReproduceError, match="unknown"):
         parse_variants("bam,teacher-annealing")
+
+
+def test_option_variants_are_valid_configs_that_change_only_the_student() -> None:
+    cfg = load_config(ROOT / "configs" / "glue-small.yaml")
+    for name, (_, changes) in OPTIONS.items():
+        option = variant_config(cfg, name)
+        assert not validate(option), name
+        assert option.student != cfg.student and dataclasses.replace(option, student=cfg.student) == cfg, name
+        assert {k: getattr(option.student, k) for k in changes} == changes
+
+
+def test_options_table_sets_each_option_beside_bam() -> None:
+    def run(variant: str, score: float) -> dict:
+        tasks = {t: {"score": score, "f1": score + 5, "accuracy": score} for t in TASKS}
+        return {"variant": variant, "seed": 1, "average": score, "tasks": tasks}
+
+    runs = [run("single", 60.0), run("bam", 70.0), run("fgm", 71.0), run("siamese", 68.5)]
+    table = render_table(runs, TASKS, "python -m pipeline reproduce-glue ...", "machine")
+    section = table.split("## Multitask options (one seed is enough)\n")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Model")]
+    assert [r.split(" | ")[0][2:] for r in rows] == [VARIANTS["bam"][0], OPTIONS["fgm"][0], OPTIONS["siamese"][0]]
+    assert rows[1].split(" | ")[1] == "71.0" and rows[1].split(" | ")[-3] == "+11.0"  # Δ Single
+    assert "## Multitask options" not in render_table(runs[:2], TASKS, "cmd", "machine")
+
+
+def test_option_variants_share_the_seeds_teachers(tmp_path: Path, capsys) -> None:
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(tmp_path), "--seeds", "1", "--dry-run"]
+    assert main([*argv, "--variants", "bam,pcgrad,siamese,unfreeze"]) == 0
+    printed = capsys.readouterr().out
+    assert [line.split()[2] for line in printed.splitlines() if line.startswith("  seed 1")] == [
+        "teachers", "bam", "pcgrad", "siamese", "unfreeze"
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
