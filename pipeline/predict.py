@@ -97,7 +97,7 @@ def predict_texts(
     examples = [Example(f"input:{i}", a, b, 0) for i, (a, b) in enumerate(texts)]
     split = tokenize_split(examples, tokenizer, max_length, task.name, "input")
     index = model.task_names.index(task.name)
-    outputs = predict(model, split, index, task_specs(model), accelerator, batch_size)
+    outputs = predict(model, split, index, task_specs(model), accelerator, batch_size, desc=f"predict {task.name}")
     if task.kind == "regression":
         return [{"score": float(s)} for s in unscale(task, outputs)]
     probs = torch.softmax(torch.from_numpy(outputs), dim=-1).numpy()

@@ -34,7 +34,7 @@ from scipy import stats
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import get_stages, run_stages, stage_status
 from pipeline.metrics import main_score
-from pipeline.store import read_json, read_manifest, write_json, write_text
+from pipeline.store import digest, read_json, read_manifest, write_json, write_text
 from pipeline.tasks import TaskSpec, get_task
 
 # Variant name → (label in the tables, student config changes). "single" is the teachers themselves.
@@ -156,7 +156,37 @@ def collect_run(cfg: RunConfig, out: Path, seed: int, variant: str) -> dict[str,
         "wall_s": wall,
         "run_dir": str(run_dir),
         "config": to_dict(cfg),
+        "key": run_key(cfg, variant),
     }
+
+
+def run_key(cfg: RunConfig, variant: str) -> str:
+    """What makes two runs the same: the config subsets their stages' digests are made of (so settings that do not
+    change results, and options left at their defaults, do not count)."""
+    stages = get_stages()
+    names = ("data", "teachers") if variant == "single" else ("data", "teachers", "student")
+    return digest({name: stages[name].config_subset(cfg) for name in names})
+
+
+def recorded_runs(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """The runs OUT/results.json already holds, by (variant, seed)."""
+    path = out / "results.json"
+    if not path.is_file():
+        return {}
+    return {(r["variant"], r["seed"]): r for r in read_json(path).get("runs", []) if "key" in r}
+
+
+def finished_run(
+    cfg: RunConfig, out: Path, seed: int, variant: str, recorded: dict[tuple[str, int], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The run's record from its folder, else from results.json when that holds the same run: the results of a
+    finished run survive its folder (e.g. a committed results.json on a machine without the run folders)."""
+    run = collect_run(cfg, out, seed, variant)
+    if run is None:
+        old = recorded.get((variant, seed))
+        if old is not None and old["key"] == run_key(cfg, variant):
+            return old
+    return run
 
 
 # ---- the plan ------------------------------------------------------------------------------------------------------
@@ -172,11 +202,13 @@ def _train_rows(cfg: RunConfig, out: Path, seeds: list[int]) -> dict[str, int] |
 
 def plan(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str]) -> list[dict[str, Any]]:
     """Every step in order, whether it is done, and the seconds it is expected to take (None: unknown)."""
-    rows = _train_rows(cfg, out, seeds)
+    rows, recorded = _train_rows(cfg, out, seeds), recorded_runs(out)
     measured: dict[str, list[float]] = {}
+    finished: dict[tuple[str, int], bool] = {}
     for seed in seeds:
         for variant in variants:
-            run = collect_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant)
+            run = finished_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant, recorded)
+            finished[(variant, seed)] = run is not None
             if run is not None:
                 measured.setdefault("teachers" if variant == "single" else "student", []).append(run["wall_s"])
     examples = None
@@ -198,13 +230,13 @@ def plan(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str]) -> li
         base = out / "runs" / f"seed-{seed}" / "teachers"
         needs_distill = any(v not in ("single", "multi") for v in variants)
         target = "distill" if needs_distill else "teachers"
-        done = stage_status(target, scfg, base)[0] == "done"
+        done = stage_status(target, scfg, base)[0] == "done" or all(finished[(v, seed)] for v in variants)
         seconds, how = expect("teachers")
         steps.append({"seed": seed, "variant": "teachers", "done": done, "seconds": seconds, "how": how})
         for variant in variants:
             if variant == "single":
                 continue
-            done = collect_run(variant_config(scfg, variant), out, seed, variant) is not None
+            done = finished[(variant, seed)]
             seconds, how = expect("student")
             steps.append({"seed": seed, "variant": variant, "done": done, "seconds": seconds, "how": how})
     return steps
@@ -440,16 +472,20 @@ def reproduce(
     accelerator.print(f"reproduce-glue: {len(variants)} variants × {seeds} seeds in {out}\n" + format_plan(steps))
     if dry_run:
         return None
+    recorded = recorded_runs(out)
     for seed in seed_list:
         scfg = seed_config(cfg, seed)
+        pending = [v for v in variants if finished_run(variant_config(scfg, v), out, seed, v, recorded) is None]
+        if not pending:
+            continue
         base = out / "runs" / f"seed-{seed}" / "teachers"
         first = out / "runs" / f"seed-{seed_list[0]}" / "teachers"
         if seed != seed_list[0] and accelerator.is_main_process:
             link_shared(scfg, first, base, ("data",))  # tokenised once for every seed
         accelerator.wait_for_everyone()
-        needs_distill = any(v not in ("single", "multi") for v in variants)
+        needs_distill = any(v not in ("single", "multi") for v in pending)
         run_stages(scfg, base, accelerator, target="distill" if needs_distill else "teachers")
-        for variant in variants:
+        for variant in pending:
             if variant == "single":
                 continue
             vcfg = variant_config(scfg, variant)
@@ -458,13 +494,15 @@ def reproduce(
                 link_shared(vcfg, base, run_dir, SHARED if variant != "multi" else ("data", "teachers"))
             accelerator.wait_for_everyone()
             accelerator.print(f"reproduce-glue: seed {seed}, {variant}")
-            run_stages(vcfg, run_dir, accelerator, target="evaluate")
+            run_stages(vcfg, run_dir, accelerator, target="report")
             if accelerator.is_main_process:
                 write_results(cfg, out, seed_list, variants, command)
     results = write_results(cfg, out, seed_list, variants, command) if accelerator.is_main_process else None
     if accelerator.is_main_process and cfg.data.data_dir and results["runs"]:
         best = _best_run(results["runs"])
-        written = write_submission(best, cfg, Path(cfg.data.data_dir), out / "submission", accelerator)
+        written = []
+        if Path(best["run_dir"]).is_dir():  # a run known only from results.json has no model here
+            written = write_submission(best, cfg, Path(cfg.data.data_dir), out / "submission", accelerator)
         if written:
             accelerator.print(f"reproduce-glue: submission files of {best['variant']} seed {best['seed']}: {written}")
     return results
@@ -492,10 +530,10 @@ def machine() -> str:
 
 def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str], command: str) -> dict[str, Any]:
     """Gather the finished runs; write results.json, table.md and the plots (also mid-way, for what is done)."""
-    runs = []
+    runs, recorded = [], recorded_runs(out)
     for seed in seeds:
         for variant in variants:
-            run = collect_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant)
+            run = finished_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant, recorded)
             if run is not None:
                 runs.append(run)
     tasks = list(cfg.data.tasks)

@@ -181,6 +181,25 @@ def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> 
     assert not (repro / "runs" / "seed-3").exists()
 
 
+def test_results_json_alone_keeps_finished_runs(repro: Path, tmp_path: Path, capsys) -> None:
+    """A results.json without the run folders (e.g. committed, on a fresh machine) counts its runs as done."""
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    (out / "results.json").write_bytes((repro / "results.json").read_bytes())
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "0 of 4 steps to run" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert not (out / "runs").exists()
+    before, after = (json.loads((d / "results.json").read_text()) for d in (repro, out))
+    assert after["runs"] == before["runs"] and after["summary"] == before["summary"]
+    # a run recorded under another config does not count: with another student lr the bam runs (and the teachers
+    # they need, whose folders are gone) are planned again, while Single's records still hold
+    assert main([*argv, "--dry-run", "--student.lr=0.001"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 of 4 steps to run" in printed and printed.count("bam           to run") == 2
+
+
 def test_submission_files(repro: Path, tmp_path: Path) -> None:
     glue = tmp_path / "glue"
     (glue / "SST-2").mkdir(parents=True)
