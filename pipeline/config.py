@@ -246,7 +246,8 @@ def _type_name(tp: Any) -> str:
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
-    """Turn `--a.b=value` tokens into a nested dict; values go through `ast.literal_eval`, else stay strings."""
+    """Turn `--a.b=value` tokens into a nested dict; values go through `ast.literal_eval`, then YAML for flow lists
+    and mappings (`--data.tasks=[sst2,mrpc]`), else stay strings."""
     nested: dict[str, Any] = {}
     problems = []
     for token in tokens:
@@ -258,6 +259,11 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             value = raw
+            if raw.strip().startswith(("[", "{")):
+                try:
+                    value = yaml.safe_load(raw)
+                except yaml.YAMLError:
+                    problems.append(f"'{key}': '{raw}' is neither a Python literal nor a YAML list or mapping")
         if raw in ("null", "None"):
             value = None
         node = nested

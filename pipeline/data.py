@@ -132,6 +132,7 @@ def collate(
     teacher: Sequence[np.ndarray | None] | None = None,
     max_outputs: int = 1,
     split_pairs: bool = False,
+    pad_id: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Build one padded batch from (task index, row) pairs; examples of different tasks may share a batch.
 
@@ -142,6 +143,8 @@ def collate(
     1, is cut in two by token type: input_ids holds [CLS] a [SEP], and input_ids_b / attention_mask_b [B, T_b] hold
     [CLS] b [SEP] (the example's first token put before b, token types 0). A single sentence stays whole in
     input_ids, with an empty second part.
+
+    Padding uses `pad_id` (the tokenizer's pad token: 0 for BERT, 1 for RoBERTa; `MultiTaskModel.pad_id`).
     """
     n = len(items)
     firsts, seconds = [], []
@@ -160,7 +163,7 @@ def collate(
         if teacher is not None and teacher[t] is not None:
             row = teacher[t][r]
             teacher_out[i, : row.shape[0]] = row
-    input_ids, mask = _pad([ids for ids, _ in firsts])
+    input_ids, mask = _pad([ids for ids, _ in firsts], pad_id)
     batch = {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(mask),
@@ -169,16 +172,16 @@ def collate(
         "labels": torch.from_numpy(labels),
     }
     if split_pairs:
-        input_ids_b, mask_b = _pad(seconds)
+        input_ids_b, mask_b = _pad(seconds, pad_id)
         batch |= {"input_ids_b": torch.from_numpy(input_ids_b), "attention_mask_b": torch.from_numpy(mask_b)}
     if teacher is not None:
         batch["teacher"] = torch.from_numpy(teacher_out)
     return batch
 
 
-def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of token ids → [N, longest] int64, zero-padded on the right, and its attention mask."""
-    out = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
+def _pad(rows: list[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of token ids → [N, longest] int64, padded on the right with `pad_id`, and its attention mask."""
+    out = np.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=np.int64)
     mask = np.zeros_like(out)
     for i, r in enumerate(rows):
         out[i, : len(r)] = r

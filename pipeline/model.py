@@ -161,6 +161,7 @@ class MultiTaskModel(nn.Module):
                 self.heads[name] = nn.Linear(4 * hidden if siamese else hidden, spec["outputs"])
         self.max_outputs = max(spec["outputs"] for spec in heads.values())
         self.uses_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
+        self.pad_id = getattr(encoder.config, "pad_token_id", None) or 0  # what `collate` pads input_ids with
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise ValueError("model.pooling 'pooler' needs an encoder with a pooler; use 'cls' or 'mean'")
 

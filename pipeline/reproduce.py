@@ -529,19 +529,26 @@ def machine() -> str:
 
 
 def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str], command: str) -> dict[str, Any]:
-    """Gather the finished runs; write results.json, table.md and the plots (also mid-way, for what is done)."""
+    """Gather the finished runs; write results.json, table.md and the plots (also mid-way, for what is done).
+
+    Runs results.json already holds for variants or seeds outside this call's selection stay in it (a call for the
+    options alone keeps the paper's variants), so one OUT can be filled by several calls."""
     runs, recorded = [], recorded_runs(out)
     for seed in seeds:
         for variant in variants:
             run = finished_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant, recorded)
             if run is not None:
                 runs.append(run)
+    selected = {(v, s) for v in variants for s in seeds}
+    runs += [r for key, r in recorded.items() if key not in selected and r["variant"] in EVERY]
+    order = list(EVERY)
+    runs.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
     tasks = list(cfg.data.tasks)
     results = {
         "command": command,
         "machine": machine(),
         "tasks": tasks,
-        "variants": {v: EVERY[v][0] for v in variants},
+        "variants": {v: EVERY[v][0] for v in order if any(r["variant"] == v for r in runs) or v in variants},
         "runs": runs,
         "summary": summarise(runs, tasks),
     }

@@ -23,6 +23,8 @@ from pipeline.model import MultiTaskModel
 from pipeline.tasks import TaskSpec
 
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
+_ALBERT_GROUP = re.compile(r"\.albert_layer_groups\.(\d+)\.")
+_INPUT_SIDE = re.compile(r"^encoder\.encoder\.(LayerNorm|conv)\.")  # DeBERTa-v2: beside rel_embeddings
 
 
 def get_lr_multiplier(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -32,19 +34,29 @@ def get_lr_multiplier(step: int, total_steps: int, warmup_steps: int) -> float:
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-def parameter_depth(name: str, num_layers: int, has_pooler: bool) -> int:
-    """Depth of a parameter in the original BAM numbering: heads 0, pooler 1, top layer 2, …, embeddings last."""
+def parameter_depth(name: str, num_layers: int, has_pooler: bool, num_groups: int = 1) -> int:
+    """Depth of a parameter in the original BAM numbering: heads 0, pooler 1, top layer 2, …, embeddings last.
+
+    Beyond BERT's names: DistilBERT's `transformer.layer.i`; ALBERT's shared `albert_layer_groups.g` sit at the depth
+    of the top layer that uses them (one group: the top layer's); input-side parameters outside the layers —
+    ALBERT's `embedding_hidden_mapping_in`, ELECTRA's `embeddings_project`, DeBERTa's relative position embeddings,
+    their LayerNorm and the first layer's convolution — share the embeddings' depth.
+    """
     if name.startswith("heads."):
         return 0
     offset = 1 if has_pooler else 0
     if ".pooler." in f".{name}":
         return 1
-    if "embeddings" in name:
-        return offset + num_layers + 1
     match = _LAYER.search(name)
-    if match is None:
-        raise ValueError(f"cannot place parameter '{name}' in a layer for layer-wise learning rates")
-    return offset + num_layers - int(match.group(1))
+    if match is not None:
+        return offset + num_layers - int(match.group(1))
+    match = _ALBERT_GROUP.search(name)
+    if match is not None:
+        top = (int(match.group(1)) + 1) * num_layers // num_groups - 1
+        return offset + num_layers - top
+    if "embedding" in name or _INPUT_SIDE.search(name):
+        return offset + num_layers + 1
+    raise ValueError(f"cannot place parameter '{name}' in a layer for layer-wise learning rates")
 
 
 def layerwise_param_groups(
@@ -54,13 +66,15 @@ def layerwise_param_groups(
 
     The layer count comes from the encoder's config, never from its name.
     """
-    num_layers = model.encoder.config.num_hidden_layers
+    config = model.encoder.config
+    num_layers = config.num_hidden_layers
+    num_groups = getattr(config, "num_hidden_groups", 1)  # ALBERT
     has_pooler = getattr(model.encoder, "pooler", None) is not None
     groups: dict[tuple[int, bool], dict[str, object]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        depth = parameter_depth(name, num_layers, has_pooler)
+        depth = parameter_depth(name, num_layers, has_pooler, num_groups)
         no_decay = param.ndim < 2
         key = (depth, no_decay)
         if key not in groups:
@@ -169,7 +183,9 @@ def predict(
     pieces = []
     show = desc is not None and accelerator.is_local_main_process
     for rows in tqdm(mine, desc=desc, disable=None if show else True, leave=False, dynamic_ncols=True):
-        batch = collate([(task_index, int(r)) for r in rows], {task_index: split}, tasks, split_pairs=siamese)
+        batch = collate(
+            [(task_index, int(r)) for r in rows], {task_index: split}, tasks, split_pairs=siamese, pad_id=model.pad_id
+        )
         batch = to_device(batch, accelerator.device)
         with accelerator.autocast():
             out = model(**model_inputs(batch))

@@ -1,14 +1,17 @@
-"""Stage `teachers`: one single-task teacher per task. A teacher that finished is kept when the stage reruns
-for the same digest (e.g. after a crash in a later teacher); an interrupted one resumes from its checkpoint."""
+"""Stage `teachers`: one single-task teacher per task. A finished teacher is kept when the stage reruns and its own
+task's inputs are unchanged (its data, the teacher and model settings, the code version): after a crash in a later
+teacher, and when tasks are added to or removed from `data.tasks`. An interrupted one resumes from its checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pipeline
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import Context
 from pipeline.predict import save_task_specs
-from pipeline.store import file_sha256, read_json, write_json
+from pipeline.store import digest, file_sha256, read_json, read_manifest, write_json
 from pipeline.tasks import get_task
 from teachers.train import train_teacher
 
@@ -31,14 +34,34 @@ def makes(cfg: RunConfig) -> list[str]:
     return [f"teachers/{t}" for t in cfg.data.tasks]
 
 
-def _intact(done: Path, digest: str, out_dir: Path) -> bool:
-    """A finished teacher is kept only if it was made for this digest and its model files are unchanged."""
+def task_digest(ctx: Context, task: str) -> str:
+    """What one teacher depends on: the stage's settings without the task list, the task's own tokenised files (as
+    the data stage's manifest records them) and declaration, and the code version. Other tasks do not count."""
+    subset = config_subset(ctx.cfg)
+    del subset["tasks"]
+    files = read_manifest(ctx.run_dir, "data")["files"]
+    own = {rel: sha for rel, sha in files.items() if rel.startswith(f"data/{task}/")}
+    custom = ctx.cfg.data.custom_tasks.get(task)
+    return digest(
+        {
+            "config": subset,
+            "task": task,
+            "custom": to_dict(custom) if custom is not None else None,
+            "data": digest(own),
+            "version": pipeline.__version__,
+        }
+    )
+
+
+def _intact(done: Path, digests: tuple[str, ...], out_dir: Path) -> bool:
+    """A finished teacher is kept only if it was made for one of these digests (its own task's, or — written by an
+    older version — the whole stage's) and its model files are unchanged."""
     if not done.is_file():
         return False
     record = read_json(done)
     files = record.get("files", {})
     return (
-        record.get("digest") == digest
+        record.get("digest") in digests
         and bool(files)
         and all((out_dir / rel).is_file() and file_sha256(out_dir / rel) == sha for rel, sha in files.items())
     )
@@ -49,16 +72,17 @@ def run(ctx: Context) -> dict:
     for task in ctx.cfg.data.tasks:
         out_dir = ctx.run_dir / "teachers" / task
         done = out_dir / "done.json"
-        if _intact(done, ctx.digest, out_dir):
+        own = task_digest(ctx, task)
+        if _intact(done, (own, ctx.digest), out_dir):
             ctx.accelerator.print(f"[teachers] {task}: already trained for this config, kept")
         else:
-            train_teacher(ctx, task, out_dir)
+            train_teacher(dataclasses.replace(ctx, digest=own), task, out_dir)  # its checkpoints carry `own`
             if ctx.accelerator.is_main_process:
                 save_task_specs(out_dir / "model", [get_task(task)])  # the model then predicts label names alone
                 files = {
                     p.relative_to(out_dir).as_posix(): file_sha256(p) for p in sorted((out_dir / "model").iterdir())
                 }
-                write_json(done, {"digest": ctx.digest, "files": files})
+                write_json(done, {"digest": own, "files": files})
             ctx.accelerator.wait_for_everyone()
         scores[task] = read_json(out_dir / "metrics.json")["score"]
     return {"score": scores}

@@ -74,7 +74,7 @@ def train_student(ctx: Context) -> dict[str, object]:
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     check_options(sc, tasks, train, acc.num_processes)
     model = build_model(model_path, tasks, cfg.model, seed=sc.seed, pair_mode=sc.pair_mode)
-    max_outputs, siamese = model.max_outputs, sc.pair_mode == "siamese"
+    max_outputs, siamese, pad_id = model.max_outputs, sc.pair_mode == "siamese", model.pad_id
     embeddings = model.encoder.get_input_embeddings()  # where adversarial perturbations go
     micro_batch_size(sc.batch_size, acc.num_processes, sc.grad_accum, "student")
     sizes = [len(s) for s in train]
@@ -142,7 +142,9 @@ def train_student(ctx: Context) -> dict[str, object]:
             parts = rank_slice(plan[step], acc.process_index, acc.num_processes, sc.grad_accum)
             if sc.mixing == "pcgrad":  # a batch per task of each micro-batch: PCGrad needs each task's own gradient
                 parts = [part[part[:, 0] == t] for part in parts for t in np.unique(part[:, 0])]
-            batches = [to_device(collate([tuple(x) for x in part], *joined, siamese), acc.device) for part in parts]
+            batches = [
+                to_device(collate([tuple(x) for x in part], *joined, siamese, pad_id), acc.device) for part in parts
+            ]
             if sc.mixing == "pcgrad":
                 losses = ((int(b["task_ids"][0]), loss_of(b)) for b in batches)  # lazy: one graph at a time
                 scaled = ((t, loss if acc.scaler is None else acc.scaler.scale(loss)) for t, loss in losses)

@@ -58,6 +58,7 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
     model_path = resolve_model_path(cfg.model, ctx.run_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     model = build_model(model_path, tasks, cfg.model, seed=tc.seed)
+    pad_id = model.pad_id
     micro_batch_size(tc.batch_size, acc.num_processes, tc.grad_accum, "teachers")
     total_steps = steps_for(len(train), tc.batch_size, tc.epochs)
     warmup_steps = int(tc.warmup * total_steps)
@@ -98,7 +99,7 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
             parts = rank_slice(plan[step], acc.process_index, acc.num_processes, tc.grad_accum)
             step_loss = 0.0
             for k, part in enumerate(parts):
-                batch = to_device(collate([tuple(x) for x in part], [train], tasks), acc.device)
+                batch = to_device(collate([tuple(x) for x in part], [train], tasks, pad_id=pad_id), acc.device)
                 sync = nullcontext() if k == len(parts) - 1 else acc.no_sync(model)
                 with sync:
                     with acc.autocast():

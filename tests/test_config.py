@@ -74,6 +74,11 @@ def test_lists_become_tuples(tmp_path: Path) -> None:
     assert isinstance(cfg.data.tasks, tuple)
     cfg = load_config(None, ["--data.tasks=['cola']"])
     assert cfg.data.tasks == ("cola",)
+    # unquoted, as typed in a shell: YAML flow lists and mappings
+    cfg = load_config(None, ["--data.tasks=[sst2, RTE]", "--data.max_train_examples={sst2: 100}"])
+    assert cfg.data.tasks == ("sst2", "rte") and cfg.data.max_train_examples == {"sst2": 100}
+    with pytest.raises(ConfigError, match=r"'data.tasks': '\[sst2, \{' is neither a Python literal nor a YAML"):
+        load_config(None, ["--data.tasks=[sst2, {"])
 
 
 @pytest.mark.parametrize("spelling", ["None", "null"])

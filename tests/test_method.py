@@ -6,6 +6,8 @@ written out by hand, parameter names mapped to depths explicitly).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -490,6 +492,103 @@ def test_layer_count_comes_from_the_config_not_the_name() -> None:
     group = _group_of(layerwise_param_groups(model, LR, DECAY, WD))
     assert group["encoder.embeddings.word_embeddings.weight"]["depth"] == 5
     assert group["encoder.encoder.layer.0.attention.self.key.weight"]["depth"] == 4
+
+
+def _other_encoder(kind: str, groups: int = 1):
+    import transformers
+
+    common = {"vocab_size": 50, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
+    configs = {
+        "albert": ("AlbertConfig", "AlbertModel", {
+            "num_hidden_layers": 4, "num_hidden_groups": groups, "embedding_size": 8,
+        }),
+        "deberta-v2": ("DebertaV2Config", "DebertaV2Model", {
+            "num_hidden_layers": 4, "relative_attention": True, "position_buckets": 8, "norm_rel_ebd": "layer_norm",
+            "conv_kernel_size": 3,
+        }),
+        "distilbert": ("DistilBertConfig", "DistilBertModel", {
+            "dim": 16, "hidden_dim": 32, "n_layers": 4, "n_heads": 2,
+        }),
+        "electra": ("ElectraConfig", "ElectraModel", {"num_hidden_layers": 4, "embedding_size": 8}),
+        "roberta": ("RobertaConfig", "RobertaModel", {"num_hidden_layers": 4}),
+    }  # fmt: skip
+    config_cls, model_cls, extra = configs[kind]
+    config = getattr(transformers, config_cls)(**({} if kind == "distilbert" else common), **extra)
+    if kind == "distilbert":
+        config.vocab_size = 50
+    torch.manual_seed(0)
+    encoder = getattr(transformers, model_cls)(config)
+    heads = {name: head_spec(get_task(name), ModelConfig()) for name in ("mnli", "stsb")}
+    return MultiTaskModel(encoder, heads, "cls", dropout=0.0)
+
+
+@pytest.mark.parametrize("kind", ["albert", "deberta-v2", "distilbert", "electra", "roberta"])
+def test_depths_for_other_bert_family_encoders(kind: str) -> None:
+    """Every parameter gets a depth; layers are numbered top (shallow) to bottom (deep) and everything on the input
+    side (embeddings, embedding projections, relative position embeddings) gets the deepest depth, the lowest rate."""
+    model = _other_encoder(kind)
+    group = _group_of(layerwise_param_groups(model, LR, DECAY, WD))
+    assert set(group) == {name for name, _ in model.named_parameters()}
+    pooler = 1 if getattr(model.encoder, "pooler", None) is not None else 0
+    deepest = pooler + 4 + 1
+    for name in group:
+        match = re.search(r"\.layers?\.(\d+)\.", name)
+        if name.startswith("heads."):
+            expected = 0
+        elif ".pooler." in name:
+            expected = 1
+        elif match and "albert" not in name:
+            expected = pooler + 4 - int(match.group(1))
+        elif "albert_layer_groups" in name:
+            expected = pooler + 1  # one group shared by all 4 layers: the top layer's depth
+        else:
+            expected = deepest
+        assert group[name]["depth"] == expected, name
+    input_side = {
+        "albert": "encoder.encoder.embedding_hidden_mapping_in.weight",
+        "deberta-v2": "encoder.encoder.rel_embeddings.weight",
+        "electra": "encoder.embeddings_project.weight",
+    }
+    if kind in input_side:
+        assert group[input_side[kind]]["depth"] == deepest
+    if kind == "deberta-v2":
+        assert group["encoder.encoder.conv.conv.weight"]["depth"] == deepest
+
+
+def test_albert_layer_groups_sit_at_their_top_layer() -> None:
+    model = _other_encoder("albert", groups=2)  # group 0 serves layers 0–1, group 1 layers 2–3
+    group = _group_of(layerwise_param_groups(model, LR, DECAY, WD))
+    g0 = "encoder.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight"
+    g1 = "encoder.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight"
+    assert (group[g1]["depth"], group[g0]["depth"]) == (1 + 4 - 3, 1 + 4 - 1)
+
+
+def test_padding_uses_the_encoders_pad_token() -> None:
+    """RoBERTa-style vocabularies pad with id 1, not 0: the model reads its pad id from the encoder config and
+    `collate` pads input ids with it (the attention mask still marks the padding)."""
+    from pipeline.data import TokenizedSplit, collate
+
+    model = _other_encoder("roberta")
+    assert model.pad_id == model.encoder.config.pad_token_id == 1
+    assert _model().pad_id == 0
+    split = TokenizedSplit(
+        task="sst2",
+        split="train",
+        ids=["a", "b"],
+        input_ids=np.array([0, 5, 6, 2, 0, 7, 2], np.int32),
+        token_type_ids=np.zeros(7, np.int8),
+        offsets=np.array([0, 4, 7]),
+        labels=np.array([0.0, 1.0], np.float32),
+        fingerprint="x",
+    )
+    batch = collate([(0, 0), (0, 1)], [split], [get_task("sst2")], pad_id=1)
+    assert batch["input_ids"].tolist() == [[0, 5, 6, 2], [0, 7, 2, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+def test_unknown_parameter_names_are_an_error() -> None:
+    with pytest.raises(ValueError, match="cannot place parameter 'encoder.mystery.weight'"):
+        parameter_depth("encoder.mystery.weight", 4, has_pooler=False)
 
 
 @pytest.mark.parametrize("layers", [1, 4])

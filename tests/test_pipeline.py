@@ -290,3 +290,23 @@ def test_damaged_teacher_is_retrained_and_the_others_kept(smoke_copy: Path, caps
     assert "[teachers] rte: already trained" not in out
     assert all((smoke_copy / "teachers" / t / "model" / "model.safetensors").read_bytes() == b for t, b in kept.items())
     assert stage_status("teachers", load_config(SMOKE), smoke_copy)[0] == "done"
+
+
+def test_adding_or_removing_a_task_keeps_the_other_teachers(smoke_copy: Path, capsys) -> None:
+    """A teacher depends on its own task's data and the teacher settings, not on the task list: dropping RTE and
+    adding it back retrains no teacher, while a changed teacher setting retrains them all."""
+    weights = {t: (smoke_copy / "teachers" / t / "model" / "model.safetensors").read_bytes() for t in TASKS}
+    three = "--data.tasks=[sst2,mrpc,stsb]"
+    assert run_smoke(smoke_copy, three, stage="teachers") == ["data", "teachers"]
+    out = capsys.readouterr().out
+    assert all(f"[teachers] {t}: already trained for this config, kept" in out for t in TASKS[:3])
+    assert "[teachers] rte" not in out
+    assert run_smoke(smoke_copy, stage="teachers") == ["data", "teachers"]  # RTE back: its teacher is still there
+    out = capsys.readouterr().out
+    assert all(f"[teachers] {t}: already trained for this config, kept" in out for t in TASKS)
+    assert all((smoke_copy / "teachers" / t / "model" / "model.safetensors").read_bytes() == weights[t] for t in TASKS)
+    assert stage_status("teachers", load_config(SMOKE), smoke_copy)[0] == "done"
+    # a setting every teacher depends on is not kept over
+    assert run_smoke(smoke_copy, three, "--teachers.lr=0.003", stage="teachers") == ["data", "teachers"]
+    assert "already trained" not in capsys.readouterr().out
+    assert (smoke_copy / "teachers" / "sst2" / "model" / "model.safetensors").read_bytes() != weights["sst2"]

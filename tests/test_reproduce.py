@@ -200,6 +200,22 @@ def test_results_json_alone_keeps_finished_runs(repro: Path, tmp_path: Path, cap
     assert "4 of 4 steps to run" in printed and printed.count("bam           to run") == 2
 
 
+def test_a_narrower_call_keeps_the_other_recorded_runs(repro: Path, tmp_path: Path) -> None:
+    """Calling for fewer variants or seeds (e.g. the options alone, into the same OUT) must not drop the runs
+    results.json holds for the others."""
+    out = tmp_path / "narrow"
+    out.mkdir()
+    (out / "results.json").write_bytes((repro / "results.json").read_bytes())
+    assert main(["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "1", "--variants", "bam"]) == 0
+    before, after = (json.loads((d / "results.json").read_text()) for d in (repro, out))
+    assert sorted((r["variant"], r["seed"]) for r in after["runs"]) == [
+        ("bam", 1), ("bam", 2), ("single", 1), ("single", 2)
+    ]  # fmt: skip
+    assert after["summary"] == before["summary"]
+    assert set(after["variants"]) == {"single", "bam"}
+    assert "Single (teachers)" in (out / "table.md").read_text()
+
+
 def test_submission_files(repro: Path, tmp_path: Path) -> None:
     glue = tmp_path / "glue"
     (glue / "SST-2").mkdir(parents=True)
