@@ -91,6 +91,10 @@ class TeacherConfig:
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none; a finished teacher is never redone)
     keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep
     seed: int = 1
+    # A model folder saved by this pipeline (e.g. a run's `student/model`) each teacher starts from: its encoder and,
+    # when it has one, its head for the task. With epochs 0 that model is the teacher as it is (Multi→Multi);
+    # with a small lr, single-task fine-tuning after multitask training. null = the pretrained `model.name_or_path`.
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,10 @@ def _entry_type(tp: Any) -> Any:
 
 
 def _absolute_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    """The custom tasks' file paths joined to `base` (absolute paths stay as they are)."""
+    """The custom tasks' file paths and teachers.init_from joined to `base` (absolute paths stay as they are)."""
+    if cfg.teachers.init_from is not None:
+        teachers = dataclasses.replace(cfg.teachers, init_from=os.path.abspath(base / cfg.teachers.init_from))
+        cfg = dataclasses.replace(cfg, teachers=teachers)
     tasks = {}
     for name, task in cfg.data.custom_tasks.items():
         if task.hub is None:
@@ -352,6 +359,8 @@ def validate(cfg: RunConfig) -> list[str]:
         sub = getattr(cfg, section)
         for key in ("epochs", "lr", "batch_size", "grad_accum", "eval_batch_size"):
             value = getattr(sub, key)
+            if key == "epochs" and section == "teachers" and cfg.teachers.init_from is not None and value == 0:
+                continue  # the init_from model as it is
             if not 0 < value < float("inf"):
                 problems.append(f"'{section}.{key}' must be a finite number > 0, got {value}")
         if not 0 < sub.layer_decay <= 1:
@@ -360,6 +369,12 @@ def validate(cfg: RunConfig) -> list[str]:
             problems.append(f"'{section}.warmup' must be in [0, 1), got {sub.warmup}")
         if sub.group_by_length < 0:
             problems.append(f"'{section}.group_by_length' must be >= 0 (0 = off), got {sub.group_by_length}")
+    init_from = cfg.teachers.init_from
+    if init_from is not None and not (Path(init_from) / "heads.json").is_file():
+        problems.append(
+            f"'teachers.init_from': '{init_from}' is not a model folder saved by this pipeline (no heads.json); "
+            "expected e.g. a run's student/model"
+        )
     lam = cfg.student.fixed_lambda
     if lam is not None and not 0 <= lam <= 1:
         problems.append(f"'student.fixed_lambda' must be null or in [0, 1], got {lam}")

@@ -247,6 +247,30 @@ def build_model(
     return MultiTaskModel(encoder, heads, cfg.pooling, cfg.dropout, pair_mode)
 
 
+def build_model_from(
+    init_from: str | Path, tasks: list[TaskSpec], cfg: ModelConfig, seed: int, tokenizer=None
+) -> MultiTaskModel:
+    """A model starting from a folder `save_model` wrote (e.g. a multitask student): its encoder and pooling, and
+    for each task its head when it has one of the same shape, else a new head initialised from `seed`.
+
+    With `tokenizer` (the run's), a folder whose vocabulary differs is an error: the run's token ids would mean
+    other words to it."""
+    source = load_model(init_from, cfg.dropout)
+    where = f"teachers.init_from '{init_from}'"
+    if source.pair_mode != "cross":
+        raise ValueError(f"{where}: a {source.pair_mode} model cannot start a single-task teacher (cross-encoder)")
+    if tokenizer is not None and load_tokenizer(str(init_from)).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{where}: its tokenizer's vocabulary is not model.name_or_path's, which tokenised the data")
+    torch.manual_seed(seed)
+    heads = {t.name: head_spec(t, cfg) for t in tasks}
+    model = MultiTaskModel(source.encoder, heads, source.pooling, cfg.dropout)
+    for name, spec in heads.items():
+        saved = source.head_specs.get(name, {})
+        if all(saved.get(key) == value for key, value in spec.items()):  # same shape and output (saved adds "task")
+            model.heads[name].load_state_dict(source.heads[name].state_dict())
+    return model
+
+
 def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
     """Encoder and tokenizer as a Hugging Face folder (safetensors), heads beside it."""
     out_dir.mkdir(parents=True, exist_ok=True)

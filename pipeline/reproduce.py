@@ -47,6 +47,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-annealing": ("BAM − teacher annealing (λ = 0)", {"fixed_lambda": 0.0}),
 }
 ABLATIONS = ("no-layerwise", "no-sampling", "no-annealing")
+# The paper's other variants, each made from more than one run (selectable with --variants; not run by default):
+# Single→Single trains one born-again student per task (the student's settings, on that task alone, from its own
+# teacher); Multi→Multi distils the Multi model into a BAM student (teachers.init_from = Multi's model, epochs 0);
+# BAM + fine-tuning fine-tunes the BAM student on each task alone (teachers.init_from = BAM's model, lr 1e-5 as in
+# the paper) and reports those single-task models.
+DERIVED: dict[str, tuple[str, dict[str, Any]]] = {
+    "single-single": ("Single→Single (born-again per task)", {}),
+    "multi-multi": ("Multi→Multi (Multi teaches)", {}),
+    "bam-ft": ("BAM + single-task fine-tuning", {}),
+}
+PARENT = {"multi-multi": "multi", "bam-ft": "bam"}  # the run whose model the variant starts from
+FINE_TUNE_LR = 1e-5
 # The multitask options (README "Options"), each BAM with one option on: run only when named in --variants, and
 # shown in a table of their own beside BAM's defaults.
 OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -60,7 +72,7 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "siamese": ("BAM, siamese pair heads", {"pair_mode": "siamese"}),
     "unfreeze": ("BAM + gradual unfreezing (0.1 epoch)", {"unfreeze_every": 0.1, "unfreeze_unit": "epochs"}),
 }
-EVERY = {**VARIANTS, **OPTIONS}
+EVERY = {**VARIANTS, **DERIVED, **OPTIONS}
 SHARED = ("data", "teachers", "distill")  # stages every variant of a seed shares
 ASSUMED_RATE = 50.0  # examples/s for --dry-run before any run has been measured (MiniLM, 2 CPU cores)
 
@@ -88,8 +100,26 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
     )
 
 
-def variant_config(cfg: RunConfig, variant: str) -> RunConfig:
-    return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **EVERY[variant][1]))
+def variant_config(cfg: RunConfig, variant: str, out: Path) -> RunConfig:
+    """The seed's config (`seed_config`) changed for `variant`; a variant made from another run points at it."""
+    cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **EVERY[variant][1]))
+    parent = PARENT.get(variant)
+    if parent is not None:
+        model = run_dirs(out, cfg.teachers.seed, parent)[1] / "student" / "model"
+        changes = {"epochs": 0.0} if variant == "multi-multi" else {"lr": FINE_TUNE_LR}
+        cfg = dataclasses.replace(cfg, teachers=dataclasses.replace(cfg.teachers, init_from=str(model), **changes))
+    return cfg
+
+
+def task_config(cfg: RunConfig, task: str) -> RunConfig:
+    """`cfg` on one task alone (a Single→Single student)."""
+    caps = {t: n for t, n in cfg.data.max_train_examples.items() if t == task}
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, tasks=(task,), max_train_examples=caps))
+
+
+def reports_teachers(variant: str) -> bool:
+    """Whether the variant's numbers are its teachers' (single-task models), not a student's."""
+    return variant in ("single", "bam-ft")
 
 
 def run_dirs(out: Path, seed: int, variant: str) -> tuple[Path, Path]:
@@ -124,6 +154,19 @@ def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = 
 # ---- one run's numbers -------------------------------------------------------------------------------------------
 
 
+def link_teachers(src: Path, dst: Path, tasks: list[str]) -> None:
+    """Hard-link finished teachers into `dst`; its teachers stage keeps those made for its own task's inputs."""
+    for task in tasks:
+        folder = src / "teachers" / task
+        if not (folder / "done.json").is_file() or (dst / "teachers" / task / "done.json").is_file():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "checkpoints" not in path.relative_to(folder).parts:
+                target = dst / "teachers" / task / path.relative_to(folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, target)
+
+
 def _task_entry(task: TaskSpec, dev: dict[str, dict[str, float]]) -> dict[str, Any]:
     first = dev[task.dev_splits[0]]
     entry = {**first, "score": main_score(task, first)}
@@ -132,22 +175,31 @@ def _task_entry(task: TaskSpec, dev: dict[str, dict[str, float]]) -> dict[str, A
     return entry
 
 
-def collect_run(cfg: RunConfig, out: Path, seed: int, variant: str) -> dict[str, Any] | None:
-    """The finished run's record for results.json, or None while it is not finished."""
-    base, run_dir = run_dirs(out, seed, variant)
+def collect_run(scfg: RunConfig, out: Path, seed: int, variant: str) -> dict[str, Any] | None:
+    """The finished run's record for results.json, or None while it is not finished. `scfg`: the seed's config."""
+    cfg = variant_config(scfg, variant, out)
+    _, run_dir = run_dirs(out, seed, variant)
     tasks = [get_task(t) for t in cfg.data.tasks]
-    if variant == "single":
-        if stage_status("teachers", cfg, base)[0] != "done":
+    if reports_teachers(variant):
+        if stage_status("teachers", cfg, run_dir)[0] != "done":
             return None
-        teachers = {t.name: read_json(base / "teachers" / t.name / "metrics.json") for t in tasks}
+        teachers = {t.name: read_json(run_dir / "teachers" / t.name / "metrics.json") for t in tasks}
         entries = {t.name: _task_entry(t, teachers[t.name]["dev"]) for t in tasks}
         wall = sum(m["wall_s"] for m in teachers.values())
+    elif variant == "single-single":
+        entries, wall = {}, 0.0
+        for t in tasks:
+            tcfg, tdir = task_config(cfg, t.name), run_dir / t.name
+            if stage_status("evaluate", tcfg, tdir)[0] != "done":
+                return None
+            entries[t.name] = _task_entry(t, read_json(tdir / "metrics.json")["tasks"][t.name]["student"])
+            wall += _student_wall(tdir)
     else:
         if stage_status("evaluate", cfg, run_dir)[0] != "done":
             return None
         metrics = read_json(run_dir / "metrics.json")["tasks"]
         entries = {t.name: _task_entry(t, metrics[t.name]["student"]) for t in tasks}
-        wall = read_manifest(run_dir, "student")["wall_s"]
+        wall = _student_wall(run_dir)
     return {
         "variant": variant,
         "seed": seed,
@@ -156,16 +208,28 @@ def collect_run(cfg: RunConfig, out: Path, seed: int, variant: str) -> dict[str,
         "wall_s": wall,
         "run_dir": str(run_dir),
         "config": to_dict(cfg),
-        "key": run_key(cfg, variant),
+        "key": run_key(scfg, variant, out),
     }
 
 
-def run_key(cfg: RunConfig, variant: str) -> str:
+def _student_wall(run_dir: Path) -> float:
+    """The student's training seconds, summed over resumes (older runs: the stage's last process only)."""
+    summary = run_dir / "student" / "summary.json"
+    return read_json(summary)["wall_s"] if summary.is_file() else read_manifest(run_dir, "student")["wall_s"]
+
+
+def run_key(scfg: RunConfig, variant: str, out: Path) -> str:
     """What makes two runs the same: the config subsets their stages' digests are made of (so settings that do not
-    change results, and options left at their defaults, do not count)."""
-    stages = get_stages()
-    names = ("data", "teachers") if variant == "single" else ("data", "teachers", "student")
-    return digest({name: stages[name].config_subset(cfg) for name in names})
+    change results, and options left at their defaults, do not count); a variant made from another run adds that
+    run's key (not the folder it starts from, so a moved OUT keeps its keys). `scfg` is the seed's config."""
+    cfg, stages = variant_config(scfg, variant, out), get_stages()
+    names = ("data", "teachers") if reports_teachers(variant) else ("data", "teachers", "student")
+    key: dict[str, Any] = {name: stages[name].config_subset(cfg) for name in names}
+    if variant in PARENT:
+        key |= {"parent": run_key(scfg, PARENT[variant], out), "variant": variant}
+    elif variant in DERIVED:
+        key |= {"variant": variant}
+    return digest(key)
 
 
 def recorded_runs(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
@@ -177,14 +241,14 @@ def recorded_runs(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
 
 
 def finished_run(
-    cfg: RunConfig, out: Path, seed: int, variant: str, recorded: dict[tuple[str, int], dict[str, Any]]
+    scfg: RunConfig, out: Path, seed: int, variant: str, recorded: dict[tuple[str, int], dict[str, Any]]
 ) -> dict[str, Any] | None:
     """The run's record from its folder, else from results.json when that holds the same run: the results of a
     finished run survive its folder (e.g. a committed results.json on a machine without the run folders)."""
-    run = collect_run(cfg, out, seed, variant)
+    run = collect_run(scfg, out, seed, variant)
     if run is None:
         old = recorded.get((variant, seed))
-        if old is not None and old["key"] == run_key(cfg, variant):
+        if old is not None and old["key"] == run_key(scfg, variant, out):
             return old
     return run
 
@@ -207,10 +271,11 @@ def plan(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str]) -> li
     finished: dict[tuple[str, int], bool] = {}
     for seed in seeds:
         for variant in variants:
-            run = finished_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant, recorded)
+            run = finished_run(seed_config(cfg, seed), out, seed, variant, recorded)
             finished[(variant, seed)] = run is not None
             if run is not None:
-                measured.setdefault("teachers" if variant == "single" else "student", []).append(run["wall_s"])
+                kind = "teachers" if reports_teachers(variant) else "student"
+                measured.setdefault(kind, []).append(run["wall_s"])
     examples = None
     if rows is not None:
         teacher_ex = cfg.teachers.epochs * sum(rows.values())
@@ -237,7 +302,7 @@ def plan(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str]) -> li
             if variant == "single":
                 continue
             done = finished[(variant, seed)]
-            seconds, how = expect("student")
+            seconds, how = expect("teachers" if reports_teachers(variant) else "student")
             steps.append({"seed": seed, "variant": variant, "done": done, "seconds": seconds, "how": how})
     return steps
 
@@ -367,7 +432,9 @@ def render_table(runs: list[dict[str, Any]], tasks: list[str], command: str, mac
             rows.append("| " + " | ".join(cells) + " |")
         return rows
 
-    lines += ["## Table 1: Single, Multi, Single→Multi", ""] + table(["single", "multi", "bam"])
+    lines += ["## Table 1: Single, Multi, Single→Multi", ""] + table(
+        ["single", "multi", "single-single", "multi-multi", "bam", "bam-ft"]
+    )
     if any(v in summary for v in ABLATIONS):
         lines += ["", "## Ablations (each removes one part of BAM)", ""] + table(["bam", *ABLATIONS])
     if any(v in summary for v in OPTIONS):
@@ -475,7 +542,7 @@ def reproduce(
     recorded = recorded_runs(out)
     for seed in seed_list:
         scfg = seed_config(cfg, seed)
-        pending = [v for v in variants if finished_run(variant_config(scfg, v), out, seed, v, recorded) is None]
+        pending = [v for v in variants if finished_run(scfg, out, seed, v, recorded) is None]
         if not pending:
             continue
         base = out / "runs" / f"seed-{seed}" / "teachers"
@@ -488,28 +555,50 @@ def reproduce(
         for variant in pending:
             if variant == "single":
                 continue
-            vcfg = variant_config(scfg, variant)
-            _, run_dir = run_dirs(out, seed, variant)
-            if accelerator.is_main_process:
-                link_shared(vcfg, base, run_dir, SHARED if variant != "multi" else ("data", "teachers"))
-            accelerator.wait_for_everyone()
             accelerator.print(f"reproduce-glue: seed {seed}, {variant}")
-            run_stages(vcfg, run_dir, accelerator, target="report")
+            run_variant(scfg, out, seed, variant, accelerator)
             if accelerator.is_main_process:
                 write_results(cfg, out, seed_list, variants, command)
     results = write_results(cfg, out, seed_list, variants, command) if accelerator.is_main_process else None
     if accelerator.is_main_process and cfg.data.data_dir and results["runs"]:
         best = _best_run(results["runs"])
         written = []
-        if Path(best["run_dir"]).is_dir():  # a run known only from results.json has no model here
+        if best is not None and Path(best["run_dir"]).is_dir():  # a run known only from results.json has no model here
             written = write_submission(best, cfg, Path(cfg.data.data_dir), out / "submission", accelerator)
         if written:
             accelerator.print(f"reproduce-glue: submission files of {best['variant']} seed {best['seed']}: {written}")
     return results
 
 
-def _best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The best variant by median average; of its seeds, the run with the highest dev average."""
+def run_variant(scfg: RunConfig, out: Path, seed: int, variant: str, accelerator) -> None:
+    """Run one variant of one seed in its folder, from the seed's shared stages (and its parent run's model)."""
+    vcfg = variant_config(scfg, variant, out)
+    base, run_dir = run_dirs(out, seed, variant)
+    parent = PARENT.get(variant)
+    if parent is not None and not (Path(vcfg.teachers.init_from) / "heads.json").is_file():
+        accelerator.print(f"reproduce-glue: seed {seed}, {variant} starts from {parent}'s model; running {parent}")
+        run_variant(scfg, out, seed, parent, accelerator)  # e.g. known only from results.json: no model here
+    if variant == "single-single":
+        for task in scfg.data.tasks:
+            tcfg, tdir = task_config(vcfg, task), run_dir / task
+            if accelerator.is_main_process:
+                link_teachers(base, tdir, [task])  # its teacher is kept, not retrained
+            accelerator.wait_for_everyone()
+            run_stages(tcfg, tdir, accelerator, target="report")
+        return
+    shared = ("data",) if variant in PARENT else SHARED if variant != "multi" else ("data", "teachers")
+    if accelerator.is_main_process:
+        link_shared(vcfg, base, run_dir, shared)
+    accelerator.wait_for_everyone()
+    run_stages(vcfg, run_dir, accelerator, target="teachers" if reports_teachers(variant) else "report")
+
+
+def _best_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best variant by median average among those that make one model for every task (a student); of its
+    seeds, the run with the highest dev average."""
+    runs = [r for r in runs if not reports_teachers(r["variant"]) and r["variant"] != "single-single"]
+    if not runs:
+        return None
     variants = {r["variant"] for r in runs}
     medians = {v: statistics.median(r["average"] for r in runs if r["variant"] == v) for v in variants}
     variant = max(medians, key=medians.get)
@@ -536,7 +625,7 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
     runs, recorded = [], recorded_runs(out)
     for seed in seeds:
         for variant in variants:
-            run = finished_run(variant_config(seed_config(cfg, seed), variant), out, seed, variant, recorded)
+            run = finished_run(seed_config(cfg, seed), out, seed, variant, recorded)
             if run is not None:
                 runs.append(run)
     selected = {(v, s) for v in variants for s in seeds}

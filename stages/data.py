@@ -53,7 +53,7 @@ def run(ctx: Context) -> dict:
     data_dir = cfg.data.data_dir
     if cfg.data.source == "synthetic":
         data_dir = ctx.run_dir / "data" / "synthetic-glue"
-        write_synthetic_glue(data_dir, seed=cfg.data.seed)
+        vocabulary = write_synthetic_glue(data_dir, seed=cfg.data.seed)
     examples = {(t.name, s): _read(cfg, t, s, data_dir) for t in tasks for s in t.splits}
     for t in tasks:
         cap = cfg.data.max_train_examples.get(t.name)
@@ -62,7 +62,12 @@ def run(ctx: Context) -> dict:
             keep = np.sort(np.random.default_rng(cfg.data.seed).choice(len(rows), size=cap, replace=False))
             examples[(t.name, "train")] = [rows[i] for i in keep]
     if cfg.model.name_or_path == "tiny-random":
-        texts = [x for (_, s), exs in examples.items() if s == "train" for e in exs for x in (e.text_a, e.text_b) if x]
+        if cfg.data.source == "synthetic":  # every generated word, whichever tasks run: one vocabulary for all
+            texts = vocabulary
+        else:
+            texts = [
+                x for (_, s), exs in examples.items() if s == "train" for e in exs for x in (e.text_a, e.text_b) if x
+            ]
         build_tiny_random(ctx.run_dir / "data" / "tiny-random", texts, cfg.model, seed=cfg.data.seed)
     tokenizer = load_tokenizer(resolve_model_path(cfg.model, ctx.run_dir), cfg.model.trust_remote_code)
     sizes = {}

@@ -25,9 +25,19 @@ def needs(cfg: RunConfig) -> tuple[str, ...]:
 
 def config_subset(cfg: RunConfig) -> dict:
     teachers = to_dict(cfg.teachers)
-    for key in ("eval_batch_size", "checkpoint_every", "keep_checkpoints"):  # do not change the outputs
+    # settings that do not change the outputs; init_from counts by its files' content (`sources`), not its path
+    for key in ("eval_batch_size", "checkpoint_every", "keep_checkpoints", "init_from"):
         teachers.pop(key)
     return {"teachers": teachers, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
+
+
+def sources(cfg: RunConfig) -> dict[str, str]:
+    """The teachers.init_from model by content: another model there makes the teachers, and what follows, stale."""
+    if cfg.teachers.init_from is None:
+        return {}
+    folder = Path(cfg.teachers.init_from)
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    return {"teachers.init_from": digest({p.relative_to(folder).as_posix(): file_sha256(p) for p in files})}
 
 
 def makes(cfg: RunConfig) -> list[str]:
@@ -48,6 +58,7 @@ def task_digest(ctx: Context, task: str) -> str:
             "task": task,
             "custom": to_dict(custom) if custom is not None else None,
             "data": digest(own),
+            **sources(ctx.cfg),
             "version": pipeline.__version__,
         }
     )

@@ -25,7 +25,7 @@ def steps_for(num_examples: int, batch_size: int, epochs: float) -> int:
 def _stream(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
     """`count` rows of 0..n-1: back-to-back random permutations, so each row appears once per pass."""
     passes = math.ceil(count / n)
-    return np.concatenate([rng.permutation(n) for _ in range(passes)])[:count]
+    return np.concatenate([rng.permutation(n) for _ in range(passes)] or [np.zeros(0, np.int64)])[:count]
 
 
 def single_task_plan(size: int, batch_size: int, total_steps: int, seed: int, task: int = 0) -> np.ndarray:

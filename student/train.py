@@ -98,10 +98,11 @@ def train_student(ctx: Context) -> dict[str, object]:
 
     # resume
     ckpt_root = out_dir / "checkpoints"
-    start_step = 0
+    start_step, before = 0, 0.0  # steps done and training seconds spent before this process
     found = find_resume_checkpoint(ckpt_root, ctx.digest, log=acc.print)
     if found is not None:
-        start_step = load_checkpoint(found[0], model, optimizer, acc)["step"]
+        resumed = load_checkpoint(found[0], model, optimizer, acc)
+        start_step, before = resumed["step"], resumed.get("elapsed_s", 0.0)
         acc.print(f"[student] resuming from {found[0].name} ({start_step}/{total_steps} steps done)")
     if acc.is_main_process:
         trim_log(out_dir / "log.jsonl", start_step)
@@ -121,6 +122,10 @@ def train_student(ctx: Context) -> dict[str, object]:
     names = [t.name for t in tasks]
     started, window = time.time(), {n: [0.0, 0] for n in names}
     ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+
+    def state() -> dict:  # a checkpoint's state: with the training seconds so far, so wall_s spans resumes
+        return {**ckpt_state, "elapsed_s": before + time.time() - started}
+
     joined = (train, tasks, teacher if uses_teacher else None, max_outputs)  # what `collate` joins plan rows to
 
     def loss_of(batch: dict[str, torch.Tensor], clean: bool = True) -> torch.Tensor:
@@ -185,9 +190,9 @@ def train_student(ctx: Context) -> dict[str, object]:
                 log_record(acc, log_path, record, "student")
                 window = {n: [0.0, 0] for n in names}
             if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < total_steps:
-                save_checkpoint(ckpt_root, done, model, optimizer, acc, ckpt_state, sc.keep_checkpoints)
+                save_checkpoint(ckpt_root, done, model, optimizer, acc, state(), sc.keep_checkpoints)
             if stop.should_stop(acc):
-                path = save_checkpoint(ckpt_root, done, model, optimizer, acc, ckpt_state, sc.keep_checkpoints)
+                path = save_checkpoint(ckpt_root, done, model, optimizer, acc, state(), sc.keep_checkpoints)
                 raise TrainingInterrupted(
                     f"[student] stopped by a signal after step {done}/{total_steps}; saved {path}. "
                     "Run the same command again to resume."
@@ -215,7 +220,7 @@ def train_student(ctx: Context) -> dict[str, object]:
         "task_probabilities": {t.name: float(p) for t, p in zip(tasks, probs)},
         "dev": metrics,
         "dev_examples": dev_examples,
-        "wall_s": round(time.time() - started, 2),
+        "wall_s": round(before + time.time() - started, 2),  # training time, over resumes
         "command": current_command(),
     }
     if acc.is_main_process:

@@ -23,7 +23,7 @@ from pipeline.config import to_dict
 from pipeline.dag import Context
 from pipeline.data import collate, load_split
 from pipeline.metrics import main_score
-from pipeline.model import build_model, load_tokenizer, resolve_model_path, save_model
+from pipeline.model import build_model, build_model_from, load_tokenizer, resolve_model_path, save_model
 from pipeline.store import trim_log, write_json, write_text
 from pipeline.tasks import get_task
 from pipeline.training import (
@@ -57,10 +57,13 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
     set_seed(tc.seed)
     model_path = resolve_model_path(cfg.model, ctx.run_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    model = build_model(model_path, tasks, cfg.model, seed=tc.seed)
+    if tc.init_from is None:
+        model = build_model(model_path, tasks, cfg.model, seed=tc.seed)
+    else:
+        model = build_model_from(tc.init_from, tasks, cfg.model, seed=tc.seed, tokenizer=tokenizer)
     pad_id = model.pad_id
     micro_batch_size(tc.batch_size, acc.num_processes, tc.grad_accum, "teachers")
-    total_steps = steps_for(len(train), tc.batch_size, tc.epochs)
+    total_steps = steps_for(len(train), tc.batch_size, tc.epochs) if tc.epochs else 0  # 0: the init_from model as is
     warmup_steps = int(tc.warmup * total_steps)
     plan = single_task_plan(len(train), tc.batch_size, total_steps, seed=tc.seed)
     plan = group_by_length(plan, [train.lengths], tc.group_by_length, tc.seed)
@@ -69,10 +72,11 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
 
     # resume
     ckpt_root = out_dir / "checkpoints"
-    start_step = 0
+    start_step, before = 0, 0.0  # steps done and training seconds spent before this process
     found = find_resume_checkpoint(ckpt_root, ctx.digest, log=acc.print)
     if found is not None:
-        start_step = load_checkpoint(found[0], model, optimizer, acc)["step"]
+        resumed = load_checkpoint(found[0], model, optimizer, acc)
+        start_step, before = resumed["step"], resumed.get("elapsed_s", 0.0)
         acc.print(f"[teachers] {task.name}: resuming from {found[0].name} ({start_step}/{total_steps} steps done)")
     if acc.is_main_process:
         trim_log(out_dir / "log.jsonl", start_step)
@@ -93,6 +97,10 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
     track = f"teachers/{task.name}"
     start_tracking(acc, cfg, "teachers", track)
     ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+
+    def state() -> dict:  # a checkpoint's state: with the training seconds so far, so wall_s spans resumes
+        return {**ckpt_state, "elapsed_s": before + time.time() - started}
+
     with GracefulStop() as stop:
         for step in bar:
             set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
@@ -125,9 +133,9 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
                 }
                 log_record(acc, log_path, record, track)
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < total_steps:
-                save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, ckpt_state, tc.keep_checkpoints)
+                save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state(), tc.keep_checkpoints)
             if stop.should_stop(acc):
-                path = save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, ckpt_state, tc.keep_checkpoints)
+                path = save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state(), tc.keep_checkpoints)
                 raise TrainingInterrupted(
                     f"[teachers] {task.name}: stopped by a signal after step {step + 1}/{total_steps}; saved {path}. "
                     "Run the same command again to resume."
@@ -145,10 +153,11 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
     # save
     if acc.is_main_process:
         save_model(acc.unwrap_model(model), tokenizer, out_dir / "model")
+        start = f"`{cfg.model.name_or_path}`" if tc.init_from is None else f"the model in `{tc.init_from}`"
+        trained = f"fine-tuned on {task.name} alone" if total_steps else f"taken as it is for {task.name}"
         about = (
-            f'A single-task teacher ("Single" in BAM!, Clark et al., 2019): `{cfg.model.name_or_path}` fine-tuned '
-            f"on {task.name} alone, with the student's architecture and one head. The multitask student of this run "
-            "learns from its cached predictions."
+            f'A single-task teacher ("Single" in BAM!, Clark et al., 2019): {start} {trained}, with the student\'s '
+            "architecture and one head. The multitask student of this run learns from its cached predictions."
         )
         config = {"teachers": to_dict(tc), "model": to_dict(cfg.model)}
         card = render_card(
@@ -164,7 +173,7 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
                 "score": main_score(task, metrics[task.dev_splits[0]]),
                 "steps": total_steps,
                 "train_examples": len(train),
-                "wall_s": round(time.time() - started, 2),
+                "wall_s": round(before + time.time() - started, 2),  # training time, over resumes
             },
         )
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the finished model supersedes them

@@ -487,3 +487,24 @@ def test_deeply_nested_override_value_is_a_config_error_not_a_crash(value: str) 
     with pytest.raises(ConfigError) as info:
         load_config(None, [f"--student.lr={value}"])
     assert "'student.lr'" in str(info.value)
+
+
+def test_init_from_a_model_with_another_vocabulary_is_an_error(tmp_path: Path) -> None:
+    """A teacher started from a model whose tokenizer is not the run's would read the data's token ids as other
+    words; the error names teachers.init_from. The same vocabulary loads, with the saved head for the task."""
+    import torch
+
+    from pipeline.config import ModelConfig
+    from pipeline.model import build_model, build_model_from, build_tiny_random, load_tokenizer, save_model
+    from pipeline.tasks import get_task
+
+    cfg, tasks = ModelConfig(tiny_hidden_size=16, tiny_layers=1, tiny_heads=2), [get_task("sst2"), get_task("rte")]
+    for name, words in (("ours", "good bad film"), ("other", "cat dog bird fish")):
+        build_tiny_random(tmp_path / name, [words], cfg, seed=0)
+    saved = tmp_path / "student"
+    save_model(build_model(str(tmp_path / "ours"), tasks, cfg, seed=0), load_tokenizer(str(tmp_path / "ours")), saved)
+    with pytest.raises(ValueError, match=r"teachers.init_from '.*student': its tokenizer's vocabulary is not"):
+        build_model_from(saved, [get_task("rte")], cfg, seed=1, tokenizer=load_tokenizer(str(tmp_path / "other")))
+    model = build_model_from(saved, [get_task("rte")], cfg, seed=1, tokenizer=load_tokenizer(str(tmp_path / "ours")))
+    source = build_model(str(tmp_path / "ours"), tasks, cfg, seed=0)
+    assert torch.equal(model.heads["rte"].weight, source.heads["rte"].weight)  # the saved head, not a new one

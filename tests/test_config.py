@@ -206,3 +206,16 @@ def test_shipped_config_parses(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.name == path.stem
     assert cfg.data.tasks
+
+
+def test_teachers_init_from_must_be_a_model_folder_and_allows_zero_epochs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'teachers.init_from': '.*nowhere' is not a model folder saved by"):
+        load_config(None, [f"--teachers.init_from={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match=r"'teachers.epochs' must be a finite number > 0, got 0"):
+        load_config(None, ["--teachers.epochs=0"])  # without init_from there would be no teacher
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "heads.json").write_text("{}")
+    config = tmp_path / "run.yaml"
+    config.write_text("teachers:\n  init_from: model\n  epochs: 0\n")  # relative to the config file
+    cfg = load_config(config)
+    assert cfg.teachers.epochs == 0 and cfg.teachers.init_from == str(tmp_path / "model")

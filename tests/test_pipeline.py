@@ -209,6 +209,8 @@ def test_interrupted_student_resumes_to_the_same_weights(
     _, stderr = proc.communicate()
     saved = sorted(int(p.parent.name.split("-")[1]) for p in ckpts.glob("step-*/state.json"))
     assert saved, "the student finished or died before its first checkpoint"
+    elapsed = json.loads((ckpts / f"step-{saved[-1]:06d}" / "state.json").read_text())["elapsed_s"]
+    assert elapsed > 0
     assert stage_status("student", load_config(SMOKE, LONG_STUDENT), killed)[0] != "done"
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and "Run the same command again to resume" in stderr
@@ -229,6 +231,8 @@ def test_interrupted_student_resumes_to_the_same_weights(
     ], "the resumed run saw other examples or another λ schedule"
     summaries = [json.loads((r / "student" / "summary.json").read_text()) for r in (uninterrupted_student, killed)]
     assert summaries[0]["examples_per_task"] == summaries[1]["examples_per_task"]
+    # wall_s is the training time over both processes: the killed one's seconds up to its checkpoint count too
+    assert summaries[1]["wall_s"] > elapsed
 
 
 @pytest.mark.slow

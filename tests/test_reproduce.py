@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from pipeline.cli import main, make_accelerator
 from pipeline.config import load_config, validate
+from pipeline.metrics import main_score
 from pipeline.reproduce import (
+    DERIVED,
     OPTIONS,
     VARIANTS,
     ReproduceError,
@@ -56,14 +59,16 @@ def test_parse_variants() -> None:
     assert parse_variants(None) == list(VARIANTS)  # the paper's variants only, not the multitask options
     assert parse_variants("bam, single") == ["single", "bam"]  # table order
     assert parse_variants("siamese,pgd,bam") == ["bam", "pgd", "siamese"]
+    assert "multi-multi" not in parse_variants(None)  # the derived variants cost more runs: asked for by name
+    assert parse_variants("bam-ft,single-single,multi-multi") == ["single-single", "multi-multi", "bam-ft"]
     with pytest.raises(ReproduceError, match="unknown"):
         parse_variants("bam,teacher-annealing")
 
 
-def test_option_variants_are_valid_configs_that_change_only_the_student() -> None:
+def test_option_variants_are_valid_configs_that_change_only_the_student(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "glue-small.yaml")
     for name, (_, changes) in OPTIONS.items():
-        option = variant_config(cfg, name)
+        option = variant_config(cfg, name, tmp_path)
         assert not validate(option), name
         assert option.student != cfg.student and dataclasses.replace(option, student=cfg.student) == cfg, name
         assert {k: getattr(option.student, k) for k in changes} == changes
@@ -214,6 +219,64 @@ def test_a_narrower_call_keeps_the_other_recorded_runs(repro: Path, tmp_path: Pa
     assert after["summary"] == before["summary"]
     assert set(after["variants"]) == {"single", "bam"}
     assert "Single (teachers)" in (out / "table.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def derived(tmp_path_factory) -> Path:
+    """Single→Single, Multi→Multi and BAM + fine-tuning on one seed; Multi and BAM run first as their parents."""
+    out = tmp_path_factory.mktemp("derived") / "out"
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "1"]
+    assert main([*argv, "--variants", "single,single-single,multi-multi,bam-ft"]) == 0
+    return out
+
+
+def test_multi_multi_is_taught_by_the_multi_model(derived: Path) -> None:
+    seed = derived / "runs" / "seed-1"
+    multi = load_file(str(seed / "multi" / "student" / "model" / "model.safetensors"))
+    multi_dev = json.loads((seed / "multi" / "metrics.json").read_text())["tasks"]
+    for task in TASKS:
+        teacher = seed / "multi-multi" / "teachers" / task
+        # epochs 0: each teacher is the Multi model itself (encoder and the task's head), so it scores what Multi did
+        weights = load_file(str(teacher / "model" / "model.safetensors"))
+        assert weights.keys() == multi.keys() and all(np.array_equal(weights[k], multi[k]) for k in multi)
+        metrics = json.loads((teacher / "metrics.json").read_text())
+        assert metrics["steps"] == 0
+        for split, scores in multi_dev[task]["student"].items():
+            assert metrics["dev"][split] == pytest.approx(scores)
+    manifest = json.loads((seed / "multi-multi" / "manifests" / "student.json").read_text())
+    assert manifest["config"]["student"]["fixed_lambda"] is None  # an annealed BAM student
+
+
+def test_bam_fine_tuning_starts_from_bam_and_reports_its_teachers(derived: Path) -> None:
+    seed = derived / "runs" / "seed-1"
+    results = {r["variant"]: r for r in json.loads((derived / "results.json").read_text())["runs"]}
+    config = json.loads((seed / "bam-ft" / "manifests" / "teachers.json").read_text())["config"]["teachers"]
+    assert config["lr"] == 1e-5 and "init_from" not in config  # init_from counts by content, as a source
+    inputs = json.loads((seed / "bam-ft" / "manifests" / "teachers.json").read_text())["inputs"]
+    assert "teachers.init_from" in inputs
+    for task in TASKS:
+        metrics = json.loads((seed / "bam-ft" / "teachers" / task / "metrics.json").read_text())
+        assert metrics["steps"] > 0
+        assert results["bam-ft"]["tasks"][task]["score"] == pytest.approx(metrics["score"])
+    assert not (seed / "bam-ft" / "student").exists()
+
+
+def test_single_single_trains_one_student_per_task_from_its_own_teacher(derived: Path) -> None:
+    seed = derived / "runs" / "seed-1"
+    results = {r["variant"]: r for r in json.loads((derived / "results.json").read_text())["runs"]}
+    for task in TASKS:
+        run = seed / "single-single" / task
+        config = json.loads((run / "manifests" / "student.json").read_text())["config"]
+        assert config["tasks"] == [task]
+        # the seed's teacher, kept (hard-linked), not retrained
+        weights = f"teachers/{task}/model/model.safetensors"
+        assert os.path.samefile(seed / "teachers" / weights, run / weights)
+        dev = json.loads((run / "metrics.json").read_text())["tasks"][task]["student"]["dev"]
+        assert results["single-single"]["tasks"][task]["score"] == main_score(get_task(task), dev)
+    table = (derived / "table.md").read_text().split("## Table 1")[1].split("\n## ")[0]
+    names = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ") and "Model" not in line]
+    assert names == [VARIANTS["single"][0], DERIVED["single-single"][0], DERIVED["multi-multi"][0],
+                     DERIVED["bam-ft"][0]]  # fmt: skip
 
 
 def test_submission_files(repro: Path, tmp_path: Path) -> None:
