@@ -269,7 +269,7 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
             if raw.strip().startswith(("[", "{")):
                 try:
                     value = yaml.safe_load(raw)
-                except yaml.YAMLError:
+                except (yaml.YAMLError, RecursionError):
                     problems.append(f"'{key}': '{raw}' is neither a Python literal nor a YAML list or mapping")
         if raw in ("null", "None"):
             value = None

@@ -248,13 +248,13 @@ def build_model(
 
 
 def build_model_from(
-    init_from: str | Path, tasks: list[TaskSpec], cfg: ModelConfig, seed: int, tokenizer=None
+    init_from: str | Path, tasks: list[TaskSpec], cfg: ModelConfig, seed: int, tokenizer=None, need_heads: bool = False
 ) -> MultiTaskModel:
     """A model starting from a folder `save_model` wrote (e.g. a multitask student): its encoder and pooling, and
     for each task its head when it has one of the same shape, else a new head initialised from `seed`.
 
     With `tokenizer` (the run's), a folder whose vocabulary differs is an error: the run's token ids would mean
-    other words to it."""
+    other words to it. With `need_heads` (a model taken as it is), so is a task the folder has no head for."""
     source = load_model(init_from, cfg.dropout)
     where = f"teachers.init_from '{init_from}'"
     if source.pair_mode != "cross":
@@ -268,6 +268,11 @@ def build_model_from(
         saved = source.head_specs.get(name, {})
         if all(saved.get(key) == value for key, value in spec.items()):  # same shape and output (saved adds "task")
             model.heads[name].load_state_dict(source.heads[name].state_dict())
+        elif need_heads:
+            raise ValueError(
+                f"{where}: has no head for task '{name}' of this shape ({spec['outputs']} outputs, {spec['kind']}); "
+                f"its heads: {sorted(source.head_specs)}. Taken as it is (teachers.epochs 0), it needs one"
+            )
     return model
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 from pipeline.config import RunConfig, to_dict
-from pipeline.dag import get_stages, run_stages, stage_status
+from pipeline.dag import Context, get_stages, run_stages, stage_status
 from pipeline.metrics import main_score
 from pipeline.store import digest, read_json, read_manifest, write_json, write_text
 from pipeline.tasks import TaskSpec, get_task
@@ -154,17 +154,33 @@ def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = 
 # ---- one run's numbers -------------------------------------------------------------------------------------------
 
 
-def link_teachers(src: Path, dst: Path, tasks: list[str]) -> None:
-    """Hard-link finished teachers into `dst`; its teachers stage keeps those made for its own task's inputs."""
-    for task in tasks:
-        folder = src / "teachers" / task
-        if not (folder / "done.json").is_file() or (dst / "teachers" / task / "done.json").is_file():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and "checkpoints" not in path.relative_to(folder).parts:
-                target = dst / "teachers" / task / path.relative_to(folder)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.link(path, target)
+def adopt_teacher(src_cfg: RunConfig, src: Path, dst_cfg: RunConfig, dst: Path, task: str) -> bool:
+    """Hard-link the seed's finished teacher of `task` into the run `dst` (whose data stage is done) when it is the
+    teacher `dst` would train: the same per-task digest. Its `done.json` is written anew for `dst` (a teacher made
+    before per-task digests holds the whole stage's), and its log copied, so nothing in `dst` writes into `src`."""
+    from stages.teachers import _intact, task_digest
+
+    folder, target = src / "teachers" / task, dst / "teachers" / task
+    manifest = read_manifest(src, "teachers")
+    if (target / "done.json").is_file() or manifest is None:
+        return False
+    own = task_digest(Context(src_cfg, src, None, ""), task)
+    if not _intact(folder / "done.json", (own, manifest["digest"]), folder):
+        return False
+    if task_digest(Context(dst_cfg, dst, None, ""), task) != own:
+        return False
+    record = read_json(folder / "done.json")
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and rel.parts[0] != "checkpoints" and path.name != "done.json":
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            (target / rel).unlink(missing_ok=True)
+            if path.name == "log.jsonl":  # appended to: a copy, not a link
+                shutil.copyfile(path, target / rel)
+            else:
+                os.link(path, target / rel)
+    write_json(target / "done.json", {"digest": own, "files": record["files"]})
+    return True
 
 
 def _task_entry(task: TaskSpec, dev: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -213,7 +229,7 @@ def collect_run(scfg: RunConfig, out: Path, seed: int, variant: str) -> dict[str
 
 
 def _student_wall(run_dir: Path) -> float:
-    """The student's training seconds, summed over resumes (older runs: the stage's last process only)."""
+    """The student's training seconds (summed over resumes; by runs made before that, the last process's only)."""
     summary = run_dir / "student" / "summary.json"
     return read_json(summary)["wall_s"] if summary.is_file() else read_manifest(run_dir, "student")["wall_s"]
 
@@ -575,14 +591,15 @@ def run_variant(scfg: RunConfig, out: Path, seed: int, variant: str, accelerator
     vcfg = variant_config(scfg, variant, out)
     base, run_dir = run_dirs(out, seed, variant)
     parent = PARENT.get(variant)
-    if parent is not None and not (Path(vcfg.teachers.init_from) / "heads.json").is_file():
-        accelerator.print(f"reproduce-glue: seed {seed}, {variant} starts from {parent}'s model; running {parent}")
-        run_variant(scfg, out, seed, parent, accelerator)  # e.g. known only from results.json: no model here
+    if parent is not None:  # its model, made (again) if missing or stale: e.g. known only from results.json
+        accelerator.print(f"reproduce-glue: seed {seed}, {variant} starts from {parent}'s model")
+        run_variant(scfg, out, seed, parent, accelerator)
     if variant == "single-single":
         for task in scfg.data.tasks:
             tcfg, tdir = task_config(vcfg, task), run_dir / task
+            run_stages(tcfg, tdir, accelerator, target="data")
             if accelerator.is_main_process:
-                link_teachers(base, tdir, [task])  # its teacher is kept, not retrained
+                adopt_teacher(scfg, base, tcfg, tdir, task)  # the seed's teacher, not a new one, when it is the same
             accelerator.wait_for_everyone()
             run_stages(tcfg, tdir, accelerator, target="report")
         return
@@ -620,8 +637,9 @@ def machine() -> str:
 def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str], command: str) -> dict[str, Any]:
     """Gather the finished runs; write results.json, table.md and the plots (also mid-way, for what is done).
 
-    Runs results.json already holds for variants or seeds outside this call's selection stay in it (a call for the
-    options alone keeps the paper's variants), so one OUT can be filled by several calls."""
+    Runs results.json already holds for variants or seeds outside this call's selection stay in it while they are
+    runs of this config (same key): a call for the options alone keeps the paper's variants, so one OUT can be
+    filled by several calls; a call under another config drops them rather than mixing two configs."""
     runs, recorded = [], recorded_runs(out)
     for seed in seeds:
         for variant in variants:
@@ -629,7 +647,11 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
             if run is not None:
                 runs.append(run)
     selected = {(v, s) for v in variants for s in seeds}
-    runs += [r for key, r in recorded.items() if key not in selected and r["variant"] in EVERY]
+    for (variant, seed), run in recorded.items():  # kept only while they are runs of this config
+        if (variant, seed) in selected or variant not in EVERY or set(run["tasks"]) != set(cfg.data.tasks):
+            continue
+        if run["key"] == run_key(seed_config(cfg, seed), variant, out):
+            runs.append(run)
     order = list(EVERY)
     runs.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
     tasks = list(cfg.data.tasks)
@@ -649,17 +671,26 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
 
 
 def write_plots(results: dict[str, Any], out: Path) -> None:
+    """plots/scores.png and training.png for the paper's variants; options.png and options-training.png for the
+    multitask options beside BAM (one chart for all of them would be unreadable)."""
     from pipeline.plots import plot_scores, plot_training_curves
 
-    tasks = results["tasks"]
-    medians = {
-        v: {**{t: e["median"][t] for t in tasks}, "avg": e["median"]["average"]} for v, e in results["summary"].items()
-    }
-    plot_scores(medians, out / "plots" / "scores.png", "GLUE dev, median over seeds")
-    logs = {}
-    for run in results["runs"]:
-        log = Path(run["run_dir"]) / "student" / "log.jsonl"
-        if run["seed"] == min(r["seed"] for r in results["runs"]) and log.is_file():
-            logs[run["variant"]] = log
-    if logs:
-        plot_training_curves(logs, out / "plots" / "training.png")
+    tasks, summary = results["tasks"], results["summary"]
+    first_seed = min((r["seed"] for r in results["runs"]), default=None)
+    groups = (("", [v for v in EVERY if v not in OPTIONS]), ("options-", ["bam", *OPTIONS]))
+    for prefix, names in groups:
+        shown = [v for v in names if v in summary]
+        if not shown or (prefix and not any(v in OPTIONS for v in shown)):
+            continue
+        medians = {
+            v: {**{t: summary[v]["median"][t] for t in tasks}, "avg": summary[v]["median"]["average"]} for v in shown
+        }
+        name = "options.png" if prefix else "scores.png"
+        plot_scores(medians, out / "plots" / name, "GLUE dev, median over seeds")
+        logs = {}
+        for run in results["runs"]:
+            log = Path(run["run_dir"]) / "student" / "log.jsonl"
+            if run["variant"] in shown and run["seed"] == first_seed and log.is_file():
+                logs[run["variant"]] = log
+        if logs:
+            plot_training_curves(logs, out / "plots" / f"{prefix}training.png")

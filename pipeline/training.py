@@ -52,7 +52,7 @@ def parameter_depth(name: str, num_layers: int, has_pooler: bool, num_groups: in
         return offset + num_layers - int(match.group(1))
     match = _ALBERT_GROUP.search(name)
     if match is not None:
-        top = (int(match.group(1)) + 1) * num_layers // num_groups - 1
+        top = -(-(int(match.group(1)) + 1) * num_layers // num_groups) - 1  # ALBERT: layer i uses group ⌊i·G/L⌋
         return offset + num_layers - top
     if "embedding" in name or _INPUT_SIDE.search(name):
         return offset + num_layers + 1

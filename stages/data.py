@@ -14,7 +14,7 @@ from pipeline.data import save_split, split_dir, tokenize_split
 from pipeline.glue import Example, read_split
 from pipeline.model import build_tiny_random, load_tokenizer, resolve_model_path
 from pipeline.store import file_sha256, write_json
-from pipeline.synthetic import write_synthetic_glue
+from pipeline.synthetic import SYNTHETIC_TASKS, write_synthetic_glue
 from pipeline.tasks import TaskSpec, get_task
 
 NAME = "data"
@@ -62,8 +62,9 @@ def run(ctx: Context) -> dict:
             keep = np.sort(np.random.default_rng(cfg.data.seed).choice(len(rows), size=cap, replace=False))
             examples[(t.name, "train")] = [rows[i] for i in keep]
     if cfg.model.name_or_path == "tiny-random":
-        if cfg.data.source == "synthetic":  # every generated word, whichever tasks run: one vocabulary for all
-            texts = vocabulary
+        if cfg.data.source == "synthetic":  # every generated word, whichever GLUE look-alikes run, + custom tasks'
+            custom = [(name, s) for name, s in examples if name not in SYNTHETIC_TASKS and s == "train"]
+            texts = vocabulary + [x for key in custom for e in examples[key] for x in (e.text_a, e.text_b) if x]
         else:
             texts = [
                 x for (_, s), exs in examples.items() if s == "train" for e in exs for x in (e.text_a, e.text_b) if x

@@ -1,12 +1,22 @@
-"""Stage `distill`: cache every teacher's outputs on its training and dev sets (the soft-target store)."""
+"""Stage `distill`: cache every teacher's outputs on its training and dev sets (the soft-target store).
+
+A task's soft targets are kept when the stage reruns and neither its teacher's files nor its tokenised data
+changed (`done.json` in its folder), e.g. when another task was added to `data.tasks`."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
+import pipeline
 from pipeline.config import RunConfig
 from pipeline.dag import Context
+from pipeline.store import digest, file_sha256, read_json, read_manifest, write_json
 from teachers.distill import distill_task
 
 NAME = "distill"
+RESUMABLE = True
 
 
 def needs(cfg: RunConfig) -> tuple[str, ...]:
@@ -18,12 +28,54 @@ def config_subset(cfg: RunConfig) -> dict:
 
 
 def makes(cfg: RunConfig) -> list[str]:
-    return ["distill"]
+    return [f"distill/{t}" for t in cfg.data.tasks]
+
+
+def task_digest(ctx: Context, task: str) -> str:
+    """What one task's soft targets depend on: its teacher's files and its tokenised data (as the input stages'
+    manifests record them) and the code version."""
+    own = {}
+    for stage, prefix in (("teachers", f"teachers/{task}/"), ("data", f"data/{task}/")):
+        files = read_manifest(ctx.run_dir, stage)["files"]
+        own[stage] = digest({rel: sha for rel, sha in files.items() if rel.startswith(prefix)})
+    return digest({**own, "task": task, "version": pipeline.__version__})
+
+
+def _intact(out_dir: Path, own: str) -> bool:
+    done = out_dir / "done.json"
+    if not done.is_file():
+        return False
+    record = read_json(done)
+    files = record.get("files", {})
+    return (
+        record.get("digest") == own
+        and bool(files)
+        and all((out_dir / rel).is_file() and file_sha256(out_dir / rel) == sha for rel, sha in files.items())
+    )
 
 
 def run(ctx: Context) -> dict:
-    rows = {}
+    acc, rows = ctx.accelerator, {}
     for task in ctx.cfg.data.tasks:
-        teacher_dir = ctx.run_dir / "teachers" / task
-        rows[task] = distill_task(ctx, task, teacher_dir, ctx.run_dir / "distill" / task)
+        out_dir, own = ctx.run_dir / "distill" / task, task_digest(ctx, task)
+        if _intact(out_dir, own):
+            acc.print(f"[distill] {task}: soft targets made by this teacher from this data, kept")
+            rows[task] = read_json(out_dir / "done.json")["rows"]
+            continue
+        # written beside, then swapped in: a failure leaves the previous soft targets as they were
+        partial = out_dir.with_name(task + ".partial")
+        if acc.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        acc.wait_for_everyone()
+        rows[task] = distill_task(ctx, task, ctx.run_dir / "teachers" / task, partial)
+        if acc.is_main_process:
+            files = {p.name: file_sha256(p) for p in sorted(partial.iterdir()) if p.is_file()}
+            write_json(partial / "done.json", {"digest": own, "rows": rows[task], "files": files})
+            old = out_dir.with_name(task + ".previous")
+            shutil.rmtree(old, ignore_errors=True)
+            if out_dir.exists():
+                os.replace(out_dir, old)
+            os.replace(partial, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
     return {"rows": rows}

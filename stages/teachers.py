@@ -32,11 +32,12 @@ def config_subset(cfg: RunConfig) -> dict:
 
 
 def sources(cfg: RunConfig) -> dict[str, str]:
-    """The teachers.init_from model by content: another model there makes the teachers, and what follows, stale."""
+    """The teachers.init_from model by content (not its model card, which a report rewrites): another model there
+    makes the teachers, and what follows, stale."""
     if cfg.teachers.init_from is None:
         return {}
     folder = Path(cfg.teachers.init_from)
-    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "README.md") if folder.is_dir() else []
     return {"teachers.init_from": digest({p.relative_to(folder).as_posix(): file_sha256(p) for p in files})}
 
 
@@ -45,12 +46,13 @@ def makes(cfg: RunConfig) -> list[str]:
 
 
 def task_digest(ctx: Context, task: str) -> str:
-    """What one teacher depends on: the stage's settings without the task list, the task's own tokenised files (as
-    the data stage's manifest records them) and declaration, and the code version. Other tasks do not count."""
+    """What one teacher depends on: the stage's settings without the task list, the task's own tokenised files and
+    the data stage's shared ones (as its manifest records them), its declaration, the init_from model and the code
+    version. Other tasks do not count."""
     subset = config_subset(ctx.cfg)
     del subset["tasks"]
     files = read_manifest(ctx.run_dir, "data")["files"]
-    own = {rel: sha for rel, sha in files.items() if rel.startswith(f"data/{task}/")}
+    own = {rel: sha for rel, sha in files.items() if _belongs(rel, task, ctx.cfg.data.tasks)}
     custom = ctx.cfg.data.custom_tasks.get(task)
     return digest(
         {
@@ -62,6 +64,15 @@ def task_digest(ctx: Context, task: str) -> str:
             "version": pipeline.__version__,
         }
     )
+
+
+def _belongs(rel: str, task: str, tasks: tuple[str, ...]) -> bool:
+    """Whether a data-stage file counts for `task`'s teacher: its own tokenised splits and what all tasks share
+    (e.g. a generated tiny model), not the other tasks' splits, the generated TSVs or the size table."""
+    parts = rel.split("/")
+    if rel == "data/sizes.json" or (len(parts) > 2 and parts[1] == "synthetic-glue"):
+        return False
+    return not (len(parts) > 2 and parts[1] in tasks and parts[1] != task)
 
 
 def _intact(done: Path, digests: tuple[str, ...], out_dir: Path) -> bool:

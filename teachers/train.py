@@ -60,7 +60,7 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
     if tc.init_from is None:
         model = build_model(model_path, tasks, cfg.model, seed=tc.seed)
     else:
-        model = build_model_from(tc.init_from, tasks, cfg.model, seed=tc.seed, tokenizer=tokenizer)
+        model = build_model_from(tc.init_from, tasks, cfg.model, tc.seed, tokenizer, need_heads=tc.epochs == 0)
     pad_id = model.pad_id
     micro_batch_size(tc.batch_size, acc.num_processes, tc.grad_accum, "teachers")
     total_steps = steps_for(len(train), tc.batch_size, tc.epochs) if tc.epochs else 0  # 0: the init_from model as is

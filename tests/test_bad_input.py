@@ -508,3 +508,8 @@ def test_init_from_a_model_with_another_vocabulary_is_an_error(tmp_path: Path) -
     model = build_model_from(saved, [get_task("rte")], cfg, seed=1, tokenizer=load_tokenizer(str(tmp_path / "ours")))
     source = build_model(str(tmp_path / "ours"), tasks, cfg, seed=0)
     assert torch.equal(model.heads["rte"].weight, source.heads["rte"].weight)  # the saved head, not a new one
+    # a task without a saved head gets a new one when trained, and is an error when the model is taken as it is
+    ours = load_tokenizer(str(tmp_path / "ours"))
+    assert build_model_from(saved, [get_task("cola")], cfg, seed=1, tokenizer=ours).heads["cola"].weight.shape[0] == 2
+    with pytest.raises(ValueError, match=r"has no head for task 'cola'.*heads: \['rte', 'sst2'\]"):
+        build_model_from(saved, [get_task("cola")], cfg, seed=1, tokenizer=ours, need_heads=True)

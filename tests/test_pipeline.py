@@ -34,7 +34,7 @@ def expected_files() -> dict[str, set[str]]:
     teachers = {f"teachers/{t}/{f}" for t in TASKS for f in ("done.json", "log.jsonl", "metrics.json")}
     teachers |= {f"teachers/{t}/model/{f}" for t in TASKS for f in [*MODEL_FILES, "README.md"]}
     distill = {f"distill/{t}/{s}.{ext}" for t in TASKS for s in ("train", "dev") for ext in
-               ("npy", "ids.json", "record.json")}  # fmt: skip
+               ("npy", "ids.json", "record.json")} | {f"distill/{t}/done.json" for t in TASKS}  # fmt: skip
     student = {"student/log.jsonl", "student/summary.json"} | {f"student/model/{f}" for f in MODEL_FILES}
     # the student's model card is the report's: it needs the dev scores of `evaluate`
     report = {"report.md", "plots/scores.png", "plots/training.png", "student/model/README.md"}
@@ -209,8 +209,12 @@ def test_interrupted_student_resumes_to_the_same_weights(
     _, stderr = proc.communicate()
     saved = sorted(int(p.parent.name.split("-")[1]) for p in ckpts.glob("step-*/state.json"))
     assert saved, "the student finished or died before its first checkpoint"
-    elapsed = json.loads((ckpts / f"step-{saved[-1]:06d}" / "state.json").read_text())["elapsed_s"]
-    assert elapsed > 0
+    state_path = ckpts / f"step-{saved[-1]:06d}" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["elapsed_s"] > 0
+    # pretend the killed process had trained for 1000 s: the resumed run's wall_s must count them
+    elapsed = state["elapsed_s"] + 1000.0
+    state_path.write_text(json.dumps({**state, "elapsed_s": elapsed}))
     assert stage_status("student", load_config(SMOKE, LONG_STUDENT), killed)[0] != "done"
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and "Run the same command again to resume" in stderr
@@ -232,7 +236,8 @@ def test_interrupted_student_resumes_to_the_same_weights(
     summaries = [json.loads((r / "student" / "summary.json").read_text()) for r in (uninterrupted_student, killed)]
     assert summaries[0]["examples_per_task"] == summaries[1]["examples_per_task"]
     # wall_s is the training time over both processes: the killed one's seconds up to its checkpoint count too
-    assert summaries[1]["wall_s"] > elapsed
+    rerun = json.loads((killed / "manifests" / "student.json").read_text())["wall_s"]
+    assert elapsed < summaries[1]["wall_s"] <= elapsed + rerun
 
 
 @pytest.mark.slow
@@ -310,7 +315,17 @@ def test_adding_or_removing_a_task_keeps_the_other_teachers(smoke_copy: Path, ca
     assert all(f"[teachers] {t}: already trained for this config, kept" in out for t in TASKS)
     assert all((smoke_copy / "teachers" / t / "model" / "model.safetensors").read_bytes() == weights[t] for t in TASKS)
     assert stage_status("teachers", load_config(SMOKE), smoke_copy)[0] == "done"
+    # the soft targets too: same teacher, same data
+    targets = {t: (smoke_copy / "distill" / t / "train.npy").stat().st_ino for t in TASKS[:3]}
+    assert run_smoke(smoke_copy, three, stage="distill") == ["data", "teachers", "distill"]
+    out = capsys.readouterr().out
+    assert all(f"[distill] {t}: soft targets made by this teacher from this data, kept" in out for t in TASKS[:3])
+    assert {t: (smoke_copy / "distill" / t / "train.npy").stat().st_ino for t in TASKS[:3]} == targets
     # a setting every teacher depends on is not kept over
-    assert run_smoke(smoke_copy, three, "--teachers.lr=0.003", stage="teachers") == ["data", "teachers"]
+    assert run_smoke(smoke_copy, three, "--teachers.lr=0.003", stage="teachers") == ["teachers"]
     assert "already trained" not in capsys.readouterr().out
     assert (smoke_copy / "teachers" / "sst2" / "model" / "model.safetensors").read_bytes() != weights["sst2"]
+    # and soft targets of another teacher are made anew
+    assert run_smoke(smoke_copy, three, "--teachers.lr=0.003", stage="distill") == ["distill"]
+    assert "soft targets made by this teacher from this data, kept" not in capsys.readouterr().out
+    assert (smoke_copy / "distill" / "sst2" / "train.npy").stat().st_ino != targets["sst2"]

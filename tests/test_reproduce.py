@@ -88,6 +88,24 @@ def test_options_table_sets_each_option_beside_bam() -> None:
     assert "## Multitask options" not in render_table(runs[:2], TASKS, "cmd", "machine")
 
 
+def test_options_get_their_own_plot(tmp_path: Path) -> None:
+    from pipeline.reproduce import summarise, write_plots
+
+    def run(variant: str, score: float) -> dict:
+        tasks = {t: {"score": score, "f1": score, "accuracy": score} for t in TASKS}
+        return {"variant": variant, "seed": 1, "average": score, "tasks": tasks, "run_dir": str(tmp_path / "none")}
+
+    runs = [run("single", 60.0), run("bam", 70.0)]
+    write_plots({"tasks": TASKS, "runs": runs, "summary": summarise(runs, TASKS)}, tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a" / "plots").iterdir()) == ["scores.png"]
+    runs += [run("fgm", 71.0), run("siamese", 68.5)]
+    write_plots({"tasks": TASKS, "runs": runs, "summary": summarise(runs, TASKS)}, tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "b" / "plots").iterdir()) == ["options.png", "scores.png"]
+    assert (tmp_path / "b" / "plots" / "scores.png").read_bytes() == (
+        tmp_path / "a" / "plots" / "scores.png"
+    ).read_bytes()
+
+
 def test_option_variants_share_the_seeds_teachers(tmp_path: Path, capsys) -> None:
     argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(tmp_path), "--seeds", "1", "--dry-run"]
     assert main([*argv, "--variants", "bam,pcgrad,siamese,unfreeze"]) == 0
@@ -219,6 +237,11 @@ def test_a_narrower_call_keeps_the_other_recorded_runs(repro: Path, tmp_path: Pa
     assert after["summary"] == before["summary"]
     assert set(after["variants"]) == {"single", "bam"}
     assert "Single (teachers)" in (out / "table.md").read_text()
+    # under another student config the recorded BAM runs are not this config's: dropped, not mixed in; Single's stay
+    from pipeline.reproduce import write_results
+
+    other = write_results(load_config(SMOKE, ["--student.lr=0.001"]), out, [1], ["single"], "cmd")
+    assert sorted((r["variant"], r["seed"]) for r in other["runs"]) == [("single", 1), ("single", 2)]
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +282,15 @@ def test_bam_fine_tuning_starts_from_bam_and_reports_its_teachers(derived: Path)
         assert metrics["steps"] > 0
         assert results["bam-ft"]["tasks"][task]["score"] == pytest.approx(metrics["score"])
     assert not (seed / "bam-ft" / "student").exists()
+    # it started from BAM's weights: after fine-tuning at lr 1e-5 it is far nearer to BAM than to the seed's teacher
+    weights = "model/model.safetensors"
+    tuned, bam = (load_file(str(p)) for p in (seed / "bam-ft/teachers/rte" / weights, seed / "bam/student" / weights))
+    teacher = load_file(str(seed / "teachers/teachers/rte" / weights))
+
+    def distance(a: dict, b: dict) -> float:
+        return float(sum(np.square(a[k] - b[k]).sum() for k in a))
+
+    assert distance(tuned, bam) < 0.01 * distance(tuned, teacher)
 
 
 def test_single_single_trains_one_student_per_task_from_its_own_teacher(derived: Path) -> None:
@@ -277,6 +309,35 @@ def test_single_single_trains_one_student_per_task_from_its_own_teacher(derived:
     names = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ") and "Model" not in line]
     assert names == [VARIANTS["single"][0], DERIVED["single-single"][0], DERIVED["multi-multi"][0],
                      DERIVED["bam-ft"][0]]  # fmt: skip
+
+
+def test_a_teacher_is_adopted_only_when_it_is_the_one_the_run_would_train(derived: Path, tmp_path: Path) -> None:
+    """Single→Single takes the seed's teacher, also one made before per-task digests (its done.json holds the
+    whole stage's digest), and never one of other settings; the adopted teacher is kept by the teachers stage."""
+    import shutil
+
+    from pipeline.dag import run_stages
+    from pipeline.reproduce import adopt_teacher, seed_config, task_config
+
+    acc, cfg = make_accelerator(), seed_config(load_config(SMOKE), 1)
+    src = tmp_path / "src"
+    shutil.copytree(derived / "runs" / "seed-1" / "teachers", src)
+    done = src / "teachers" / "rte" / "done.json"
+    record = json.loads(done.read_text())
+    older = json.loads((src / "manifests" / "teachers.json").read_text())["digest"]
+    done.write_text(json.dumps({**record, "digest": older}))
+    tcfg = task_config(cfg, "rte")
+    run_stages(tcfg, tmp_path / "dst", acc, target="data")
+    assert adopt_teacher(cfg, src, tcfg, tmp_path / "dst", "rte")
+    weights = "teachers/rte/model/model.safetensors"
+    assert os.path.samefile(src / weights, tmp_path / "dst" / weights)
+    assert json.loads((tmp_path / "dst" / "teachers/rte/done.json").read_text())["digest"] == record["digest"]
+    assert run_stages(tcfg, tmp_path / "dst", acc, target="teachers") == ["teachers"]
+    assert os.path.samefile(src / weights, tmp_path / "dst" / weights)  # kept, not retrained
+    other = dataclasses.replace(tcfg, teachers=dataclasses.replace(tcfg.teachers, lr=0.5))
+    run_stages(other, tmp_path / "other", acc, target="data")
+    assert not adopt_teacher(cfg, src, other, tmp_path / "other", "rte")
+    assert not (tmp_path / "other" / "teachers").exists()
 
 
 def test_submission_files(repro: Path, tmp_path: Path) -> None:
