@@ -28,7 +28,10 @@ FILES = [
     "metrics.json", "report.md", "config.yaml", "student/summary.json", "student/log.jsonl",
     "student/model/README.md", "plots/scores.png", "plots/training.png",
 ]  # fmt: skip
-REPRODUCE_FILES = ["table.md", "results.json", "plots/scores.png", "plots/training.png"]
+REPRODUCE_FILES = [
+    "table.md", "results.json", "plots/scores.png", "plots/training.png", "plots/options.png",
+    "plots/options-training.png",
+]  # fmt: skip
 
 
 def machine() -> str:
