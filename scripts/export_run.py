@@ -3,11 +3,13 @@
     python scripts/export_run.py --run artifacts/glue-small --to results/glue-small \
         --command "python -m pipeline run --config configs/glue-small.yaml --data-dir ../shared/data/glue"
     python scripts/export_run.py --run DIR --to results/glue-small/reproduce     # a reproduce-glue folder
+    python scripts/export_run.py --run DIR --to results/glue-small/reproduce --options-to results/options
 
 Copies metrics.json, report.md, the plots, config.yaml, student/summary.json, student/log.jsonl, the student's
 model card and each teacher's metrics.json and log.jsonl (no weights, no data), and writes RUN.md: the command,
 the machine (cores, threads, torch), the date and each stage's wall time from its manifest. From a reproduce-glue
-folder (it has results.json) it copies table.md, results.json and plots/, and RUN.md says what is finished.
+folder (it has results.json) it copies table.md, results.json and plots/, and RUN.md says what is finished;
+with --options-to, also the multitask options' table, plots and times, and which options are still to run.
 """
 
 from __future__ import annotations
@@ -71,14 +73,55 @@ def export_reproduce(run: Path, to: Path) -> None:
     print(f"exported {run} → {to}")
 
 
+def export_options(run: Path, to: Path, reproduce_to: Path) -> None:
+    """The multitask options' part of a reproduce-glue folder: README.md (their table beside BAM, each run's wall
+    time, what is not run yet) and plots/options*.png."""
+    from pipeline.reproduce import OPTIONS
+
+    results, table = read_json(run / "results.json"), (run / "table.md").read_text(encoding="utf-8")
+    marker = "## Multitask options"
+    section = (
+        marker + table.split(marker)[1].split("\n## ")[0].rstrip() if marker in table else "No option has run yet."
+    )
+    done = [r for r in results["runs"] if r["variant"] in OPTIONS]
+    pending = [v for v in OPTIONS if v not in {r["variant"] for r in done}]
+    walls = ", ".join(f"{r['variant']} {r['wall_s'] / 60:.1f}" for r in done) or "none"
+    where = os.path.relpath(reproduce_to, to)
+    lines = [
+        "# glue-small: the multitask options beside BAM",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Machine (as the runs recorded it): {results['machine']}",
+        f"Machine (export): {machine()}",
+        "",
+        section,
+        "",
+        f"Student wall time (min): {walls}.",
+        f"Not run yet: {', '.join(pending) or 'none'}.",
+        "",
+        f"Every run's metrics and config: `{where}/results.json`; BAM's row is the run of `{where}/table.md`.",
+        "",
+    ]
+    for name in ("options.png", "options-training.png"):
+        if (run / "plots" / name).is_file():
+            (to / "plots").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run / "plots" / name, to / "plots" / name)
+    write_text(to / "README.md", "\n".join(lines))
+    print(f"exported the options of {run} → {to}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="the run folder")
     parser.add_argument("--to", type=Path, required=True, help="where to copy the results")
     parser.add_argument("--command", help="the exact command that produced the run (not for reproduce-glue)")
+    parser.add_argument("--options-to", type=Path, help="reproduce-glue only: where the options' results go")
     args = parser.parse_args()
     if (args.run / "results.json").is_file() and (args.run / "runs").is_dir():
         export_reproduce(args.run, args.to)
+        if args.options_to:
+            export_options(args.run, args.options_to, args.to)
         return
     if not args.command:
         parser.error("--command is required for a run folder")

@@ -376,3 +376,32 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys) -> None:
     assert "unknown" in capsys.readouterr().err
     assert main([*base, "--seeds", "0"]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
+
+
+def test_export_of_a_reproduce_folder_with_its_options(tmp_path: Path) -> None:
+    """scripts/export_run.py: table, results and plots, RUN.md with every finished run, and --options-to: the
+    options' table beside BAM with what is still to run."""
+    import subprocess
+    import sys
+
+    def run(variant: str, score: float) -> dict:
+        tasks = {t: {"score": score, "f1": score, "accuracy": score} for t in TASKS}
+        return {"variant": variant, "seed": 1, "average": score, "tasks": tasks, "wall_s": 60.0 * score}
+
+    src = tmp_path / "repro"
+    (src / "runs").mkdir(parents=True)
+    runs = [run("single", 60.0), run("bam", 70.0), run("fgm", 71.0)]
+    (src / "results.json").write_text(json.dumps({"command": "the command", "machine": "the machine", "runs": runs}))
+    (src / "table.md").write_text(render_table(runs, TASKS, "the command", "the machine"))
+    script = ROOT / "scripts" / "export_run.py"
+    argv = [sys.executable, str(script), "--run", str(src), "--to", str(tmp_path / "to"), "--options-to",
+            str(tmp_path / "options")]  # fmt: skip
+    subprocess.run(argv, check=True, cwd=ROOT, capture_output=True)
+    assert (tmp_path / "to" / "table.md").read_text() == (src / "table.md").read_text()
+    rows = [line for line in (tmp_path / "to" / "RUN.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["single", "bam", "fgm"]
+    readme = (tmp_path / "options" / "README.md").read_text()
+    assert f"| {OPTIONS['fgm'][0]} | 71.0 |" in readme and f"| {VARIANTS['bam'][0]} | 70.0 |" in readme
+    assert "Student wall time (min): fgm 71.0." in readme
+    assert "Not run yet: " + ", ".join(v for v in OPTIONS if v != "fgm") + "." in readme
+    assert "Table 1" not in readme and "`../to/results.json`" in readme
