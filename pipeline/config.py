@@ -252,6 +252,21 @@ def _type_name(tp: Any) -> str:
     return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
+def _literals(value: Any) -> Any:
+    """YAML scalars read as strings → Python literals where they are one (`100`, `1e-4`, `None`), else the string:
+    a task named `no` or `on` stays a name, not YAML 1.1's boolean."""
+    if isinstance(value, list):
+        return [_literals(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _literals(v) for k, v in value.items()}
+    if value in ("null", "~"):
+        return None
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+        return value
+
+
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     """Turn `--a.b=value` tokens into a nested dict; values go through `ast.literal_eval`, then YAML for flow lists
     and mappings (`--data.tasks=[sst2,mrpc]`), else stay strings."""
@@ -268,7 +283,7 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
             value = raw
             if raw.strip().startswith(("[", "{")):
                 try:
-                    value = yaml.safe_load(raw)
+                    value = _literals(yaml.load(raw, Loader=yaml.BaseLoader))  # every scalar a string first
                 except (yaml.YAMLError, RecursionError):
                     problems.append(f"'{key}': '{raw}' is neither a Python literal nor a YAML list or mapping")
         if raw in ("null", "None"):

@@ -77,6 +77,9 @@ def test_lists_become_tuples(tmp_path: Path) -> None:
     # unquoted, as typed in a shell: YAML flow lists and mappings
     cfg = load_config(None, ["--data.tasks=[sst2, RTE]", "--data.max_train_examples={sst2: 100}"])
     assert cfg.data.tasks == ("sst2", "rte") and cfg.data.max_train_examples == {"sst2": 100}
+    from pipeline.config import parse_overrides
+
+    assert parse_overrides(["--a.b=[no, on, 1e-4, null, 'x y']"]) == {"a": {"b": ["no", "on", 1e-4, None, "x y"]}}
     with pytest.raises(ConfigError, match=r"'data.tasks': '\[sst2, \{' is neither a Python literal nor a YAML"):
         load_config(None, ["--data.tasks=[sst2, {"])
 
