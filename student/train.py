@@ -145,7 +145,9 @@ def train_student(ctx: Context) -> dict[str, object]:
             lam = annealing_lambda(step, total_steps, sc.fixed_lambda)
             set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
             parts = rank_slice(plan[step], acc.process_index, acc.num_processes, sc.grad_accum)
-            if sc.mixing == "pcgrad":  # a batch per task of each micro-batch: PCGrad needs each task's own gradient
+            if sc.mixing in ("summed", "pcgrad"):
+                # a batch per task of each micro-batch: PCGrad needs each task's own gradient, and summed pads each
+                # task to its own lengths (the loss, a sum of task means, is the same as over the whole step)
                 parts = [part[part[:, 0] == t] for part in parts for t in np.unique(part[:, 0])]
             batches = [
                 to_device(collate([tuple(x) for x in part], *joined, siamese, pad_id), acc.device) for part in parts

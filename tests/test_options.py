@@ -271,6 +271,23 @@ def test_pcgrad_backward_projects_the_shared_gradient_and_keeps_each_heads_own(s
                 torch.testing.assert_close(p.grad, g)
 
 
+def test_summed_steps_split_by_task_give_the_whole_steps_gradient() -> None:
+    """The student runs a summed step as one micro-batch per task, each loss scaled by rows / batch_size (`loss_of`):
+    the gradient is the whole step's, the sum over tasks of each task's mean loss."""
+    model, batch_size = _tiny_model(), 3
+    whole = _batch([0, 1, 0, 1, 0, 1])
+    named = [p for _, p in model.named_parameters()]
+    expected = torch.autograd.grad(_loss(model, whole) * 6 / batch_size, named, allow_unused=True)
+    total = [torch.zeros_like(p) for p in named]
+    for t in (0, 1):
+        rows = (whole["task_ids"] == t).nonzero().squeeze(1)
+        part = {k: v[rows] for k, v in whole.items()}
+        grads = torch.autograd.grad(_loss(model, part) * len(rows) / batch_size, named, allow_unused=True)
+        total = [a + (torch.zeros_like(a) if g is None else g) for a, g in zip(total, grads)]
+    for got, want in zip(total, expected):
+        torch.testing.assert_close(got, torch.zeros_like(got) if want is None else want, atol=1e-6, rtol=1e-5)
+
+
 def test_pcgrad_runs_on_one_process_only() -> None:
     with pytest.raises(ConfigError, match="'student.mixing' pcgrad runs on one process"):
         check_options(StudentConfig(mixing="pcgrad"), [], [], processes=2)
