@@ -222,3 +222,9 @@ def test_teachers_init_from_must_be_a_model_folder_and_allows_zero_epochs(tmp_pa
     config.write_text("teachers:\n  init_from: model\n  epochs: 0\n")  # relative to the config file
     cfg = load_config(config)
     assert cfg.teachers.epochs == 0 and cfg.teachers.init_from == str(tmp_path / "model")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "2.5"])
+def test_unfreeze_every_must_be_a_finite_whole_number_of_steps(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"'student.unfreeze_every'"):
+        load_config(None, [f"--student.unfreeze_every={value}"])
