@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from pipeline.store import file_sha256, read_json, write_json
+from pipeline.store import file_sha256, read_json, trim_log, write_json
 
 CKPT_PREFIX = "step-"
 
@@ -148,3 +148,22 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
     return state
+
+
+def resume(
+    out_dir: Path, digest: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
+    prefix: str, total_steps: int,
+) -> tuple[int, float]:  # fmt: skip
+    """Restore the newest intact checkpoint under `out_dir/checkpoints` made for `digest`, if any, and cut
+    `out_dir/log.jsonl` back to it; `prefix` starts the message (e.g. "[student]").
+
+    Returns (steps done, training seconds spent before this process)."""
+    found = find_resume_checkpoint(out_dir / "checkpoints", digest, log=accelerator.print)
+    step, before = 0, 0.0
+    if found is not None:
+        state = load_checkpoint(found[0], model, optimizer, accelerator)
+        step, before = state["step"], state.get("elapsed_s", 0.0)
+        accelerator.print(f"{prefix} resuming from {found[0].name} ({step}/{total_steps} steps done)")
+    if accelerator.is_main_process:
+        trim_log(out_dir / "log.jsonl", step)
+    return step, before

@@ -415,8 +415,8 @@ def _validate_options(s: StudentConfig) -> list[str]:
             problems.append(f"'student.{key}' must be a finite number >= 0 (0 = off), got {getattr(s, key)}")
     if s.adv_steps < 1:
         problems.append(f"'student.adv_steps' must be >= 1, got {s.adv_steps}")
-    whole = math.isfinite(s.unfreeze_every) and s.unfreeze_every == int(s.unfreeze_every)  # NaN / inf: said above
-    if s.unfreeze_unit == "steps" and math.isfinite(s.unfreeze_every) and not whole:
+    finite = math.isfinite(s.unfreeze_every)  # NaN / inf: reported above
+    if s.unfreeze_unit == "steps" and finite and s.unfreeze_every != int(s.unfreeze_every):
         problems.append(f"'student.unfreeze_every' counts steps (unfreeze_unit: steps): whole, got {s.unfreeze_every}")
     if s.shuffle_all and s.mixing != "mixed":
         problems.append(f"'student.shuffle_all' shuffles mixed minibatches; no use with 'student.mixing' {s.mixing}")

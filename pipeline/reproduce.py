@@ -25,6 +25,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from scipy import stats
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import Context, get_stages, run_stages, stage_status
 from pipeline.metrics import main_score
-from pipeline.store import digest, read_json, read_manifest, write_json, write_text
+from pipeline.store import digest, done_intact, read_json, read_manifest, write_json, write_text
 from pipeline.tasks import TaskSpec, get_task
 
 # Variant name → (label in the tables, student config changes). "single" is the teachers themselves.
@@ -128,6 +129,20 @@ def run_dirs(out: Path, seed: int, variant: str) -> tuple[Path, Path]:
     return base, base if variant == "single" else out / "runs" / f"seed-{seed}" / variant
 
 
+def _link_files(src: Path, dst: Path, keep: Callable[[Path], bool], copy: tuple[str, ...] = ()) -> None:
+    """Hard-link the file `src`, or every file under the folder `src` whose relative path `keep` accepts, to the
+    same place under `dst`; files named in `copy` are copied instead (they are appended to)."""
+    pairs = [(p, dst / p.relative_to(src)) for p in sorted(src.rglob("*"))] if src.is_dir() else [(src, dst)]
+    for path, target in pairs:
+        if path.is_file() and keep(path.relative_to(src) if src.is_dir() else Path(path.name)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            if path.name in copy:
+                shutil.copyfile(path, target)
+            else:
+                os.link(path, target)
+
+
 def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = SHARED) -> None:
     """Hard-link the finished shared stages of `src` into `dst` (each stage that is not already done there)."""
     registry, memo = get_stages(), {}
@@ -135,15 +150,9 @@ def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = 
         if stage_status(name, cfg, src)[0] != "done" or stage_status(name, cfg, dst, memo)[0] == "done":
             continue
         for rel in registry[name].makes(cfg):
-            target = dst / rel
-            if target.is_dir():
-                shutil.rmtree(target)
-            for path in sorted((src / rel).rglob("*")) if (src / rel).is_dir() else [src / rel]:
-                if path.is_file() and not path.name.endswith(".previous"):
-                    out = target / path.relative_to(src / rel) if (src / rel).is_dir() else target
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.unlink(missing_ok=True)
-                    os.link(path, out)
+            if (dst / rel).is_dir():
+                shutil.rmtree(dst / rel)
+            _link_files(src / rel, dst / rel, lambda rel: not rel.name.endswith(".previous"))
         (dst / "manifests").mkdir(parents=True, exist_ok=True)
         manifest = dst / "manifests" / f"{name}.json"
         manifest.unlink(missing_ok=True)
@@ -158,27 +167,19 @@ def adopt_teacher(src_cfg: RunConfig, src: Path, dst_cfg: RunConfig, dst: Path, 
     """Hard-link the seed's finished teacher of `task` into the run `dst` (whose data stage is done) when it is the
     teacher `dst` would train: the same per-task digest. Its `done.json` is written anew for `dst` (a teacher made
     before per-task digests holds the whole stage's), and its log copied, so nothing in `dst` writes into `src`."""
-    from stages.teachers import _intact, task_digest
+    from stages.teachers import task_digest
 
     folder, target = src / "teachers" / task, dst / "teachers" / task
     manifest = read_manifest(src, "teachers")
     if (target / "done.json").is_file() or manifest is None:
         return False
     own = task_digest(Context(src_cfg, src, None, ""), task)
-    if not _intact(folder / "done.json", (own, manifest["digest"]), folder):
+    if not done_intact(folder / "done.json", (own, manifest["digest"]), folder):
         return False
     if task_digest(Context(dst_cfg, dst, None, ""), task) != own:
         return False
     record = read_json(folder / "done.json")
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if path.is_file() and rel.parts[0] != "checkpoints" and path.name != "done.json":
-            (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            (target / rel).unlink(missing_ok=True)
-            if path.name == "log.jsonl":  # appended to: a copy, not a link
-                shutil.copyfile(path, target / rel)
-            else:
-                os.link(path, target / rel)
+    _link_files(folder, target, lambda rel: rel.parts[0] != "checkpoints" and rel.name != "done.json", ("log.jsonl",))
     write_json(target / "done.json", {"digest": own, "files": record["files"]})
     return True
 

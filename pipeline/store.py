@@ -100,6 +100,26 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def write_done(done: Path, made_for: str, folder: Path, files: list[Path], **extra: Any) -> None:
+    """Record that `folder` holds finished work made for the digest `made_for`: `done.json` with the checksums of
+    `files` (paths relative to `folder`), and `extra`. `done_intact` checks it."""
+    sums = {p.relative_to(folder).as_posix(): file_sha256(p) for p in files}
+    write_json(done, {"digest": made_for, **extra, "files": sums})
+
+
+def done_intact(done: Path, digests: tuple[str, ...], folder: Path) -> bool:
+    """Whether `done` (see `write_done`) was made for one of `digests` and every file it lists is unchanged."""
+    if not done.is_file():
+        return False
+    record = read_json(done)
+    files = record.get("files", {})
+    return (
+        record.get("digest") in digests
+        and bool(files)
+        and all((folder / rel).is_file() and file_sha256(folder / rel) == sha for rel, sha in files.items())
+    )
+
+
 def list_files(run_dir: Path, makes: list[str], exclude: Collection[str] = ()) -> list[str]:
     """Every regular file of the declared outputs (relative to the run folder), minus checkpoints, temp files,
     copies set aside while a stage reruns (`*.previous`) and the files or folders in `exclude`."""

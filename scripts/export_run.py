@@ -30,10 +30,7 @@ FILES = [
     "metrics.json", "report.md", "config.yaml", "student/summary.json", "student/log.jsonl",
     "student/model/README.md", "plots/scores.png", "plots/training.png",
 ]  # fmt: skip
-REPRODUCE_FILES = [
-    "table.md", "results.json", "plots/scores.png", "plots/training.png", "plots/options.png",
-    "plots/options-training.png",
-]  # fmt: skip
+REPRODUCE_FILES = ["table.md", "results.json", "plots/scores.png", "plots/training.png"]  # options: --options-to
 
 
 def machine() -> str:
@@ -42,6 +39,17 @@ def machine() -> str:
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}. "
         f"Exported {time.strftime('%Y-%m-%d')}."
     )
+
+
+def _provenance(results: dict) -> list[str]:
+    """The command and both machines (the runs' and this export's) of a reproduce-glue folder's results."""
+    return [
+        f"Command: `{results['command']}`",
+        "",
+        f"Machine (as the runs recorded it): {results['machine']}",
+        f"Machine (export): {machine()}",
+        "",
+    ]
 
 
 def export_reproduce(run: Path, to: Path) -> None:
@@ -55,11 +63,7 @@ def export_reproduce(run: Path, to: Path) -> None:
     lines = [
         f"# reproduce-glue `{run.name}`",
         "",
-        f"Command: `{results['command']}`",
-        "",
-        f"Machine (as the runs recorded it): {results['machine']}",
-        f"Machine (export): {machine()}",
-        "",
+        *_provenance(results),
         "Finished runs (wall time: the teachers' training for `single`, the student stage otherwise):",
         "",
         "| variant | seed | dev average | wall time (min) |",
@@ -90,11 +94,7 @@ def export_options(run: Path, to: Path, reproduce_to: Path) -> None:
     lines = [
         "# glue-small: the multitask options beside BAM",
         "",
-        f"Command: `{results['command']}`",
-        "",
-        f"Machine (as the runs recorded it): {results['machine']}",
-        f"Machine (export): {machine()}",
-        "",
+        *_provenance(results),
         section,
         "",
         f"Student wall time (min): {walls}.",

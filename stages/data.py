@@ -62,13 +62,17 @@ def run(ctx: Context) -> dict:
             keep = np.sort(np.random.default_rng(cfg.data.seed).choice(len(rows), size=cap, replace=False))
             examples[(t.name, "train")] = [rows[i] for i in keep]
     if cfg.model.name_or_path == "tiny-random":
-        if cfg.data.source == "synthetic":  # every generated word, whichever GLUE look-alikes run, + custom tasks'
-            custom = [(name, s) for name, s in examples if name not in SYNTHETIC_TASKS and s == "train"]
-            texts = vocabulary + [x for key in custom for e in examples[key] for x in (e.text_a, e.text_b) if x]
-        else:
-            texts = [
-                x for (_, s), exs in examples.items() if s == "train" for e in exs for x in (e.text_a, e.text_b) if x
-            ]
+        # with generated data: every generated word, whichever look-alikes run (one vocabulary for any task
+        # selection), plus the training texts of the other (custom) tasks
+        generated = cfg.data.source == "synthetic"
+        texts = (vocabulary if generated else []) + [
+            x
+            for (name, s), exs in examples.items()
+            if s == "train" and not (generated and name in SYNTHETIC_TASKS)
+            for e in exs
+            for x in (e.text_a, e.text_b)
+            if x
+        ]
         build_tiny_random(ctx.run_dir / "data" / "tiny-random", texts, cfg.model, seed=cfg.data.seed)
     tokenizer = load_tokenizer(resolve_model_path(cfg.model, ctx.run_dir), cfg.model.trust_remote_code)
     sizes = {}

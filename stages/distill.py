@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pipeline
 from pipeline.config import RunConfig
 from pipeline.dag import Context
-from pipeline.store import digest, file_sha256, read_json, read_manifest, write_json
+from pipeline.store import digest, done_intact, read_json, read_manifest, write_done
 from teachers.distill import distill_task
 
 NAME = "distill"
@@ -41,24 +40,11 @@ def task_digest(ctx: Context, task: str) -> str:
     return digest({**own, "task": task, "version": pipeline.__version__})
 
 
-def _intact(out_dir: Path, own: str) -> bool:
-    done = out_dir / "done.json"
-    if not done.is_file():
-        return False
-    record = read_json(done)
-    files = record.get("files", {})
-    return (
-        record.get("digest") == own
-        and bool(files)
-        and all((out_dir / rel).is_file() and file_sha256(out_dir / rel) == sha for rel, sha in files.items())
-    )
-
-
 def run(ctx: Context) -> dict:
     acc, rows = ctx.accelerator, {}
     for task in ctx.cfg.data.tasks:
         out_dir, own = ctx.run_dir / "distill" / task, task_digest(ctx, task)
-        if _intact(out_dir, own):
+        if done_intact(out_dir / "done.json", (own,), out_dir):
             acc.print(f"[distill] {task}: soft targets made by this teacher from this data, kept")
             rows[task] = read_json(out_dir / "done.json")["rows"]
             continue
@@ -69,8 +55,8 @@ def run(ctx: Context) -> dict:
         acc.wait_for_everyone()
         rows[task] = distill_task(ctx, task, ctx.run_dir / "teachers" / task, partial)
         if acc.is_main_process:
-            files = {p.name: file_sha256(p) for p in sorted(partial.iterdir()) if p.is_file()}
-            write_json(partial / "done.json", {"digest": own, "rows": rows[task], "files": files})
+            files = [p for p in sorted(partial.iterdir()) if p.is_file()]
+            write_done(partial / "done.json", own, partial, files, rows=rows[task])
             old = out_dir.with_name(task + ".previous")
             shutil.rmtree(old, ignore_errors=True)
             if out_dir.exists():

@@ -11,7 +11,7 @@ import pipeline
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import Context
 from pipeline.predict import save_task_specs
-from pipeline.store import digest, file_sha256, read_json, read_manifest, write_json
+from pipeline.store import digest, done_intact, file_sha256, read_json, read_manifest, write_done
 from pipeline.tasks import get_task
 from teachers.train import train_teacher
 
@@ -75,36 +75,19 @@ def _belongs(rel: str, task: str, tasks: tuple[str, ...]) -> bool:
     return not (len(parts) > 2 and parts[1] in tasks and parts[1] != task)
 
 
-def _intact(done: Path, digests: tuple[str, ...], out_dir: Path) -> bool:
-    """A finished teacher is kept only if it was made for one of these digests (its own task's, or — written by an
-    older version — the whole stage's) and its model files are unchanged."""
-    if not done.is_file():
-        return False
-    record = read_json(done)
-    files = record.get("files", {})
-    return (
-        record.get("digest") in digests
-        and bool(files)
-        and all((out_dir / rel).is_file() and file_sha256(out_dir / rel) == sha for rel, sha in files.items())
-    )
-
-
 def run(ctx: Context) -> dict:
     scores = {}
     for task in ctx.cfg.data.tasks:
         out_dir = ctx.run_dir / "teachers" / task
         done = out_dir / "done.json"
         own = task_digest(ctx, task)
-        if _intact(done, (own, ctx.digest), out_dir):
+        if done_intact(done, (own, ctx.digest), out_dir):  # ctx.digest: a teacher made before per-task digests
             ctx.accelerator.print(f"[teachers] {task}: already trained for this config, kept")
         else:
             train_teacher(dataclasses.replace(ctx, digest=own), task, out_dir)  # its checkpoints carry `own`
             if ctx.accelerator.is_main_process:
                 save_task_specs(out_dir / "model", [get_task(task)])  # the model then predicts label names alone
-                files = {
-                    p.relative_to(out_dir).as_posix(): file_sha256(p) for p in sorted((out_dir / "model").iterdir())
-                }
-                write_json(done, {"digest": own, "files": files})
+                write_done(done, own, out_dir, sorted((out_dir / "model").iterdir()))
             ctx.accelerator.wait_for_everyone()
         scores[task] = read_json(out_dir / "metrics.json")["score"]
     return {"score": scores}

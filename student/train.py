@@ -24,12 +24,12 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from pipeline.card import current_command
-from pipeline.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.checkpoint import resume, save_checkpoint
 from pipeline.config import ConfigError, StudentConfig, to_dict
 from pipeline.dag import Context
 from pipeline.data import collate, load_split
 from pipeline.model import build_model, load_tokenizer, resolve_model_path, save_model
-from pipeline.store import load_soft_targets, trim_log, write_json
+from pipeline.store import load_soft_targets, write_json
 from pipeline.tasks import TaskSpec, get_task
 from pipeline.training import (
     GracefulStop,
@@ -98,14 +98,7 @@ def train_student(ctx: Context) -> dict[str, object]:
 
     # resume
     ckpt_root = out_dir / "checkpoints"
-    start_step, before = 0, 0.0  # steps done and training seconds spent before this process
-    found = find_resume_checkpoint(ckpt_root, ctx.digest, log=acc.print)
-    if found is not None:
-        resumed = load_checkpoint(found[0], model, optimizer, acc)
-        start_step, before = resumed["step"], resumed.get("elapsed_s", 0.0)
-        acc.print(f"[student] resuming from {found[0].name} ({start_step}/{total_steps} steps done)")
-    if acc.is_main_process:
-        trim_log(out_dir / "log.jsonl", start_step)
+    start_step, before = resume(out_dir, ctx.digest, model, optimizer, acc, "[student]", total_steps)
 
     # loop
     model.train()
