@@ -8,6 +8,7 @@
     python -m pipeline run --config configs/smoke.yaml --report-to tensorboard  # curves in RUN/tracking/
     python -m pipeline reproduce-glue --config configs/glue-small.yaml --data-dir ../shared/data/glue \
         --seeds 3 --out results/repro                                            # the paper's table; --dry-run
+    python -m pipeline reproduce-glue ... --tune student.lr=5e-5,1e-4,2e-4   # each student variant tuned on dev
 
 Overrides are `--section.key=value` (values parsed as Python literals); they win over the YAML file, which wins
 over the defaults in pipeline/config.py.
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", help="comma-separated subset of: single, multi, bam, no-layerwise, no-sampling, "
                    "no-annealing (default: these), and the multitask options round-robin, summed, pcgrad, fgm, fgsm, "
                    "pgd, supcon, siamese, unfreeze")  # fmt: skip
+    p.add_argument("--tune", action="append", metavar="student.KEY=V1,V2,...",
+                   help="tune each student variant on the first seed's dev average over these values (repeat for a "
+                   "grid), then run every seed with its best; e.g. --tune student.lr=5e-5,1e-4,2e-4")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan, what is done and the time it expects")
     p = sub.add_parser("predict", help="run a trained model on new text (see pipeline/predict.py)")
     p.add_argument("--model", required=True, help="a saved model folder, e.g. artifacts/RUN/student/model")
@@ -165,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_predict(args.model, args.task, args.input, args.output, args.batch_size)
         cfg, run_dir = resolve(args, extra)
         if args.command == "reproduce-glue":
-            from pipeline.reproduce import parse_variants, reproduce
+            from pipeline.reproduce import parse_tune, parse_variants, reproduce
 
             command = "python -m pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
+            variants, grid = parse_variants(args.variants), parse_tune(args.tune, cfg)
             accelerator = make_accelerator()
-            reproduce(cfg, run_dir, args.seeds, parse_variants(args.variants), accelerator, command, args.dry_run)
+            reproduce(cfg, run_dir, args.seeds, variants, accelerator, command, args.dry_run, grid)
             accelerator.end_training()
         elif args.command == "run":
             cmd_run(cfg, run_dir, args.stage, args.force, args.report_to)

@@ -346,6 +346,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def override(cfg: RunConfig, updates: dict[str, Any], where: str) -> RunConfig:
+    """`cfg` with the nested `updates` ({"student": {"lr": 2e-4}}) merged in and validated, like an override.
+
+    Raises:
+        ConfigError: Every problem with the keys, types and values, naming `where` they came from.
+    """
+    problems: list[str] = []
+    cfg = _merge(cfg, updates, "", problems)
+    problems += validate(cfg) if not problems else []
+    if problems:
+        raise ConfigError(f"invalid {where}:\n  " + "\n  ".join(problems))
+    return cfg
+
+
 def validate(cfg: RunConfig) -> list[str]:
     """Value checks that types alone cannot express; returns every problem found."""
     problems = []

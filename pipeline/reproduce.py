@@ -5,6 +5,7 @@
     python -m pipeline reproduce-glue ... --dry-run                  # the plan, what is done, the time it expects
     python -m pipeline reproduce-glue ... --variants single,multi,bam
     python -m pipeline reproduce-glue ... --seeds 1 --variants bam,summed,pcgrad,fgm,supcon   # multitask options
+    python -m pipeline reproduce-glue ... --tune student.lr=5e-5,1e-4,2e-4   # each student variant tuned on dev
 
 Every (variant, seed) is an ordinary run folder, `OUT/runs/seed-<s>/<variant>/`, driven by the staged DAG, so a
 killed call resumes where it stopped (finished runs are skipped, an interrupted student resumes from its checkpoint).
@@ -21,6 +22,7 @@ files for the best variant in OUT/submission/.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import shutil
 import statistics
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pipeline.config import RunConfig, to_dict
+from pipeline.config import ConfigError, RunConfig, override, parse_overrides, to_dict
 from pipeline.dag import Context, get_stages, run_stages, stage_status
 from pipeline.metrics import main_score
 from pipeline.store import digest, done_intact, read_json, read_manifest, write_json, write_text
@@ -101,8 +103,16 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
     )
 
 
-def variant_config(cfg: RunConfig, variant: str, out: Path) -> RunConfig:
-    """The seed's config (`seed_config`) changed for `variant`; a variant made from another run points at it."""
+def variant_config(
+    cfg: RunConfig, variant: str, out: Path, tuned: bool = True, setting: dict[str, Any] | None = None
+) -> RunConfig:
+    """The seed's config (`seed_config`) changed for `variant`: its tuned student settings (`tuned`: those chosen
+    on dev, when OUT holds a valid tuning record; or one `setting` of the grid), then its own changes (they win: an
+    ablation keeps what it ablates); a variant made from another run points at it."""
+    if setting is None and tuned:
+        setting = tuned_choice(cfg, variant, out)
+    if setting:
+        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **setting))
     cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **EVERY[variant][1]))
     parent = PARENT.get(variant)
     if parent is not None:
@@ -123,10 +133,13 @@ def reports_teachers(variant: str) -> bool:
     return variant in ("single", "bam-ft")
 
 
-def run_dirs(out: Path, seed: int, variant: str) -> tuple[Path, Path]:
-    """(the seed's teachers folder, the variant's run folder); "single" reads the teachers folder itself."""
-    base = out / "runs" / f"seed-{seed}" / "teachers"
-    return base, base if variant == "single" else out / "runs" / f"seed-{seed}" / variant
+def run_dirs(out: Path, seed: int, variant: str, setting: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """(the seed's teachers folder, the variant's run folder); "single" reads the teachers folder itself; a
+    `setting` of the tuning grid runs in `OUT/runs/seed-<s>/tune/<variant>/<setting>/`."""
+    seed_dir = out / "runs" / f"seed-{seed}"
+    if setting is not None:
+        return seed_dir / "teachers", seed_dir / "tune" / variant / setting_label(setting)
+    return seed_dir / "teachers", seed_dir / "teachers" if variant == "single" else seed_dir / variant
 
 
 def _link_files(src: Path, dst: Path, keep: Callable[[Path], bool], copy: tuple[str, ...] = ()) -> None:
@@ -192,10 +205,13 @@ def _task_entry(task: TaskSpec, dev: dict[str, dict[str, float]]) -> dict[str, A
     return entry
 
 
-def collect_run(scfg: RunConfig, out: Path, seed: int, variant: str) -> dict[str, Any] | None:
-    """The finished run's record for results.json, or None while it is not finished. `scfg`: the seed's config."""
-    cfg = variant_config(scfg, variant, out)
-    _, run_dir = run_dirs(out, seed, variant)
+def collect_run(
+    scfg: RunConfig, out: Path, seed: int, variant: str, setting: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The finished run's record for results.json, or None while it is not finished. `scfg`: the seed's config;
+    `setting`: a tuning run's."""
+    cfg = variant_config(scfg, variant, out, setting=setting)
+    _, run_dir = run_dirs(out, seed, variant, setting)
     tasks = [get_task(t) for t in cfg.data.tasks]
     if reports_teachers(variant):
         if stage_status("teachers", cfg, run_dir)[0] != "done":
@@ -225,7 +241,7 @@ def collect_run(scfg: RunConfig, out: Path, seed: int, variant: str) -> dict[str
         "wall_s": wall,
         "run_dir": str(run_dir),
         "config": to_dict(cfg),
-        "key": run_key(scfg, variant, out),
+        "key": run_key(scfg, variant, out, setting=setting),
     }
 
 
@@ -235,11 +251,12 @@ def _student_wall(run_dir: Path) -> float:
     return read_json(summary)["wall_s"] if summary.is_file() else read_manifest(run_dir, "student")["wall_s"]
 
 
-def run_key(scfg: RunConfig, variant: str, out: Path) -> str:
+def run_key(scfg: RunConfig, variant: str, out: Path, tuned: bool = True, setting: dict[str, Any] | None = None) -> str:
     """What makes two runs the same: the config subsets their stages' digests are made of (so settings that do not
     change results, and options left at their defaults, do not count); a variant made from another run adds that
-    run's key (not the folder it starts from, so a moved OUT keeps its keys). `scfg` is the seed's config."""
-    cfg, stages = variant_config(scfg, variant, out), get_stages()
+    run's key (not the folder it starts from, so a moved OUT keeps its keys). `scfg` is the seed's config;
+    `tuned` and `setting` as in `variant_config`."""
+    cfg, stages = variant_config(scfg, variant, out, tuned, setting), get_stages()
     names = ("data", "teachers") if reports_teachers(variant) else ("data", "teachers", "student")
     key: dict[str, Any] = {name: stages[name].config_subset(cfg) for name in names}
     if variant in PARENT:
@@ -270,6 +287,126 @@ def finished_run(
     return run
 
 
+# ---- tuning on dev -------------------------------------------------------------------------------------------------
+# `--tune student.lr=5e-5,1e-4,2e-4` runs every student variant of the call at each setting of the grid on the first
+# seed, keeps the setting with the best dev average (the first of the grid on a tie) in OUT/tuning/<variant>.json,
+# and runs that variant with it on every seed (the first seed's run is the tuning run itself, hard-linked). A record
+# holds while the variant's untuned config is the same (`tuning_base`), also for calls without --tune, so one OUT
+# never mixes tuned and untuned runs of a variant.
+TUNE_SEED = 1
+
+
+def parse_tune(texts: list[str] | None, cfg: RunConfig) -> dict[str, list[Any]]:
+    """`--tune student.KEY=V1,V2,...` (repeatable; several keys make a grid) → {KEY: [values]}; every setting of
+    the grid is checked as a config override would be."""
+    grid: dict[str, list[Any]] = {}
+    for text in texts or []:
+        key, sep, values = (part.strip() for part in text.partition("="))
+        name = key.removeprefix("student.")
+        if not sep or not key.startswith("student.") or "." in name or not values:
+            raise ReproduceError(f"--tune {text!r}: expected student.KEY=V1,V2,... (e.g. student.lr=5e-5,1e-4,2e-4)")
+        if name == "seed" or name in grid:
+            raise ReproduceError(f"--tune {text!r}: student.{name} " + ("is set by --seeds" if name == "seed" else
+                                 "is given twice"))  # fmt: skip
+        grid[name] = [parse_overrides([f"--value={v.strip()}"])["value"] for v in values.split(",")]
+        if len(set(map(repr, grid[name]))) != len(grid[name]):
+            raise ReproduceError(f"--tune {text!r}: a value is given twice")
+    for setting in settings(grid):
+        try:
+            override(cfg, {"student": setting}, f"--tune setting {setting_label(setting)}")
+        except ConfigError as err:
+            raise ReproduceError(str(err)) from None
+    return grid
+
+
+def settings(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else []
+
+
+def setting_label(setting: dict[str, Any]) -> str:
+    return ",".join(f"{key}={setting[key]}" for key in sorted(setting))  # one name whatever the keys' order
+
+
+def variant_grid(variant: str, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The part of the grid `variant` is tuned over: none for the teachers and the variants made of several runs;
+    a key the variant sets itself (no-layerwise's layer_decay) is not tuned."""
+    if reports_teachers(variant) or variant in DERIVED:
+        return {}
+    return {key: values for key, values in grid.items() if key not in EVERY[variant][1]}
+
+
+def tuning_file(out: Path, variant: str) -> Path:
+    return out / "tuning" / f"{variant}.json"
+
+
+def tuning_base(cfg: RunConfig, variant: str, out: Path) -> str:
+    """What a tuning record was made for: the variant's key untuned, for any seed (the choice holds for all)."""
+    return run_key(seed_config(cfg, 0), variant, out, tuned=False)
+
+
+def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | None:
+    """OUT's valid tuning record of `variant`, or None (none, or made for another config)."""
+    path = tuning_file(out, variant)
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    return record if record.get("base") == tuning_base(cfg, variant, out) else None
+
+
+def tuned_choice(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | None:
+    record = tuning_record(cfg, variant, out)
+    return None if record is None else record["chosen"]
+
+
+def tuning_done(cfg: RunConfig, variant: str, out: Path, grid: dict[str, list[Any]]) -> bool:
+    """Whether `variant` needs no tuning runs: no grid for it, or a valid record over this very grid."""
+    record, mine = tuning_record(cfg, variant, out), variant_grid(variant, grid)
+    return not mine or (record is not None and record["grid"] == mine)
+
+
+def make_tuning_record(cfg: RunConfig, variant: str, out: Path, grid: dict[str, list[Any]]) -> dict[str, Any] | None:
+    """The record once every setting of the variant's grid has run on TUNE_SEED (None before): each setting's run
+    and the chosen setting, the best dev average."""
+    scfg, runs = seed_config(cfg, TUNE_SEED), []
+    for setting in settings(variant_grid(variant, grid)):
+        run = collect_run(scfg, out, TUNE_SEED, variant, setting)
+        if run is None:
+            return None
+        runs.append({"setting": setting, **run})
+    best = max(runs, key=lambda r: r["average"])  # max keeps the first of equals: the grid's order
+    return {
+        "variant": variant,
+        "seed": TUNE_SEED,
+        "grid": variant_grid(variant, grid),
+        "chosen": best["setting"],
+        "base": tuning_base(cfg, variant, out),
+        "runs": runs,
+    }
+
+
+def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[Any]], accelerator, write) -> None:
+    """Run the missing settings of every variant's grid on TUNE_SEED and record each variant's choice."""
+    todo = [v for v in variants if not tuning_done(cfg, v, out, grid)]
+    if not todo:
+        return
+    scfg = seed_config(cfg, TUNE_SEED)
+    base, _ = run_dirs(out, TUNE_SEED, "single")
+    run_stages(scfg, base, accelerator, target="distill" if any(v != "multi" for v in todo) else "teachers")
+    for variant in todo:
+        for setting in settings(variant_grid(variant, grid)):
+            if collect_run(scfg, out, TUNE_SEED, variant, setting) is None:
+                accelerator.print(f"reproduce-glue: tuning {variant} on seed {TUNE_SEED}: {setting_label(setting)}")
+                run_variant(scfg, out, TUNE_SEED, variant, accelerator, setting)
+                if accelerator.is_main_process:
+                    write()
+        if accelerator.is_main_process:
+            record = make_tuning_record(cfg, variant, out, grid)
+            write_json(tuning_file(out, variant), record)
+            scores = ", ".join(f"{setting_label(r['setting'])}: {r['average']:.2f}" for r in record["runs"])
+            accelerator.print(f"reproduce-glue: {variant} tuned: {scores}; chosen {setting_label(record['chosen'])}")
+        accelerator.wait_for_everyone()
+
+
 # ---- the plan ------------------------------------------------------------------------------------------------------
 
 
@@ -281,9 +418,11 @@ def _train_rows(cfg: RunConfig, out: Path, seeds: list[int]) -> dict[str, int] |
     return None
 
 
-def plan(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str]) -> list[dict[str, Any]]:
+def plan(
+    cfg: RunConfig, out: Path, seeds: list[int], variants: list[str], grid: dict[str, list[Any]] | None = None
+) -> list[dict[str, Any]]:
     """Every step in order, whether it is done, and the seconds it is expected to take (None: unknown)."""
-    rows, recorded = _train_rows(cfg, out, seeds), recorded_runs(out)
+    rows, recorded, grid = _train_rows(cfg, out, seeds), recorded_runs(out), grid or {}
     measured: dict[str, list[float]] = {}
     finished: dict[tuple[str, int], bool] = {}
     for seed in seeds:
@@ -306,20 +445,33 @@ def plan(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str]) -> li
             return examples[kind] / ASSUMED_RATE, f"assumed {ASSUMED_RATE:.0f} ex/s"
         return None, "unknown until the data stage has run"
 
-    steps = []
+    steps, untuned = [], [v for v in variants if not tuning_done(cfg, v, out, grid)]
+    tuning = []  # after the first seed's teachers, before any run
+    for variant in untuned:
+        seconds, how = expect("student")
+        for setting in settings(variant_grid(variant, grid)):
+            done = collect_run(seed_config(cfg, TUNE_SEED), out, TUNE_SEED, variant, setting) is not None
+            name = f"tune {variant} {setting_label(setting)}"
+            tuning.append({"seed": TUNE_SEED, "variant": name, "done": done, "seconds": seconds, "how": how})
     for seed in seeds:
         scfg = seed_config(cfg, seed)
         base = out / "runs" / f"seed-{seed}" / "teachers"
         needs_distill = any(v not in ("single", "multi") for v in variants)
         target = "distill" if needs_distill else "teachers"
-        done = stage_status(target, scfg, base)[0] == "done" or all(finished[(v, seed)] for v in variants)
+        done = stage_status(target, scfg, base)[0] == "done" or (
+            all(finished[(v, seed)] for v in variants) and not (seed == TUNE_SEED and untuned)
+        )
         seconds, how = expect("teachers")
         steps.append({"seed": seed, "variant": "teachers", "done": done, "seconds": seconds, "how": how})
+        if seed == TUNE_SEED:
+            steps += tuning
         for variant in variants:
             if variant == "single":
                 continue
-            done = finished[(variant, seed)]
+            done = finished[(variant, seed)] and variant not in untuned  # tuned: maybe another setting
             seconds, how = expect("teachers" if reports_teachers(variant) else "student")
+            if variant in untuned:
+                how += "; at most, once tuned"
             steps.append({"seed": seed, "variant": variant, "done": done, "seconds": seconds, "how": how})
     return steps
 
@@ -415,7 +567,9 @@ def _mark(entry: dict[str, Any], column: str) -> str:
     return marks
 
 
-def render_table(runs: list[dict[str, Any]], tasks: list[str], command: str, machine: str) -> str:
+def render_table(
+    runs: list[dict[str, Any]], tasks: list[str], command: str, machine: str, tuning: dict[str, Any] | None = None
+) -> str:
     summary = summarise(runs, tasks)
     specs = {t: get_task(t) for t in tasks}
     head = ["Model", "Avg", *[_column_name(specs[t]) for t in tasks], "Δ Single", "Δ Multi", "seeds"]
@@ -467,6 +621,17 @@ def render_table(runs: list[dict[str, Any]], tasks: list[str], command: str, mac
             ps = [_p(test["p_holm"][t]) for t in tasks] + [_p(test["p_average"])]
             lines.append(f"| {EVERY[v][0]} | {ref} | " + " | ".join(ps) + " |")
     lines += ["", "n/a: fewer than 2 paired seeds, or identical differences on every seed.", ""]
+    if tuning:
+        lines += [f"## Tuned on dev (seed {TUNE_SEED}; dev average per setting, the chosen one in bold)", ""]
+        lines += ["| Model | " + " | ".join(["setting"] * max(len(r["runs"]) for r in tuning.values())) + " |"]
+        lines += ["|" + "---|" * (1 + max(len(r["runs"]) for r in tuning.values()))]
+        for v, record in tuning.items():
+            cells = []
+            for r in record["runs"]:
+                cell = f"{setting_label(r['setting'])}: {r['average']:.1f}"
+                cells.append(f"**{cell}**" if r["setting"] == record["chosen"] else cell)
+            lines.append(f"| {EVERY[v][0]} | " + " | ".join(cells) + " |")
+        lines += ["", "Every seed of a tuned model runs with its chosen setting; the others keep the config's.", ""]
     return "\n".join(lines)
 
 
@@ -546,16 +711,33 @@ def write_submission(run: dict[str, Any], cfg: RunConfig, data_dir: Path, out_di
 
 
 def reproduce(
-    cfg: RunConfig, out: Path, seeds: int, variants: list[str], accelerator, command: str, dry_run: bool = False
+    cfg: RunConfig,
+    out: Path,
+    seeds: int,
+    variants: list[str],
+    accelerator,
+    command: str,
+    dry_run: bool = False,
+    grid: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any] | None:
-    """Run (or, with dry_run, only print) every variant over seeds 1..`seeds`; returns the results."""
+    """Run (or, with dry_run, only print) every variant over seeds 1..`seeds`, each student variant first tuned
+    over `grid` (`parse_tune`) when one is given; returns the results."""
     if seeds < 1:
         raise ReproduceError(f"--seeds must be >= 1, got {seeds}")
-    seed_list = list(range(1, seeds + 1))
-    steps = plan(cfg, out, seed_list, variants)
-    accelerator.print(f"reproduce-glue: {len(variants)} variants × {seeds} seeds in {out}\n" + format_plan(steps))
+    seed_list, grid = list(range(1, seeds + 1)), grid or {}
+    if accelerator.is_main_process:
+        restore_tuning(out)
+    accelerator.wait_for_everyone()
+    steps = plan(cfg, out, seed_list, variants, grid)
+    chosen = [f"{v} {setting_label(c)}" for v in variants if (c := tuned_choice(cfg, v, out)) is not None]
+    accelerator.print(
+        f"reproduce-glue: {len(variants)} variants × {seeds} seeds in {out}\n"
+        + (f"  tuned on seed {TUNE_SEED} dev (OUT/tuning/): {'; '.join(chosen)}\n" if chosen else "")
+        + format_plan(steps)
+    )
     if dry_run:
         return None
+    tune(cfg, out, variants, grid, accelerator, lambda: write_results(cfg, out, seed_list, variants, command))
     recorded = recorded_runs(out)
     for seed in seed_list:
         scfg = seed_config(cfg, seed)
@@ -587,10 +769,14 @@ def reproduce(
     return results
 
 
-def run_variant(scfg: RunConfig, out: Path, seed: int, variant: str, accelerator) -> None:
-    """Run one variant of one seed in its folder, from the seed's shared stages (and its parent run's model)."""
-    vcfg = variant_config(scfg, variant, out)
-    base, run_dir = run_dirs(out, seed, variant)
+def run_variant(
+    scfg: RunConfig, out: Path, seed: int, variant: str, accelerator, setting: dict[str, Any] | None = None
+) -> None:
+    """Run one variant of one seed in its folder, from the seed's shared stages (and its parent run's model); with
+    `setting`, that tuning run. A run that another folder of the variant already made (the tuning run of the chosen
+    setting, or the untuned run of a setting equal to the config's) is hard-linked, not run again."""
+    vcfg = variant_config(scfg, variant, out, setting=setting)
+    base, run_dir = run_dirs(out, seed, variant, setting)
     parent = PARENT.get(variant)
     if parent is not None:  # its model, made (again) if missing or stale: e.g. known only from results.json
         accelerator.print(f"reproduce-glue: seed {seed}, {variant} starts from {parent}'s model")
@@ -607,8 +793,23 @@ def run_variant(scfg: RunConfig, out: Path, seed: int, variant: str, accelerator
     shared = ("data",) if variant in PARENT else SHARED if variant != "multi" else ("data", "teachers")
     if accelerator.is_main_process:
         link_shared(vcfg, base, run_dir, shared)
+        if not reports_teachers(variant):
+            seed_dir = out / "runs" / f"seed-{seed}"
+            made = [seed_dir / variant, *sorted((seed_dir / "tune" / variant).glob("*"))]
+            for other in (d for d in made if d != run_dir and d.is_dir()):
+                link_shared(vcfg, other, run_dir, tuple(get_stages()))
     accelerator.wait_for_everyone()
     run_stages(vcfg, run_dir, accelerator, target="teachers" if reports_teachers(variant) else "report")
+
+
+def restore_tuning(out: Path) -> None:
+    """Tuning records that results.json holds but OUT/tuning/ does not (e.g. OUT made anew from a committed
+    results.json): written back, so its tuned runs keep their keys."""
+    path = out / "results.json"
+    if path.is_file():
+        for variant, record in read_json(path).get("tuning", {}).items():
+            if not tuning_file(out, variant).is_file():
+                write_json(tuning_file(out, variant), record)
 
 
 def _best_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -663,10 +864,11 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
         "variants": {v: EVERY[v][0] for v in order if any(r["variant"] == v for r in runs) or v in variants},
         "runs": runs,
         "summary": summarise(runs, tasks),
+        "tuning": {v: r for v in EVERY if (r := tuning_record(cfg, v, out)) is not None},
     }
     write_json(out / "results.json", results)
     if runs:
-        write_text(out / "table.md", render_table(runs, tasks, command, results["machine"]))
+        write_text(out / "table.md", render_table(runs, tasks, command, results["machine"], results["tuning"]))
         write_plots(results, out)
     return results
 

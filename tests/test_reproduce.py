@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 from pathlib import Path
 
@@ -242,6 +243,64 @@ def test_a_narrower_call_keeps_the_other_recorded_runs(repro: Path, tmp_path: Pa
 
     other = write_results(load_config(SMOKE, ["--student.lr=0.001"]), out, [1], ["single"], "cmd")
     assert sorted((r["variant"], r["seed"]) for r in other["runs"]) == [("single", 1), ("single", 2)]
+
+
+def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it(repro: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tuned"
+    shutil.copytree(repro, out, symlinks=True)
+    seed1 = out / "runs" / "seed-1"
+    untuned = (seed1 / "bam" / "student" / "model" / "model.safetensors").stat().st_ino
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert main([*argv, "--tune", "student.lr=0.002,0.004"]) == 0  # 0.002 is smoke.yaml's own student lr
+
+    record = json.loads((out / "tuning" / "bam.json").read_text())
+    assert record["grid"] == {"lr": [0.002, 0.004]}
+    tuned = {lr: seed1 / "tune" / "bam" / f"lr={lr}" for lr in (0.002, 0.004)}
+    averages = {}
+    for lr, folder in tuned.items():  # each setting's dev average, from its own run folder
+        metrics = json.loads((folder / "metrics.json").read_text())["tasks"]
+        averages[lr] = statistics.mean(main_score(get_task(t), metrics[t]["student"]["dev"]) for t in TASKS)
+        assert json.loads((folder / "manifests" / "student.json").read_text())["config"]["student"]["lr"] == lr
+    best = max(averages, key=averages.get)
+    assert record["chosen"] == {"lr": best}
+    assert [r["average"] for r in record["runs"]] == pytest.approx([averages[0.002], averages[0.004]])
+    # the setting equal to the config's is the run the OUT already had (hard-linked, not trained again)
+    assert (tuned[0.002] / "student" / "model" / "model.safetensors").stat().st_ino == untuned
+    # seed 1's run is the chosen tuning run itself; every seed runs with the chosen setting
+    weights = "student/model/model.safetensors"
+    assert os.path.samefile(seed1 / "bam" / weights, tuned[best] / weights)
+    results = json.loads((out / "results.json").read_text())
+    assert {r["seed"]: r["config"]["student"]["lr"] for r in results["runs"] if r["variant"] == "bam"} == {
+        1: best, 2: best
+    }  # fmt: skip
+    assert results["tuning"]["bam"]["chosen"] == {"lr": best}
+    assert "single" not in results["tuning"]  # the teachers keep the config's settings
+    table = (out / "table.md").read_text()
+    assert "## Tuned on dev" in table and f"**lr={best}: {averages[best]:.1f}**" in table
+
+    # the choice holds without --tune (nothing to run), and for an OUT rebuilt from results.json alone
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "results.json").write_bytes((out / "results.json").read_bytes())
+    assert main([*argv[:4], str(bare), *argv[5:], "--dry-run"]) == 0
+    assert json.loads((bare / "tuning" / "bam.json").read_text())["chosen"] == {"lr": best}
+
+
+def test_tune_argument_errors(tmp_path: Path, capsys) -> None:
+    base = ["reproduce-glue", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--dry-run", "--tune"]
+    for value, message in (
+        ("lr=1e-4,2e-4", "expected student.KEY=V1,V2"),
+        ("student.seed=1,2", "is set by --seeds"),
+        ("student.lr=1e-4,1e-4", "given twice"),
+        ("student.lr=1e-4,fast", "'student.lr' expects float, got 'fast'"),
+        ("student.warmup=0.1,2", "warmup"),
+    ):
+        assert main([*base, value]) == 2, value
+        assert message in capsys.readouterr().err, value
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.fixture(scope="module")
