@@ -115,12 +115,22 @@ def trainable_depth(step: int, every: float) -> float:
 def drop_frozen_grads(optimizer: torch.optim.Optimizer, depth: float) -> None:
     """Freeze the groups deeper than `depth` for this step by dropping their gradients. AdamW skips a parameter
     without a gradient: it does not change (no update, no weight decay) and gets no optimizer state, so once it
-    unfreezes it starts fresh moments at its own layer-wise rate. (Gradients are dropped rather than never computed
-    so that `requires_grad`, which DistributedDataParallel fixes when it wraps the model, never changes.)"""
+    unfreezes it starts fresh moments at its own layer-wise rate. Several processes need this after the backward
+    pass: DistributedDataParallel fixes which parameters it reduces when it wraps the model, so `requires_grad`
+    must not change there (one process uses `freeze_deeper` before the forward pass instead)."""
     for group in optimizer.param_groups:
         if group["depth"] > depth:
             for p in group["params"]:
                 p.grad = None
+
+
+def freeze_deeper(optimizer: torch.optim.Optimizer, depth: float) -> None:
+    """One process: `requires_grad` off for the groups deeper than `depth` (on for the others), so their gradients
+    are never computed, and while the embeddings and the lowest layers are frozen the backward pass stops at the
+    lowest layer that trains. The same update as computing and then dropping them (`drop_frozen_grads`)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.requires_grad_(group["depth"] <= depth)
 
 
 def micro_batch_size(batch_size: int, world: int, grad_accum: int, section: str) -> int:

@@ -13,6 +13,7 @@ The multitask options (`student.mixing`, `adversarial`, `supcon_weight`, `pair_m
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from contextlib import nullcontext
@@ -36,6 +37,7 @@ from pipeline.training import (
     TrainingInterrupted,
     drop_frozen_grads,
     evaluate,
+    freeze_deeper,
     get_lr_multiplier,
     log_record,
     make_optimizer,
@@ -138,6 +140,8 @@ def train_student(ctx: Context) -> dict[str, object]:
             lam = annealing_lambda(step, total_steps, sc.fixed_lambda)
             set_lr(optimizer, get_lr_multiplier(step, total_steps, warmup_steps))
             parts = rank_slice(plan[step], acc.process_index, acc.num_processes, sc.grad_accum)
+            if unfreeze_steps and acc.num_processes == 1:
+                freeze_deeper(optimizer, trainable_depth(step, unfreeze_steps))
             if sc.mixing in ("summed", "pcgrad"):
                 # a batch per task of each micro-batch: PCGrad needs each task's own gradient, and summed pads each
                 # task to its own lengths (the loss, a sum of task means, is the same as over the whole step)
@@ -192,6 +196,9 @@ def train_student(ctx: Context) -> dict[str, object]:
                     f"[student] stopped by a signal after step {done}/{total_steps}; saved {path}. "
                     "Run the same command again to resume."
                 )
+
+    if unfreeze_steps:
+        freeze_deeper(optimizer, math.inf)  # all parameters trainable again (the model leaves this function)
 
     # eval
     metrics, dev_examples = {}, {}

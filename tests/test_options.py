@@ -23,7 +23,7 @@ from pipeline.dag import get_stages, stage_status
 from pipeline.data import TokenizedSplit, collate
 from pipeline.model import MultiTaskModel, head_spec
 from pipeline.tasks import get_task
-from pipeline.training import drop_frozen_grads, make_optimizer, model_inputs, set_lr, trainable_depth
+from pipeline.training import drop_frozen_grads, freeze_deeper, make_optimizer, model_inputs, set_lr, trainable_depth
 from stages.student import OPTIONS
 from student.adversarial import adversarial_backward
 from student.loss import multitask_loss, supervised_contrastive_loss
@@ -491,6 +491,31 @@ def test_siamese_needs_token_types_that_mark_the_second_sentence() -> None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Gradual unfreezing with layer-wise learning rates
+
+
+def test_freezing_by_requires_grad_is_the_same_update_without_the_frozen_backward() -> None:
+    """One process freezes with `requires_grad` (gradients never computed); several compute and drop them. Same
+    step; the first never runs the backward pass below the lowest layer that trains."""
+    batch, depth = _batch([0, 1, 0, 1]), trainable_depth(3, 3)  # depth ≤ 1 trains: heads and pooler
+    dropped, frozen = _tiny_model(), _tiny_model()
+    optimizers = [make_optimizer(m, 1e-2, 0.9, 0.01) for m in (dropped, frozen)]
+    _loss(dropped, batch).backward()
+    drop_frozen_grads(optimizers[0], depth)
+    freeze_deeper(optimizers[1], depth)
+    needs_grad = []  # does the embeddings' output (the bottom of the graph) need a gradient?
+    hook = frozen.encoder.embeddings.register_forward_hook(lambda m, i, out: needs_grad.append(out.requires_grad))
+    _loss(frozen, batch).backward()
+    hook.remove()
+    assert needs_grad == [False]
+    deep = {id(p) for g in optimizers[1].param_groups if g["depth"] > depth for p in g["params"]}
+    for p in frozen.parameters():
+        assert (p.grad is None) == (id(p) in deep)
+    for optimizer in optimizers:
+        optimizer.step()
+    for (name, a), b in zip(dropped.named_parameters(), frozen.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    freeze_deeper(optimizers[1], math.inf)
+    assert all(p.requires_grad for p in frozen.parameters())
 
 
 def test_trainable_depth_adds_one_depth_every_k_steps() -> None:
