@@ -13,7 +13,7 @@ from pipeline.dag import Context
 from pipeline.data import save_split, split_dir, tokenize_split
 from pipeline.glue import Example, read_split
 from pipeline.model import build_tiny_random, load_tokenizer, resolve_model_path
-from pipeline.store import file_sha256, write_json
+from pipeline.store import source_sha256, write_json
 from pipeline.synthetic import SYNTHETIC_TASKS, write_synthetic_glue
 from pipeline.tasks import TaskSpec, get_task
 
@@ -38,7 +38,7 @@ def sources(cfg: RunConfig) -> dict[str, str]:
     """The custom tasks' files by content (sha256): editing one makes this stage, and what follows it, stale."""
     declared = [cfg.data.custom_tasks[name] for name in cfg.data.tasks if name in cfg.data.custom_tasks]
     files = [Path(p) for task in declared if task.hub is None for p in (task.train, task.dev, task.test) if p]
-    return {str(path): file_sha256(path) if path.is_file() else "missing" for path in files}
+    return {str(path): source_sha256(path) if path.is_file() else "missing" for path in files}
 
 
 def makes(cfg: RunConfig) -> list[str]:

@@ -11,7 +11,7 @@ import pipeline
 from pipeline.config import RunConfig, to_dict
 from pipeline.dag import Context
 from pipeline.predict import save_task_specs
-from pipeline.store import digest, done_intact, file_sha256, read_json, read_manifest, write_done
+from pipeline.store import digest, done_intact, read_json, read_manifest, source_sha256, write_done
 from pipeline.tasks import get_task
 from teachers.train import train_teacher
 
@@ -38,7 +38,7 @@ def sources(cfg: RunConfig) -> dict[str, str]:
         return {}
     folder = Path(cfg.teachers.init_from)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "README.md") if folder.is_dir() else []
-    return {"teachers.init_from": digest({p.relative_to(folder).as_posix(): file_sha256(p) for p in files})}
+    return {"teachers.init_from": digest({p.relative_to(folder).as_posix(): source_sha256(p) for p in files})}
 
 
 def makes(cfg: RunConfig) -> list[str]:

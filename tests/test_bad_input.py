@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -513,3 +515,19 @@ def test_init_from_a_model_with_another_vocabulary_is_an_error(tmp_path: Path) -
     assert build_model_from(saved, [get_task("cola")], cfg, seed=1, tokenizer=ours).heads["cola"].weight.shape[0] == 2
     with pytest.raises(ValueError, match=r"has no head for task 'cola'.*heads: \['rte', 'sst2'\]"):
         build_model_from(saved, [get_task("cola")], cfg, seed=1, tokenizer=ours, need_heads=True)
+
+
+def test_input_hashes_are_remembered_only_while_the_file_is_unchanged(tmp_path: Path, monkeypatch) -> None:
+    import pipeline.store as store
+
+    hashed = []
+    monkeypatch.setattr(store, "file_sha256", lambda p: hashed.append(p) or file_sha256(p))
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\na\t1\n")
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    first = store.source_sha256(path)
+    assert store.source_sha256(path) == first and len(hashed) == 1  # an old file: hashed once
+    path.write_text("sentence\tlabel\nb\t1\n")  # same size, changed now
+    assert store.source_sha256(path) != first
+    assert store.source_sha256(path) == file_sha256(path) and len(hashed) == 3  # fresh: hashed every time
