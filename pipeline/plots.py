@@ -64,14 +64,20 @@ def plot_scores(scores: dict[str, dict[str, float]], path: Path, title: str, yla
 def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
     """Training curves of one or more students, from their `student/log.jsonl` (label → path).
 
-    Top: training loss per task over optimizer steps (colour = task, line style = label), on a log scale since
+    Top: training loss per task over the training examples seen (colour = task, line style = label; students that
+    take steps of different sizes, e.g. `summed`'s one batch of every task, line up), on a log scale since
     regression and classification losses differ by orders of magnitude. Bottom: learning rate (left axis) and
-    λ (right axis) over steps, one line style per label. Lines that are not training records (the final dev
-    metrics) and lines cut short by a crash are skipped.
+    λ (right axis), one line style per label. Logs without example counts are drawn over optimizer steps. Lines
+    that are not training records (the final dev metrics) and lines cut short by a crash are skipped.
     """
     runs = {label: _training_records(log) for label, log in logs.items()}
     if not any(runs.values()):
         raise ValueError(f"plot_training_curves: no training records in {', '.join(map(str, logs.values()))}")
+    by_examples = all("examples_seen" in r for records in runs.values() for r in records)
+
+    def x(r: dict) -> float:
+        return sum(r["examples_seen"].values()) / 1000 if by_examples else r["step"]
+
     tasks = list(dict.fromkeys(task for records in runs.values() for r in records for task in r["loss"]))
     colours = dict(zip(tasks, cycle(f"C{i}" for i in range(10))))
     styles = dict(zip(runs, cycle(LINE_STYLES)))
@@ -82,7 +88,7 @@ def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
     positive = True
     for label, records in runs.items():
         for task in tasks:
-            points = [(r["step"], r["loss"][task]) for r in records if task in r["loss"]]
+            points = [(x(r), r["loss"][task]) for r in records if task in r["loss"]]
             if not points:
                 continue
             steps, losses = zip(*points)
@@ -91,7 +97,7 @@ def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
             window = max(1, len(losses) // 25)
             smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
             loss_ax.plot(steps[window - 1 :], smooth, color=colours[task], linestyle=styles[label], linewidth=1.5)
-        steps = [r["step"] for r in records]
+        steps = [x(r) for r in records]
         lr_ax.plot(steps, [r["lr"] for r in records], color="C0", linestyle=styles[label], linewidth=1.2)
         lam_ax.plot(steps, [r["lambda"] for r in records], color="C3", linestyle=styles[label], linewidth=1.2)
     if positive:
@@ -107,7 +113,7 @@ def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
         loss_ax.add_artist(task_legend)  # a second legend would replace the first otherwise
         handles = [Line2D([], [], color="black", linestyle=styles[label], label=label) for label in runs]
         loss_ax.legend(handles=handles, loc="lower right", ncols=min(len(runs), 3), **legend)
-    lr_ax.set_xlabel("optimizer step")
+    lr_ax.set_xlabel("training examples seen (thousands)" if by_examples else "optimizer step")
     lr_ax.set_ylabel("learning rate (heads)", color="C0")
     lr_ax.tick_params(axis="y", colors="C0")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
