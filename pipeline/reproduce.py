@@ -135,9 +135,10 @@ def reports_teachers(variant: str) -> bool:
 
 def run_dirs(out: Path, seed: int, variant: str, setting: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """(the seed's teachers folder, the variant's run folder); "single" reads the teachers folder itself; a
-    `setting` of the tuning grid runs in `OUT/runs/seed-<s>/tune/<variant>/<setting>/`."""
+    `setting` of the tuning grid runs in `OUT/runs/seed-<s>/tune/<variant>/<setting>/` (the empty setting, the
+    untuned variant, in the variant's folder)."""
     seed_dir = out / "runs" / f"seed-{seed}"
-    if setting is not None:
+    if setting:
         return seed_dir / "teachers", seed_dir / "tune" / variant / setting_label(setting)
     return seed_dir / "teachers", seed_dir / "teachers" if variant == "single" else seed_dir / variant
 
@@ -384,6 +385,15 @@ def make_tuning_record(cfg: RunConfig, variant: str, out: Path, grid: dict[str, 
     }
 
 
+def made(cfg: RunConfig, out: Path, variant: str, setting: dict[str, Any]) -> bool:
+    """Whether the tuning run of `setting` is finished, or is the finished untuned run (to be hard-linked)."""
+    scfg = seed_config(cfg, TUNE_SEED)
+    if collect_run(scfg, out, TUNE_SEED, variant, setting) is not None:
+        return True
+    same = run_key(scfg, variant, out, setting=setting) == run_key(scfg, variant, out, setting={})
+    return same and collect_run(scfg, out, TUNE_SEED, variant, {}) is not None
+
+
 def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[Any]], accelerator, write) -> None:
     """Run the missing settings of every variant's grid on TUNE_SEED and record each variant's choice."""
     todo = [v for v in variants if not tuning_done(cfg, v, out, grid)]
@@ -450,7 +460,7 @@ def plan(
     for variant in untuned:
         seconds, how = expect("student")
         for setting in settings(variant_grid(variant, grid)):
-            done = collect_run(seed_config(cfg, TUNE_SEED), out, TUNE_SEED, variant, setting) is not None
+            done = made(cfg, out, variant, setting)
             name = f"tune {variant} {setting_label(setting)}"
             tuning.append({"seed": TUNE_SEED, "variant": name, "done": done, "seconds": seconds, "how": how})
     for seed in seeds:

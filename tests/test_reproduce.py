@@ -245,13 +245,18 @@ def test_a_narrower_call_keeps_the_other_recorded_runs(repro: Path, tmp_path: Pa
     assert sorted((r["variant"], r["seed"]) for r in other["runs"]) == [("single", 1), ("single", 2)]
 
 
-def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it(repro: Path, tmp_path: Path) -> None:
+def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it(
+    repro: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "tuned"
     shutil.copytree(repro, out, symlinks=True)
     seed1 = out / "runs" / "seed-1"
     untuned = (seed1 / "bam" / "student" / "model" / "model.safetensors").stat().st_ino
     argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
-    assert main([*argv, "--tune", "student.lr=0.002,0.004"]) == 0  # 0.002 is smoke.yaml's own student lr
+    assert main([*argv, "--tune", "student.lr=0.002,0.004", "--dry-run"]) == 0
+    printed = capsys.readouterr().out  # 0.002 is smoke.yaml's own student lr: the run OUT has is that setting's
+    assert "tune bam lr=0.002 done" in printed and "tune bam lr=0.004 to run" in printed
+    assert main([*argv, "--tune", "student.lr=0.002,0.004"]) == 0
 
     record = json.loads((out / "tuning" / "bam.json").read_text())
     assert record["grid"] == {"lr": [0.002, 0.004]}
