@@ -428,6 +428,15 @@ def _train_rows(cfg: RunConfig, out: Path, seeds: list[int]) -> dict[str, int] |
     return None
 
 
+def cost_factor(student: dict[str, Any]) -> float:
+    """A student run's rough cost relative to BAM's, for --dry-run's estimates: FGM and FGSM add a forward and
+    backward pass per step, PGD one per step K; PCGrad's per-task backward passes and projections took 2.5× BAM's
+    time on glue-small (2 CPU cores)."""
+    adversarial = student.get("adversarial", "none")
+    factor = 1.0 if adversarial == "none" else 2.0 if adversarial in ("fgm", "fgsm") else student["adv_steps"] + 1.0
+    return factor * (2.5 if student.get("mixing") == "pcgrad" else 1.0)
+
+
 def plan(
     cfg: RunConfig, out: Path, seeds: list[int], variants: list[str], grid: dict[str, list[Any]] | None = None
 ) -> list[dict[str, Any]]:
@@ -439,27 +448,32 @@ def plan(
         for variant in variants:
             run = finished_run(seed_config(cfg, seed), out, seed, variant, recorded)
             finished[(variant, seed)] = run is not None
-            if run is not None:
+            if run is not None:  # a student's time as BAM's would be: options cost more
                 kind = "teachers" if reports_teachers(variant) else "student"
-                measured.setdefault(kind, []).append(run["wall_s"])
+                factor = 1.0 if kind == "teachers" else cost_factor(run["config"]["student"])
+                measured.setdefault(kind, []).append(run["wall_s"] / factor)
     examples = None
     if rows is not None:
         teacher_ex = cfg.teachers.epochs * sum(rows.values())
         student_ex = cfg.student.epochs * sum(rows.values())
         examples = {"teachers": teacher_ex, "student": student_ex}
 
-    def expect(kind: str) -> tuple[float | None, str]:
+    def expect(kind: str, factor: float = 1.0) -> tuple[float | None, str]:
+        more = f" × {factor:g} for its option" if factor != 1 else ""
         if measured.get(kind):
-            return statistics.median(measured[kind]), "measured"
+            return statistics.median(measured[kind]) * factor, "measured" + more
         if examples is not None:
-            return examples[kind] / ASSUMED_RATE, f"assumed {ASSUMED_RATE:.0f} ex/s"
+            return examples[kind] / ASSUMED_RATE * factor, f"assumed {ASSUMED_RATE:.0f} ex/s{more}"
         return None, "unknown until the data stage has run"
+
+    def student_cost(variant: str, setting: dict[str, Any] | None = None) -> float:
+        return cost_factor(to_dict(variant_config(seed_config(cfg, TUNE_SEED), variant, out, setting=setting).student))
 
     steps, untuned = [], [v for v in variants if not tuning_done(cfg, v, out, grid)]
     tuning = []  # after the first seed's teachers, before any run
     for variant in untuned:
-        seconds, how = expect("student")
         for setting in settings(variant_grid(variant, grid)):
+            seconds, how = expect("student", student_cost(variant, setting))
             done = made(cfg, out, variant, setting)
             name = f"tune {variant} {setting_label(setting)}"
             tuning.append({"seed": TUNE_SEED, "variant": name, "done": done, "seconds": seconds, "how": how})
@@ -479,7 +493,10 @@ def plan(
             if variant == "single":
                 continue
             done = finished[(variant, seed)] and variant not in untuned  # tuned: maybe another setting
-            seconds, how = expect("teachers" if reports_teachers(variant) else "student")
+            if reports_teachers(variant):
+                seconds, how = expect("teachers")
+            else:
+                seconds, how = expect("student", student_cost(variant))
             if variant in untuned:
                 how += "; at most, once tuned"
             steps.append({"seed": seed, "variant": variant, "done": done, "seconds": seconds, "how": how})

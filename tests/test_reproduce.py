@@ -205,6 +205,21 @@ def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> 
     assert not (repro / "runs" / "seed-3").exists()
 
 
+def test_dry_run_scales_the_measured_time_by_each_options_cost(repro: Path) -> None:
+    from pipeline.config import to_dict
+    from pipeline.reproduce import cost_factor, plan
+
+    cfg = load_config(SMOKE)
+    factors = {v: cost_factor(to_dict(variant_config(cfg, v, repro).student)) for v in ("bam", "fgm", "pgd", "pcgrad")}
+    assert factors == {"bam": 1.0, "fgm": 2.0, "pgd": 4.0, "pcgrad": 2.5}  # PGD: K = 3 extra passes + the clean one
+    assert cost_factor(to_dict(load_config(SMOKE, ["--student.adversarial=pgd", "--student.adv_steps=5"]).student)) == 6
+    steps = {s["variant"]: s for s in plan(cfg, repro, [1, 2], ["single", "bam", "fgm", "pgd"])}
+    bam_walls = [json.loads((repro / f"runs/seed-{s}/bam/student/summary.json").read_text())["wall_s"] for s in (1, 2)]
+    assert steps["pgd"]["seconds"] == pytest.approx(4 * statistics.median(bam_walls))
+    assert steps["fgm"]["seconds"] == pytest.approx(2 * statistics.median(bam_walls))
+    assert "× 4 for its option" in steps["pgd"]["how"]
+
+
 def test_results_json_alone_keeps_finished_runs(repro: Path, tmp_path: Path, capsys) -> None:
     """A results.json without the run folders (e.g. committed, on a fresh machine) counts its runs as done."""
     out = tmp_path / "elsewhere"
