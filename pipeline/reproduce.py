@@ -430,8 +430,8 @@ def _train_rows(cfg: RunConfig, out: Path, seeds: list[int]) -> dict[str, int] |
 
 def cost_factor(student: dict[str, Any]) -> float:
     """A student run's rough cost relative to BAM's, for --dry-run's estimates: FGM and FGSM add a forward and
-    backward pass per step, PGD one per step K; PCGrad's per-task backward passes and projections took 2.5× BAM's
-    time on glue-small (2 CPU cores)."""
+    backward pass per step, PGD one per step K; PCGrad took 2.5× BAM's time on glue-small (2 CPU cores, shared with
+    other work, before its surgery ran on the Gram matrix: an upper bound)."""
     adversarial = student.get("adversarial", "none")
     factor = 1.0 if adversarial == "none" else 2.0 if adversarial in ("fgm", "fgsm") else student["adv_steps"] + 1.0
     return factor * (2.5 if student.get("mixing") == "pcgrad" else 1.0)

@@ -14,29 +14,37 @@ import torch
 from torch import nn
 
 
-def project_conflicting(grads: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """PCGrad's projection of per-task gradients.
+def pcgrad_coefficients(gram: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """PCGrad's projection of per-task gradients, as coefficients over the original gradients.
 
     For each task i, over the other tasks j in a random order: if g_i^PC · g_j < 0, then
-    g_i^PC ← g_i^PC − (g_i^PC · g_j) / ‖g_j‖² · g_j, where g_j is task j's original gradient.
+    g_i^PC ← g_i^PC − (g_i^PC · g_j) / ‖g_j‖² · g_j, where g_j is task j's original gradient. Every g_i^PC is thus a
+    combination Σ_k A[i, k] g_k of the original gradients, and every dot product it needs is a row of A times the
+    Gram matrix G[k, j] = g_k · g_j: the surgery runs on T × T numbers, not on T copies of the gradient.
 
     Args:
-        grads: [T, P] each task's flattened gradient (a task absent from the step has a zero row: never projected
-            against, since its dot products are 0).
+        gram: [T, T] the tasks' gradients' dot products (a task absent from the step has a zero row and column: it
+            is never projected against, since its dot products are 0).
         rng: draws each task's order of the others (seeded by the caller, so a resumed run draws the same).
     Returns:
-        [T, P] the projected gradients g_i^PC.
+        [T, T] A, with g^PC = A @ g.
     """
-    projected = grads.clone()
-    norms = (grads * grads).sum(1)
-    for i in range(len(grads)):
-        for j in rng.permutation(len(grads)):
+    tasks = len(gram)
+    coefficients = np.eye(tasks)
+    for i in range(tasks):
+        for j in rng.permutation(tasks):
             if j == i:
                 continue
-            dot = projected[i] @ grads[j]
+            dot = coefficients[i] @ gram[:, j]
             if dot < 0:
-                projected[i] -= dot / norms[j] * grads[j]
-    return projected
+                coefficients[i, j] -= dot / gram[j, j]
+    return coefficients
+
+
+def project_conflicting(grads: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """[T, P] each task's flattened gradient → [T, P] the projected gradients g_i^PC (`pcgrad_coefficients`)."""
+    gram = (grads @ grads.T).double().cpu().numpy()
+    return torch.from_numpy(pcgrad_coefficients(gram, rng)).to(grads) @ grads
 
 
 def pcgrad_backward(model: nn.Module, task_losses: Iterable[tuple[int, torch.Tensor]], num_tasks: int, rng) -> None:
@@ -47,7 +55,10 @@ def pcgrad_backward(model: nn.Module, task_losses: Iterable[tuple[int, torch.Ten
         task_losses: (task index, loss) pairs, each loss on some of that task's rows of the step; a task's gradient
             is the sum over its pairs. Taken one at a time: each loss's graph is freed before the next forward.
         num_tasks: T.
-        rng: for `project_conflicting`.
+        rng: for `pcgrad_coefficients`.
+
+    Memory: the [T, P] task gradients (P: the trainable parameters), once; the surgery itself needs only their
+    [T, T] Gram matrix, and the sum of the projected gradients is one weighted sum of them, Σ_k (Σ_i A[i, k]) g_k.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for n, p in named if not n.startswith("heads.")] + [p for n, p in named if n.startswith("heads.")]
@@ -55,11 +66,15 @@ def pcgrad_backward(model: nn.Module, task_losses: Iterable[tuple[int, torch.Ten
     grads = torch.zeros(num_tasks, sum(p.numel() for p in params), device=params[0].device)
     for task, loss in task_losses:
         parts = torch.autograd.grad(loss, params, allow_unused=True)  # heads of other tasks: None
-        grads[task] += torch.cat(
-            [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(parts, params)]
-        )
-    grads[:, :shared] = project_conflicting(grads[:, :shared], rng)
-    total = grads.sum(0)
+        offset = 0
+        for g, p in zip(parts, params):
+            if g is not None:
+                grads[task, offset : offset + p.numel()] += g.reshape(-1)
+            offset += p.numel()
+    head_total = grads[:, shared:].sum(0)  # each head: its own task's gradient (the others' rows are 0 there)
+    gram = (grads[:, :shared] @ grads[:, :shared].T).double().cpu().numpy()
+    weights = torch.from_numpy(pcgrad_coefficients(gram, rng).sum(0)).to(grads)
+    total = torch.cat([weights @ grads[:, :shared], head_total])
     offset = 0
     for p in params:
         p.grad = total[offset : offset + p.numel()].view_as(p).to(p.dtype)
