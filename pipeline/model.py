@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
 from pipeline.config import ModelConfig
-from pipeline.store import atomic_path, write_json
+from pipeline.store import write_json
 from pipeline.tasks import TaskSpec
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -277,20 +279,31 @@ def build_model_from(
 
 
 def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
-    """Encoder and tokenizer as a Hugging Face folder (safetensors), heads beside it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    """Encoder and tokenizer as a Hugging Face folder (safetensors), heads beside it.
+
+    Written to a new folder that then replaces `out_dir` whole: a crash leaves the old model as it was, and no file
+    is written over in place (`save_pretrained` would), so a model folder hard-linked from another run's
+    (reproduce-glue shares finished runs that way) is never changed through the link."""
+    out_dir = Path(out_dir)
+    new, old = out_dir.with_name(out_dir.name + ".saving"), out_dir.with_name(out_dir.name + ".replaced")
+    for leftover in (new, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    new.mkdir(parents=True)
+    model.encoder.save_pretrained(new, safe_serialization=True)
+    tokenizer.save_pretrained(new)
     state = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
-    with atomic_path(out_dir / "heads.safetensors") as tmp:
-        save_file(state, str(tmp))
+    save_file(state, str(new / "heads.safetensors"))
     meta = {
         "pooling": model.pooling,
         "pair_mode": model.pair_mode,
         "tasks": model.task_names,
         "heads": model.head_specs,
     }
-    write_json(out_dir / "heads.json", meta)
+    write_json(new / "heads.json", meta)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(new, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_model(model_dir: str | Path, dropout: float = 0.1) -> MultiTaskModel:

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pipeline.config import ConfigError, RunConfig, override, parse_overrides, to_dict
-from pipeline.dag import Context, get_stages, run_stages, stage_status
+from pipeline.config import ConfigError, RunConfig, override, parse_overrides, to_dict, validate
+from pipeline.dag import Context, get_stages, run_stages, stage_record, stage_status
 from pipeline.metrics import main_score
 from pipeline.store import digest, done_intact, read_json, read_manifest, write_json, write_text
 from pipeline.tasks import TaskSpec, get_task
@@ -158,10 +158,13 @@ def _link_files(src: Path, dst: Path, keep: Callable[[Path], bool], copy: tuple[
 
 
 def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = SHARED) -> None:
-    """Hard-link the finished shared stages of `src` into `dst` (each stage that is not already done there)."""
-    registry, memo = get_stages(), {}
+    """Hard-link the finished shared stages of `src` into `dst`: each stage that is not already done there and whose
+    inputs in `dst` are the ones it was made from (else it would be stale there)."""
+    registry, memo, src_memo = get_stages(), {}, {}
     for name in stages:
-        if stage_status(name, cfg, src)[0] != "done" or stage_status(name, cfg, dst, memo)[0] == "done":
+        if stage_status(name, cfg, src, src_memo)[0] != "done" or stage_status(name, cfg, dst, memo)[0] == "done":
+            continue
+        if read_manifest(src, name)["digest"] != stage_record(name, cfg, dst)["digest"]:
             continue
         for rel in registry[name].makes(cfg):
             if (dst / rel).is_dir():
@@ -309,15 +312,32 @@ def parse_tune(texts: list[str] | None, cfg: RunConfig) -> dict[str, list[Any]]:
         if name == "seed" or name in grid:
             raise ReproduceError(f"--tune {text!r}: student.{name} " + ("is set by --seeds" if name == "seed" else
                                  "is given twice"))  # fmt: skip
-        grid[name] = [parse_overrides([f"--value={v.strip()}"])["value"] for v in values.split(",")]
-        if len(set(map(repr, grid[name]))) != len(grid[name]):
-            raise ReproduceError(f"--tune {text!r}: a value is given twice")
+        grid[name] = []
+        for raw in values.split(","):
+            value = parse_overrides([f"--value={raw.strip()}"])["value"]
+            try:  # as the config holds it (an int given for a float key becomes a float), so equal settings match
+                value = getattr(override(cfg, {"student": {name: value}}, f"--tune {text!r}").student, name)
+            except ConfigError as err:
+                raise ReproduceError(str(err)) from None
+            if value in grid[name]:
+                raise ReproduceError(f"--tune {text!r}: the value {value!r} is given twice")
+            grid[name].append(value)
     for setting in settings(grid):
         try:
             override(cfg, {"student": setting}, f"--tune setting {setting_label(setting)}")
         except ConfigError as err:
             raise ReproduceError(str(err)) from None
     return grid
+
+
+def check_grid(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[Any]]) -> None:
+    """Every setting is a valid config for every variant it tunes (pcgrad with an adversarial loss is not)."""
+    for variant in variants:
+        for setting in settings(variant_grid(variant, grid)):
+            problems = validate(variant_config(seed_config(cfg, TUNE_SEED), variant, out, setting=setting))
+            if problems:
+                where = f"--tune setting {setting_label(setting)} for the variant {variant}"
+                raise ReproduceError(f"invalid {where}:\n  " + "\n  ".join(problems))
 
 
 def settings(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -752,6 +772,7 @@ def reproduce(
     if seeds < 1:
         raise ReproduceError(f"--seeds must be >= 1, got {seeds}")
     seed_list, grid = list(range(1, seeds + 1)), grid or {}
+    check_grid(cfg, out, variants, grid)
     if accelerator.is_main_process:
         restore_tuning(out)
     accelerator.wait_for_everyone()

@@ -96,21 +96,21 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-_SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
+_SHA_CACHE: dict[tuple[str, int, int, int, int, int], str] = {}
 
 
 def source_sha256(path: str | Path) -> str:
     """`file_sha256` of an input read from outside the run folder (a data file, an init_from model), remembered
-    for this process by the file's identity (inode, size, modification time in ns): the status of every stage and
-    every variant of a reproduce call checks the same inputs, and hashing MNLI or a BERT-Large model each time
-    would take seconds. A rewritten file gets a new modification time, hence a new hash; a file changed in the
+    for this process by the file's identity (device, inode, size, modification and change times in ns): the status
+    of every stage and every variant of a reproduce call checks the same inputs, and hashing MNLI or a BERT-Large
+    model each time would take seconds. A rewritten file gets new times, hence a new hash; a file changed in the
     last 2 s is hashed every time (timestamps are coarser than a nanosecond: two writes may share one)."""
     st = os.stat(path)
-    key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key in _SHA_CACHE:
         return _SHA_CACHE[key]
     sha = file_sha256(path)
-    if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
         _SHA_CACHE[key] = sha
     return sha
 

@@ -127,7 +127,9 @@ def drop_frozen_grads(optimizer: torch.optim.Optimizer, depth: float) -> None:
 def freeze_deeper(optimizer: torch.optim.Optimizer, depth: float) -> None:
     """One process: `requires_grad` off for the groups deeper than `depth` (on for the others), so their gradients
     are never computed, and while the embeddings and the lowest layers are frozen the backward pass stops at the
-    lowest layer that trains. The same update as computing and then dropping them (`drop_frozen_grads`)."""
+    lowest layer that trains. The same update as computing and then dropping them (`drop_frozen_grads`), except
+    with PCGrad: its surgery then sees only the gradients of what trains (frozen layers do not move, so their
+    conflicts do not count)."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             p.requires_grad_(group["depth"] <= depth)

@@ -15,6 +15,7 @@ import pickle
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -520,14 +521,16 @@ def test_init_from_a_model_with_another_vocabulary_is_an_error(tmp_path: Path) -
 def test_input_hashes_are_remembered_only_while_the_file_is_unchanged(tmp_path: Path, monkeypatch) -> None:
     import pipeline.store as store
 
-    hashed = []
+    hashed, clock = [], {"later": 0}
     monkeypatch.setattr(store, "file_sha256", lambda p: hashed.append(p) or file_sha256(p))
+    monkeypatch.setattr(store, "time", SimpleNamespace(time_ns=lambda: time.time_ns() + clock["later"]))
     path = tmp_path / "train.tsv"
     path.write_text("sentence\tlabel\na\t1\n")
-    old = time.time() - 60
-    os.utime(path, (old, old))
     first = store.source_sha256(path)
-    assert store.source_sha256(path) == first and len(hashed) == 1  # an old file: hashed once
-    path.write_text("sentence\tlabel\nb\t1\n")  # same size, changed now
-    assert store.source_sha256(path) != first
-    assert store.source_sha256(path) == file_sha256(path) and len(hashed) == 3  # fresh: hashed every time
+    assert store.source_sha256(path) == first and len(hashed) == 2  # changed in the last 2 s: hashed every time
+    clock["later"] = 60 * 10**9  # a minute on
+    assert store.source_sha256(path) == first and store.source_sha256(path) == first and len(hashed) == 3
+    stamp = path.stat().st_mtime_ns
+    path.write_text("sentence\tlabel\nb\t1\n")  # same size; even with the old modification time put back,
+    os.utime(path, ns=(stamp, stamp))  # its change time is new
+    assert store.source_sha256(path) == file_sha256(path) != first

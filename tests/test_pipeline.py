@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -110,6 +111,26 @@ def test_student_change_reruns_student_and_later_only(smoke_copy: Path) -> None:
     # and back at the old value, the status names the key that changed
     state, why = stage_status("student", load_config(SMOKE), smoke_copy)
     assert state == "stale" and "student.lr" in why
+
+
+def test_a_rerun_in_a_hard_linked_copy_leaves_the_original_intact(smoke_run: Path, tmp_path: Path) -> None:
+    """reproduce-glue links finished stages between run folders; a resumable stage that reruns in one (here the
+    student, which appends to its log and saves its model over the old files) must not write into the other."""
+    import shutil
+
+    linked = tmp_path / "linked"
+    shutil.copytree(smoke_run, linked, copy_function=os.link)
+    weights = "student/model/model.safetensors"
+    assert os.path.samefile(smoke_run / weights, linked / weights)
+    before = (smoke_run / weights).read_bytes(), (smoke_run / "student/log.jsonl").read_bytes()
+    assert run_smoke(linked, "--student.lr=0.0005") == ["student", "evaluate", "report"]
+    # none of the rerun stage's files is the original's any more (config.json and the tokenizer files are saved
+    # over the old ones in place: a crash half-way would otherwise truncate the original's)
+    rerun = [p for p in (linked / "student").rglob("*") if p.is_file()]
+    assert rerun and not any(os.path.samefile(p, smoke_run / p.relative_to(linked)) for p in rerun)
+    assert ((smoke_run / weights).read_bytes(), (smoke_run / "student/log.jsonl").read_bytes()) == before
+    assert all(stage_status(s, load_config(SMOKE), smoke_run)[0] == "done" for s in ("student", "evaluate", "report"))
+    assert os.path.samefile(smoke_run / "distill/rte/train.npy", linked / "distill/rte/train.npy")  # not rerun: shared
 
 
 def test_teacher_change_reruns_from_teachers(smoke_copy: Path) -> None:

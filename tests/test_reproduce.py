@@ -321,6 +321,21 @@ def test_tune_argument_errors(tmp_path: Path, capsys) -> None:
         assert main([*base, value]) == 2, value
         assert message in capsys.readouterr().err, value
     assert not (tmp_path / "o").exists()
+    # every setting must be valid for every variant it tunes: PCGrad takes no adversarial loss
+    assert main([*base, "student.adversarial=none,fgm", "--variants", "bam,pcgrad"]) == 2
+    err = capsys.readouterr().err
+    assert "adversarial=fgm for the variant pcgrad" in err and "student.adversarial" in err
+
+
+def test_tune_values_are_read_as_the_config_holds_them(tmp_path: Path) -> None:
+    from pipeline.reproduce import parse_tune
+
+    cfg = load_config(SMOKE)  # student.epochs is a float: 8 and 8.0 are one setting, the config's own
+    assert parse_tune(["student.epochs=8,9", "student.mixing=mixed,summed"], cfg) == {
+        "epochs": [8.0, 9.0], "mixing": ["mixed", "summed"]
+    }  # fmt: skip
+    with pytest.raises(ReproduceError, match="given twice"):
+        parse_tune(["student.epochs=8,8.0"], cfg)
 
 
 @pytest.fixture(scope="module")
