@@ -108,4 +108,6 @@ def adversarial_backward(
             deltas = [first_step(sc.adversarial, g, sc.adv_epsilon) for g in grads]
         perturb.use(deltas)
         with sync:
-            accelerator.backward(loss_of(False))
+            loss = loss_of(False)
+            if loss.requires_grad:  # else nothing that trains touches it (a frozen encoder, a parameter-free head)
+                accelerator.backward(loss)

@@ -65,6 +65,8 @@ def pcgrad_backward(model: nn.Module, task_losses: Iterable[tuple[int, torch.Ten
     shared = sum(p.numel() for n, p in named if not n.startswith("heads."))
     grads = torch.zeros(num_tasks, sum(p.numel() for p in params), device=params[0].device)
     for task, loss in task_losses:
+        if not loss.requires_grad:  # nothing that trains touches it (a frozen encoder under a parameter-free head)
+            continue
         parts = torch.autograd.grad(loss, params, allow_unused=True)  # heads of other tasks: None
         offset = 0
         for g, p in zip(parts, params):

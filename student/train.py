@@ -158,7 +158,9 @@ def train_student(ctx: Context) -> dict[str, object]:
                     sync = nullcontext() if k == len(batches) - 1 else acc.no_sync(model)
                     if sc.adversarial == "none":
                         with sync:
-                            acc.backward(loss_of(batch))
+                            loss = loss_of(batch)
+                            if loss.requires_grad:  # else nothing that trains touches it: siamese STS-B, unfreezing
+                                acc.backward(loss)
                     else:
                         adversarial_backward(model, acc, embeddings, partial(loss_of, batch), sc, sync)
             drop_frozen_grads(optimizer, trainable_depth(step, unfreeze_steps))
