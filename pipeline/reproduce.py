@@ -366,12 +366,26 @@ def tuning_base(cfg: RunConfig, variant: str, out: Path) -> str:
 
 
 def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | None:
-    """OUT's valid tuning record of `variant`, or None (none, or made for another config)."""
+    """OUT's valid tuning record of `variant`, or None (none, or made for another config). OUT/tuning/ holds them;
+    results.json's copy counts when that folder lacks it (e.g. OUT made anew from a committed results.json; a run
+    writes it back, `restore_tuning`, a dry run does not)."""
     path = tuning_file(out, variant)
+    record = read_json(path) if path.is_file() else _recorded_tuning(out).get(variant)
+    return record if record is not None and record.get("base") == tuning_base(cfg, variant, out) else None
+
+
+_RECORDED: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def _recorded_tuning(out: Path) -> dict[str, Any]:
+    """results.json's "tuning" records, read once per version of the file (it can be large)."""
+    path = out / "results.json"
     if not path.is_file():
-        return None
-    record = read_json(path)
-    return record if record.get("base") == tuning_base(cfg, variant, out) else None
+        return {}
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _RECORDED:
+        _RECORDED[key] = read_json(path).get("tuning", {})
+    return _RECORDED[key]
 
 
 def tuned_choice(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | None:
@@ -773,7 +787,7 @@ def reproduce(
         raise ReproduceError(f"--seeds must be >= 1, got {seeds}")
     seed_list, grid = list(range(1, seeds + 1)), grid or {}
     check_grid(cfg, out, variants, grid)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and not dry_run:
         restore_tuning(out)
     accelerator.wait_for_everyone()
     steps = plan(cfg, out, seed_list, variants, grid)
@@ -853,11 +867,9 @@ def run_variant(
 def restore_tuning(out: Path) -> None:
     """Tuning records that results.json holds but OUT/tuning/ does not (e.g. OUT made anew from a committed
     results.json): written back, so its tuned runs keep their keys."""
-    path = out / "results.json"
-    if path.is_file():
-        for variant, record in read_json(path).get("tuning", {}).items():
-            if not tuning_file(out, variant).is_file():
-                write_json(tuning_file(out, variant), record)
+    for variant, record in _recorded_tuning(out).items():
+        if not tuning_file(out, variant).is_file():
+            write_json(tuning_file(out, variant), record)
 
 
 def _best_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -306,7 +306,12 @@ def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it
     bare.mkdir()
     (bare / "results.json").write_bytes((out / "results.json").read_bytes())
     assert main([*argv[:4], str(bare), *argv[5:], "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert f"tuned on seed 1 dev (OUT/tuning/): bam lr={best}" in printed and "0 of 4 steps to run" in printed
+    assert not (bare / "tuning").exists()  # a dry run writes nothing
+    assert main([*argv[:4], str(bare), *argv[5:]]) == 0
     assert json.loads((bare / "tuning" / "bam.json").read_text())["chosen"] == {"lr": best}
+    assert not (bare / "runs").exists()  # every run known from results.json: nothing to train
 
 
 def test_tune_argument_errors(tmp_path: Path, capsys) -> None:
