@@ -7,17 +7,15 @@ plot being rewritten while someone looks at it is never half a file.
 from __future__ import annotations
 
 import json
-from itertools import cycle
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FormatStrFormatter
 
 from pipeline.store import atomic_path
-
-LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def plot_scores(scores: dict[str, dict[str, float]], path: Path, title: str, ylabel: str = "dev score") -> Path:
@@ -64,11 +62,11 @@ def plot_scores(scores: dict[str, dict[str, float]], path: Path, title: str, yla
 def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
     """Training curves of one or more students, from their `student/log.jsonl` (label → path).
 
-    Top: training loss per task over the training examples seen (colour = task, line style = label; students that
-    take steps of different sizes, e.g. `summed`'s one batch of every task, line up), on a log scale since
-    regression and classification losses differ by orders of magnitude. Bottom: learning rate (left axis) and
-    λ (right axis), one line style per label. Logs without example counts are drawn over optimizer steps. Lines
-    that are not training records (the final dev metrics) and lines cut short by a crash are skipped.
+    One panel per task: its training loss (faint: as logged; solid: moving average), one colour per label, on a log
+    scale when every loss is positive; a last panel: the learning rate (solid, left axis) and λ (dashed, right
+    axis). The x-axis is the training examples seen, so students that take steps of different sizes (`summed`'s one
+    batch of every task) line up; logs without example counts are drawn over optimizer steps. Lines that are not
+    training records (the final dev metrics) and lines cut short by a crash are skipped.
     """
     runs = {label: _training_records(log) for label, log in logs.items()}
     if not any(runs.values()):
@@ -79,49 +77,52 @@ def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
         return sum(r["examples_seen"].values()) / 1000 if by_examples else r["step"]
 
     tasks = list(dict.fromkeys(task for records in runs.values() for r in records for task in r["loss"]))
-    colours = dict(zip(tasks, cycle(f"C{i}" for i in range(10))))
-    styles = dict(zip(runs, cycle(LINE_STYLES)))
-    fig = Figure(figsize=(9.0, 7.0), layout="constrained")
+    colours = {label: f"C{i % 10}" for i, label in enumerate(runs)}
+    columns = min(3, len(tasks) + 1)
+    rows = -(-(len(tasks) + 1) // columns)
+    fig = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
-    loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    lam_ax = lr_ax.twinx()
-    positive = True
-    for label, records in runs.items():
-        for task in tasks:
+    axes = fig.subplots(rows, columns, sharex=True, squeeze=False).ravel()
+    for ax, task in zip(axes, tasks):
+        positive = True
+        for label, records in runs.items():
             points = [(x(r), r["loss"][task]) for r in records if task in r["loss"]]
             if not points:
                 continue
-            steps, losses = zip(*points)
+            xs, losses = zip(*points)
             positive &= all(y > 0 for y in losses)
-            loss_ax.plot(steps, losses, color=colours[task], linestyle=styles[label], linewidth=0.8, alpha=0.3)
+            ax.plot(xs, losses, color=colours[label], linewidth=0.6, alpha=0.25)
             window = max(1, len(losses) // 25)
             smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-            loss_ax.plot(steps[window - 1 :], smooth, color=colours[task], linestyle=styles[label], linewidth=1.5)
-        steps = [x(r) for r in records]
-        lr_ax.plot(steps, [r["lr"] for r in records], color="C0", linestyle=styles[label], linewidth=1.2)
-        lam_ax.plot(steps, [r["lambda"] for r in records], color="C3", linestyle=styles[label], linewidth=1.2)
-    if positive:
-        loss_ax.set_yscale("log")
-    loss_ax.set_ylabel("training loss per task")
-    fig.suptitle("Student training (faint: logged loss; solid: moving average)")
-    loss_ax.grid(alpha=0.3)
-    # Legends sit above the plot: the loss lines fill the whole area.
-    handles = [Line2D([], [], color=colours[t], label=t) for t in tasks]
-    legend = dict(fontsize=8, frameon=False, bbox_to_anchor=(0, 1, 1, 0.1))
-    task_legend = loss_ax.legend(handles=handles, loc="lower left", ncols=min(len(tasks), 5), **legend)
-    if len(runs) > 1:
-        loss_ax.add_artist(task_legend)  # a second legend would replace the first otherwise
-        handles = [Line2D([], [], color="black", linestyle=styles[label], label=label) for label in runs]
-        loss_ax.legend(handles=handles, loc="lower right", ncols=min(len(runs), 3), **legend)
-    lr_ax.set_xlabel("training examples seen (thousands)" if by_examples else "optimizer step")
-    lr_ax.set_ylabel("learning rate (heads)", color="C0")
-    lr_ax.tick_params(axis="y", colors="C0")
+            ax.plot(xs[window - 1 :], smooth, color=colours[label], linewidth=1.4)
+        if positive:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_title(f"{task}: training loss", fontsize=10)
+        ax.grid(alpha=0.3)
+    lr_ax = axes[len(tasks)]
+    lam_ax = lr_ax.twinx()
+    for label, records in runs.items():
+        xs = [x(r) for r in records]
+        lr_ax.plot(xs, [r["lr"] for r in records], color=colours[label], linewidth=1.2)
+        lam_ax.plot(xs, [r["lambda"] for r in records], color=colours[label], linewidth=1.2, linestyle="--")
+    lr_ax.set_title("learning rate (solid), λ (dashed)", fontsize=10)
+    lr_ax.set_ylabel("learning rate (heads)")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    lam_ax.set_ylabel("λ (weight of the gold label)", color="C3")
-    lam_ax.tick_params(axis="y", colors="C3")
+    lam_ax.set_ylabel("λ (weight of the gold label)")
     lam_ax.set_ylim(-0.05, 1.05)
-    lr_ax.set_title("Learning rate and teacher annealing λ")
     lr_ax.grid(alpha=0.3)
+    for ax in axes[len(tasks) + 1 :]:
+        ax.set_visible(False)
+    panels = len(tasks) + 1
+    for i in range(max(0, panels - columns), panels):  # the lowest panel of each column
+        axes[i].set_xlabel("training examples seen (thousands)" if by_examples else "optimizer step")
+        axes[i].xaxis.set_tick_params(labelbottom=True)
+    handles = [Line2D([], [], color=colours[label], label=label) for label in runs]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(runs), 6), fontsize=9, frameon=False)
+    fig.suptitle("Student training (faint: logged loss; solid: moving average)")
     return _save(fig, path)
 
 
