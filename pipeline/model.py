@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
 from pipeline.config import ModelConfig
-from pipeline.store import write_json
+from pipeline.store import replace_folder, write_json
 from pipeline.tasks import TaskSpec
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -285,9 +284,8 @@ def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
     is written over in place (`save_pretrained` would), so a model folder hard-linked from another run's
     (reproduce-glue shares finished runs that way) is never changed through the link."""
     out_dir = Path(out_dir)
-    new, old = out_dir.with_name(out_dir.name + ".saving"), out_dir.with_name(out_dir.name + ".replaced")
-    for leftover in (new, old):
-        shutil.rmtree(leftover, ignore_errors=True)
+    new = out_dir.with_name(out_dir.name + ".saving")
+    shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
     model.encoder.save_pretrained(new, safe_serialization=True)
     tokenizer.save_pretrained(new)
@@ -300,10 +298,7 @@ def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
         "heads": model.head_specs,
     }
     write_json(new / "heads.json", meta)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(new, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(new, out_dir)
 
 
 def load_model(model_dir: str | Path, dropout: float = 0.1) -> MultiTaskModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Collection, Iterator
@@ -113,6 +114,17 @@ def source_sha256(path: str | Path) -> str:
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
         _SHA_CACHE[key] = sha
     return sha
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the finished folder `new` in the place of `target` (if any), by renames: `target` is never half old and
+    half new, and its files are not written over in place (a hard link to one elsewhere stays as it was)."""
+    old = target.with_name(target.name + ".replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def digest(obj: Any) -> str:

@@ -135,6 +135,13 @@ def freeze_deeper(optimizer: torch.optim.Optimizer, depth: float) -> None:
             p.requires_grad_(group["depth"] <= depth)
 
 
+def backward_if_trained(accelerator: Accelerator, loss: torch.Tensor) -> None:
+    """`accelerator.backward(loss)`, unless nothing that trains touches the loss: in one process, unfreezing turns
+    `requires_grad` off (`freeze_deeper`), and siamese STS-B's cosine head has no parameters of its own."""
+    if loss.requires_grad:
+        accelerator.backward(loss)
+
+
 def micro_batch_size(batch_size: int, world: int, grad_accum: int, section: str) -> int:
     """Examples per process per forward pass; the global batch must split evenly."""
     if batch_size % (world * grad_accum):

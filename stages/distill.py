@@ -5,13 +5,12 @@ changed (`done.json` in its folder), e.g. when another task was added to `data.t
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pipeline
 from pipeline.config import RunConfig
 from pipeline.dag import Context
-from pipeline.store import digest, done_intact, read_json, read_manifest, write_done
+from pipeline.store import digest, done_intact, read_json, read_manifest, replace_folder, write_done
 from teachers.distill import distill_task
 
 NAME = "distill"
@@ -57,11 +56,6 @@ def run(ctx: Context) -> dict:
         if acc.is_main_process:
             files = [p for p in sorted(partial.iterdir()) if p.is_file()]
             write_done(partial / "done.json", own, partial, files, rows=rows[task])
-            old = out_dir.with_name(task + ".previous")
-            shutil.rmtree(old, ignore_errors=True)
-            if out_dir.exists():
-                os.replace(out_dir, old)
-            os.replace(partial, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_folder(partial, out_dir)
         acc.wait_for_everyone()
     return {"rows": rows}

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from pipeline.config import StudentConfig
+from pipeline.training import backward_if_trained
 
 
 class EmbeddingPerturbation:
@@ -108,6 +109,4 @@ def adversarial_backward(
             deltas = [first_step(sc.adversarial, g, sc.adv_epsilon) for g in grads]
         perturb.use(deltas)
         with sync:
-            loss = loss_of(False)
-            if loss.requires_grad:  # else nothing that trains touches it (a frozen encoder, a parameter-free head)
-                accelerator.backward(loss)
+            backward_if_trained(accelerator, loss_of(False))

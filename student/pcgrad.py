@@ -41,10 +41,19 @@ def pcgrad_coefficients(gram: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return coefficients
 
 
+def _coefficients(grads: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """`pcgrad_coefficients` of the [T, P] task gradients (their Gram matrix in float64), as grads' dtype."""
+    return torch.from_numpy(pcgrad_coefficients((grads @ grads.T).double().cpu().numpy(), rng)).to(grads)
+
+
 def project_conflicting(grads: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """[T, P] each task's flattened gradient → [T, P] the projected gradients g_i^PC (`pcgrad_coefficients`)."""
-    gram = (grads @ grads.T).double().cpu().numpy()
-    return torch.from_numpy(pcgrad_coefficients(gram, rng)).to(grads) @ grads
+    return _coefficients(grads, rng) @ grads
+
+
+def projected_sum(grads: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Σ_i g_i^PC, what the optimizer gets, as one weighted sum of the original gradients: Σ_k (Σ_i A[i, k]) g_k."""
+    return _coefficients(grads, rng).sum(0) @ grads
 
 
 def pcgrad_backward(model: nn.Module, task_losses: Iterable[tuple[int, torch.Tensor]], num_tasks: int, rng) -> None:
@@ -74,9 +83,7 @@ def pcgrad_backward(model: nn.Module, task_losses: Iterable[tuple[int, torch.Ten
                 grads[task, offset : offset + p.numel()] += g.reshape(-1)
             offset += p.numel()
     head_total = grads[:, shared:].sum(0)  # each head: its own task's gradient (the others' rows are 0 there)
-    gram = (grads[:, :shared] @ grads[:, :shared].T).double().cpu().numpy()
-    weights = torch.from_numpy(pcgrad_coefficients(gram, rng).sum(0)).to(grads)
-    total = torch.cat([weights @ grads[:, :shared], head_total])
+    total = torch.cat([projected_sum(grads[:, :shared], rng), head_total])
     offset = 0
     for p in params:
         p.grad = total[offset : offset + p.numel()].view_as(p).to(p.dtype)

@@ -35,6 +35,7 @@ from pipeline.tasks import TaskSpec, get_task
 from pipeline.training import (
     GracefulStop,
     TrainingInterrupted,
+    backward_if_trained,
     drop_frozen_grads,
     evaluate,
     freeze_deeper,
@@ -158,9 +159,7 @@ def train_student(ctx: Context) -> dict[str, object]:
                     sync = nullcontext() if k == len(batches) - 1 else acc.no_sync(model)
                     if sc.adversarial == "none":
                         with sync:
-                            loss = loss_of(batch)
-                            if loss.requires_grad:  # else nothing that trains touches it: siamese STS-B, unfreezing
-                                acc.backward(loss)
+                            backward_if_trained(acc, loss_of(batch))
                     else:
                         adversarial_backward(model, acc, embeddings, partial(loss_of, batch), sc, sync)
             drop_frozen_grads(optimizer, trainable_depth(step, unfreeze_steps))
