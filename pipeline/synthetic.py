@@ -147,3 +147,90 @@ def write_synthetic_glue(out_dir: str | Path, n_train: int = 160, n_dev: int = 4
             with open(folder / f"{split}.tsv", "w", encoding="utf-8", newline="\n") as f:
                 f.write("\n".join(lines) + "\n")
     return sorted(vocabulary)
+
+
+# ---- the samples of configs/custom-tasks.yaml ------------------------------------------------------------------------
+# Three task shapes users bring, one per file format: five-class review sentiment (CSV, some rows quoted), question-pair
+# duplicates (TSV with an index column) and sentence-pair similarity scored 0-5 (JSON Lines). Made from templates:
+# no real text.
+
+_GRADES = {  # stars → adjectives
+    1: ("appalling", "horrible", "terrible"), 2: ("poor", "dull", "disappointing"), 3: ("fine", "average", "okay"),
+    4: ("good", "decent", "pleasant"), 5: ("excellent", "superb", "outstanding"),
+}  # fmt: skip
+_ASPECTS = ("screen", "battery", "price", "soup", "coffee", "service", "music", "bed", "breakfast", "waiter", "manual")
+_ASKS = (("how do i {v} a {o} {m}?", "what is the best way to {v} a {o} {m}?"),
+         ("how should i {v} {o} {m}?", "what is the right way to {v} {o} {m}?"))  # fmt: skip
+_VERBS = {
+    "fix": ("bike", "laptop", "car", "phone"), "cook": ("rice", "pasta", "fish", "beans"),
+    "learn": ("spanish", "guitar", "chess", "python"), "clean": ("oven", "carpet", "window", "fridge"),
+}  # fmt: skip
+_MANNERS = ("quickly", "cheaply", "at home", "without help")
+_SCENE = {"subject": ("A child", "A cat", "An old man", "A woman"), "verb": ("is playing with", "is cleaning",
+          "is holding", "is painting"), "object": ("a ball", "a small boat", "an apple", "a fence"),
+          "place": ("on the beach", "in the kitchen", "near the river", "in a garden")}  # fmt: skip
+
+
+def _review(rng: random.Random, stars: int) -> str:
+    # mostly the review's own grade, at most one aspect a grade off: the stars stay learnable from the words
+    grades = [stars] * rng.randint(2, 3)
+    grades[0] = min(5, max(1, stars + rng.choice((-1, 0, 1))))
+    parts = [f"the {a} was {rng.choice(_GRADES[g])}" for a, g in zip(rng.sample(_ASPECTS, len(grades)), grades)]
+    text = ", ".join(parts[:-1]) + rng.choice((" and ", ", ")) + parts[-1]
+    return text[0].upper() + text[1:] + rng.choice((".", "!", "..."))
+
+
+def _question_pair(rng: random.Random, duplicate: bool) -> tuple[str, str]:
+    verb = rng.choice(sorted(_VERBS))
+    first, second = rng.sample(_VERBS[verb], 2)
+    manner = rng.choice(_MANNERS)
+    ask, paraphrase = rng.choice(_ASKS)
+    if not duplicate and rng.random() < 0.5:  # a different question asked the same way
+        paraphrase = ask
+    other = first if duplicate else second
+    return ask.format(v=verb, o=first, m=manner), paraphrase.format(v=verb, o=other, m=manner)
+
+
+def _similar_pair(rng: random.Random) -> tuple[str, str, float]:
+    a = {slot: rng.choice(words) for slot, words in _SCENE.items()}
+    shared = rng.randint(0, len(_SCENE))  # slots b keeps from a; the score follows them, with a little noise
+    kept = set(rng.sample(sorted(_SCENE), shared))
+    b = {slot: a[slot] if slot in kept else rng.choice([w for w in words if w != a[slot]])
+         for slot, words in _SCENE.items()}  # fmt: skip
+    score = round(min(5.0, max(0.0, 5 * shared / len(_SCENE) + rng.uniform(-0.4, 0.4))), 1)
+    return (" ".join(a[s] for s in _SCENE) + ".", " ".join(b[s] for s in _SCENE) + ".", score)
+
+
+def write_custom_examples(out_dir: str | Path, n_train: int = 200, n_dev: int = 50, seed: int = 0) -> list[Path]:
+    """Write the sample files `configs/custom-tasks.yaml` reads into `out_dir`: reviews-{train,dev}.csv,
+    questions-{train,dev}.tsv and similarity-{train,dev}.jsonl. The same arguments give byte-identical files.
+
+    Returns:
+        The files written.
+    """
+    import csv
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        rng = random.Random(f"{seed}/custom/{split}")
+        path = out_dir / f"reviews-{split}.csv"
+        with open(path, "w", encoding="utf-8", newline="") as f:  # csv quotes the rows with commas
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["review", "stars"])
+            writer.writerows([_review(rng, label + 1), label + 1] for label in _balanced_labels(rng, n, 5))
+        written.append(path)
+        path = out_dir / f"questions-{split}.tsv"
+        rows = ["id\tquestion1\tquestion2\tis_duplicate"]
+        for i, label in enumerate(_balanced_labels(rng, n, 2)):
+            rows.append("\t".join([str(i), *_question_pair(rng, bool(label)), str(label)]))
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        written.append(path)
+        path = out_dir / f"similarity-{split}.jsonl"
+        pairs = [_similar_pair(rng) for _ in range(n)]
+        lines = [json.dumps({"sentence_a": a, "sentence_b": b, "score": s}) for a, b, s in pairs]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        written.append(path)
+    return written

@@ -444,12 +444,20 @@ def test_changed_files_or_declarations_make_the_data_stale(mixed_run: tuple[Path
 
 
 def test_shipped_example_reads_every_split(tmp_path: Path) -> None:
+    import shutil
+
     from conftest import ROOT
 
     from pipeline.cli import make_accelerator
     from pipeline.dag import run_stages
+    from pipeline.synthetic import write_custom_examples
 
-    cfg = load_config(ROOT / "configs" / "custom-tasks.yaml")
+    # the shipped config as it stands in a checkout, its samples written as examples/custom-tasks/generate.py does
+    (tmp_path / "configs").mkdir()
+    shutil.copy(ROOT / "configs" / "custom-tasks.yaml", tmp_path / "configs")
+    written = write_custom_examples(tmp_path / "examples" / "custom-tasks")
+    assert [p.read_bytes() for p in written] == [p.read_bytes() for p in write_custom_examples(tmp_path / "again")]
+    cfg = load_config(tmp_path / "configs" / "custom-tasks.yaml")
     assert run_stages(cfg, tmp_path / "run", make_accelerator(), target="data") == ["data"]
     sizes = json.loads((tmp_path / "run" / "data" / "sizes.json").read_text())
     assert {name: sizes[name]["dev"]["rows"] for name in ("reviews", "questions", "similarity")} == {
