@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.reproduce import parse_tune, parse_variants, reproduce
 
             command = "python -m pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
-            variants, grid = parse_variants(args.variants), parse_tune(args.tune, cfg)
+            variants, (grid, teacher_grid) = parse_variants(args.variants), parse_tune(args.tune, cfg)
             accelerator = make_accelerator()
-            reproduce(cfg, run_dir, args.seeds, variants, accelerator, command, args.dry_run, grid)
+            reproduce(cfg, run_dir, args.seeds, variants, accelerator, command, args.dry_run, grid, teacher_grid)
             accelerator.end_training()
         elif args.command == "run":
             cmd_run(cfg, run_dir, args.stage, args.force, args.report_to)

@@ -77,6 +77,23 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class TeacherTaskConfig:
+    """One task's teacher settings that differ from the `teachers` section's (null = the section's)."""
+
+    epochs: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    layer_decay: float | None = None
+    warmup: float | None = None
+    weight_decay: float | None = None
+    max_grad_norm: float | None = None
+    grad_accum: int | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+
+
+@dataclass(frozen=True)
 class TeacherConfig:
     epochs: float = 3.0  # passes over each task's training set
     batch_size: int = 32  # global batch (all processes, all accumulation steps)
@@ -95,6 +112,14 @@ class TeacherConfig:
     # when it has one, its head for the task. With epochs 0 that model is the teacher as it is (Multi→Multi);
     # with a small lr, single-task fine-tuning after multitask training. null = the pretrained `model.name_or_path`.
     init_from: str | None = None
+    # Per-task settings over the ones above, e.g. `per_task: {rte: {lr: 2e-5, epochs: 5}}` (what
+    # `reproduce-glue --tune teachers.lr=...` chooses per task on dev); a task's teacher depends on its own alone.
+    per_task: dict[str, TeacherTaskConfig] = field(default_factory=dict)
+
+    def for_task(self, task: str) -> TeacherConfig:
+        """The settings `task`'s teacher trains with: the section's, with that task's own over them."""
+        own = self.per_task.get(task)
+        return dataclasses.replace(self, per_task={}, **(own.given() if own is not None else {}))
 
 
 @dataclass(frozen=True)
@@ -123,9 +148,10 @@ class StudentConfig:
     # where they conflict (Yu et al., 2020; one process only)
     adversarial: Literal["none", "fgm", "fgsm", "pgd"] = "none"  # adversarial loss on the word embeddings, added to
     # the clean loss: fgm = step adv_epsilon · g/‖g‖; fgsm = adv_epsilon · sign(g); pgd = adv_steps steps of adv_alpha
-    adv_epsilon: float = 1.0  # fgm: the step's L2 norm per example; pgd: the L2 ball's radius per example; fgsm: the
-    # step per coordinate (so take it far smaller, e.g. 0.01)
-    adv_alpha: float = 0.3  # pgd: the size of each normalised step
+    adv_epsilon: float = 0.1  # fgm: the step's L2 norm per example; pgd: the L2 ball's radius per example; fgsm: the
+    # step per coordinate (so take it far smaller, e.g. 0.01). Per example: a word embedding's norm is about 1 in
+    # BERT-family models, so ε 0.1 moves a 12-token sentence's embeddings by about 3 % (README "Options")
+    adv_alpha: float = 0.03  # pgd: the size of each normalised step
     adv_steps: int = 3  # pgd: number of steps K
     supcon_weight: float = 0.0  # weight of the supervised contrastive loss on classification tasks (0 = off)
     supcon_temperature: float = 0.1  # its temperature τ
@@ -337,7 +363,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         set_custom_tasks([resolve_task(t, data.custom_tasks[t]) for t in data.tasks if t in data.custom_tasks])
         tasks = tuple(get_task(t).name for t in data.tasks)
         caps = {get_task(k).name: v for k, v in data.max_train_examples.items()}
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps))
+        per_task = {get_task(k).name: v for k, v in cfg.teachers.per_task.items()}
+        cfg = dataclasses.replace(
+            cfg,
+            data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps),
+            teachers=dataclasses.replace(cfg.teachers, per_task=per_task),
+        )
         if len(set(tasks)) != len(tasks):
             problems.append(f"'data.tasks' names a task twice: {list(data.tasks)}")
     if problems:
@@ -372,32 +403,42 @@ def validate(cfg: RunConfig) -> list[str]:
             known.add(name if name in custom else get_glue_task(name).name)
         except ValueError as err:
             problems.append(f"'data.tasks': {err}; or declare it under data.custom_tasks")
-    for name in cfg.data.max_train_examples:
-        try:
-            canonical = name if name in custom else get_glue_task(name).name
-        except ValueError as err:
-            problems.append(f"'data.max_train_examples': {err}")
-            continue
-        if canonical not in known:
-            problems.append(f"'data.max_train_examples' caps '{name}', which is not in data.tasks")
+    for key, names in (
+        ("data.max_train_examples", cfg.data.max_train_examples),
+        ("teachers.per_task", cfg.teachers.per_task),
+    ):
+        for name in names:
+            try:
+                canonical = name if name in custom else get_glue_task(name).name
+            except ValueError as err:
+                problems.append(f"'{key}': {err}")
+                continue
+            if canonical not in known:
+                problems.append(f"'{key}' names '{name}', which is not in data.tasks")
     for name, task in custom.items():
         problems += _validate_custom_task(name, task)
     if cfg.data.max_length < 8:
         problems.append(f"'data.max_length' must be >= 8, got {cfg.data.max_length}")
-    for section in ("teachers", "student"):
-        sub = getattr(cfg, section)
+    sections = [("teachers", cfg.teachers, None), ("student", cfg.student, None)]
+    for task, own in cfg.teachers.per_task.items():  # a task's own keys; the section's are checked once, above
+        sections.append((f"teachers.per_task.{task}", cfg.teachers.for_task(task), set(own.given())))
+    for section, sub, keys in sections:
+        found = []
         for key in ("epochs", "lr", "batch_size", "grad_accum", "eval_batch_size"):
             value = getattr(sub, key)
-            if key == "epochs" and section == "teachers" and cfg.teachers.init_from is not None and value == 0:
+            if key == "epochs" and section.startswith("teachers") and cfg.teachers.init_from is not None and value == 0:
                 continue  # the init_from model as it is
             if not 0 < value < float("inf"):
-                problems.append(f"'{section}.{key}' must be a finite number > 0, got {value}")
+                found.append((key, f"'{section}.{key}' must be a finite number > 0, got {value}"))
         if not 0 < sub.layer_decay <= 1:
-            problems.append(f"'{section}.layer_decay' must be in (0, 1], got {sub.layer_decay}")
+            found.append(("layer_decay", f"'{section}.layer_decay' must be in (0, 1], got {sub.layer_decay}"))
         if not 0 <= sub.warmup < 1:
-            problems.append(f"'{section}.warmup' must be in [0, 1), got {sub.warmup}")
+            found.append(("warmup", f"'{section}.warmup' must be in [0, 1), got {sub.warmup}"))
         if sub.group_by_length < 0:
-            problems.append(f"'{section}.group_by_length' must be >= 0 (0 = off), got {sub.group_by_length}")
+            found.append(
+                ("group_by_length", f"'{section}.group_by_length' must be >= 0 (0 = off), got {sub.group_by_length}")
+            )
+        problems += [problem for key, problem in found if keys is None or key in keys]
     init_from = cfg.teachers.init_from
     if init_from is not None and not (Path(init_from) / "heads.json").is_file():
         problems.append(
@@ -490,15 +531,16 @@ def _validate_custom_task(name: str, task: CustomTaskConfig) -> list[str]:
     return problems
 
 
-def without_defaults(values: dict[str, Any], defaults: Any, keys: tuple[str, ...]) -> dict[str, Any]:
-    """`values` (a section as `to_dict` gives it) without those of `keys` that still hold their value in `defaults`.
+def without_defaults(values: dict[str, Any], neutral: dict[str, Any]) -> dict[str, Any]:
+    """`values` (a section as `to_dict` gives it) without the keys of `neutral` that hold their value there.
 
     A stage's digest hashes its config subset, so a key added to a section would make every finished run's stages
-    stale. Keys added after runs exist go through this: at their default they are left out, and the subset (with
-    the digest, and the "done" status of those runs) is what it was before they existed; any other value enters it.
+    stale. Keys added after runs exist go through this, with `neutral` their defaults when they were added: at that
+    value they are left out, and the subset (with the digest, and the "done" status of those runs) is what it was
+    before they existed; any other value enters it. `neutral` stays as it was when a default changes later, so a
+    run made under the old default never passes for one made under the new.
     """
-    base = to_dict(defaults)
-    return {k: v for k, v in values.items() if not (k in keys and v == base[k])}
+    return {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@
     python -m pipeline reproduce-glue ... --variants single,multi,bam
     python -m pipeline reproduce-glue ... --seeds 1 --variants bam,summed,pcgrad,fgm,supcon   # multitask options
     python -m pipeline reproduce-glue ... --tune student.lr=5e-5,1e-4,2e-4   # each student variant tuned on dev
+    python -m pipeline reproduce-glue ... --tune teachers.lr=2e-5,5e-5,1e-4  # each task's teacher tuned on dev
 
 Every (variant, seed) is an ordinary run folder, `OUT/runs/seed-<s>/<variant>/`, driven by the staged DAG, so a
 killed call resumes where it stopped (finished runs are skipped, an interrupted student resumes from its checkpoint).
@@ -34,7 +35,15 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pipeline.config import ConfigError, RunConfig, override, parse_overrides, to_dict, validate
+from pipeline.config import (
+    ConfigError,
+    RunConfig,
+    TeacherTaskConfig,
+    override,
+    parse_overrides,
+    to_dict,
+    validate,
+)
 from pipeline.dag import Context, get_stages, run_stages, stage_record, stage_status
 from pipeline.metrics import main_score
 from pipeline.store import digest, done_intact, read_json, read_manifest, write_json, write_text
@@ -68,9 +77,9 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "round-robin": ("BAM, round-robin task batches", {"mixing": "round-robin"}),
     "summed": ("BAM, task losses summed per step", {"mixing": "summed"}),
     "pcgrad": ("BAM, summed + PCGrad", {"mixing": "pcgrad"}),
-    "fgm": ("BAM + FGM (ε 1)", {"adversarial": "fgm"}),
+    "fgm": ("BAM + FGM (ε 0.1)", {"adversarial": "fgm"}),
     "fgsm": ("BAM + FGSM (ε 0.01)", {"adversarial": "fgsm", "adv_epsilon": 0.01}),
-    "pgd": ("BAM + PGD (ε 1, α 0.3, K 3)", {"adversarial": "pgd"}),
+    "pgd": ("BAM + PGD (ε 0.1, α 0.03, K 3)", {"adversarial": "pgd"}),
     "supcon": ("BAM + SupCon (weight 0.1)", {"supcon_weight": 0.1}),
     "siamese": ("BAM, siamese pair heads", {"pair_mode": "siamese"}),
     "unfreeze": ("BAM + gradual unfreezing (0.1 epoch)", {"unfreeze_every": 0.1, "unfreeze_unit": "epochs"}),
@@ -118,14 +127,20 @@ def variant_config(
     if parent is not None:
         model = run_dirs(out, cfg.teachers.seed, parent)[1] / "student" / "model"
         changes = {"epochs": 0.0} if variant == "multi-multi" else {"lr": FINE_TUNE_LR}
-        cfg = dataclasses.replace(cfg, teachers=dataclasses.replace(cfg.teachers, init_from=str(model), **changes))
+        teachers = dataclasses.replace(cfg.teachers, init_from=str(model), per_task={}, **changes)
+        cfg = dataclasses.replace(cfg, teachers=teachers)
     return cfg
 
 
 def task_config(cfg: RunConfig, task: str) -> RunConfig:
     """`cfg` on one task alone (a Single→Single student)."""
     caps = {t: n for t, n in cfg.data.max_train_examples.items() if t == task}
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, tasks=(task,), max_train_examples=caps))
+    per_task = {t: own for t, own in cfg.teachers.per_task.items() if t == task}
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, tasks=(task,), max_train_examples=caps),
+        teachers=dataclasses.replace(cfg.teachers, per_task=per_task),
+    )
 
 
 def reports_teachers(variant: str) -> bool:
@@ -181,20 +196,23 @@ def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = 
 
 
 def adopt_teacher(src_cfg: RunConfig, src: Path, dst_cfg: RunConfig, dst: Path, task: str) -> bool:
-    """Hard-link the seed's finished teacher of `task` into the run `dst` (whose data stage is done) when it is the
-    teacher `dst` would train: the same per-task digest. Its `done.json` is written anew for `dst` (a teacher made
+    """Hard-link the finished teacher of `task` in the run `src` into the run `dst` (whose data stage is done) when it
+    is the teacher `dst` would train: the same per-task digest. What `dst` held for the task before (another
+    teacher, or a part-trained one) is removed first; its `done.json` is written anew for `dst` (a teacher made
     before per-task digests holds the whole stage's), and its log copied, so nothing in `dst` writes into `src`."""
     from stages.teachers import task_digest
 
     folder, target = src / "teachers" / task, dst / "teachers" / task
     manifest = read_manifest(src, "teachers")
-    if (target / "done.json").is_file() or manifest is None:
+    if manifest is None:
         return False
     own = task_digest(Context(src_cfg, src, None, ""), task)
     if not done_intact(folder / "done.json", (own, manifest["digest"]), folder):
         return False
-    if task_digest(Context(dst_cfg, dst, None, ""), task) != own:
+    if task_digest(Context(dst_cfg, dst, None, ""), task) != own or done_intact(target / "done.json", (own,), target):
         return False
+    if target.is_dir():
+        shutil.rmtree(target)  # hard links: the files live on in the folders that share them
     record = read_json(folder / "done.json")
     _link_files(folder, target, lambda rel: rel.parts[0] != "checkpoints" and rel.name != "done.json", ("log.jsonl",))
     write_json(target / "done.json", {"digest": own, "files": record["files"]})
@@ -300,34 +318,44 @@ def finished_run(
 TUNE_SEED = 1
 
 
-def parse_tune(texts: list[str] | None, cfg: RunConfig) -> dict[str, list[Any]]:
-    """`--tune student.KEY=V1,V2,...` (repeatable; several keys make a grid) → {KEY: [values]}; every setting of
-    the grid is checked as a config override would be."""
-    grid: dict[str, list[Any]] = {}
+TEACHERS = "teachers"  # the teachers' tuning record (OUT/tuning/teachers.json); not a variant
+TEACHER_KEYS = tuple(f.name for f in dataclasses.fields(TeacherTaskConfig))  # what a task's teacher can set alone
+
+
+def parse_tune(texts: list[str] | None, cfg: RunConfig) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """`--tune student.KEY=V1,V2,...` and `--tune teachers.KEY=V1,V2,...` (repeatable; several keys make a grid)
+    → ({student KEY: [values]}, {teachers KEY: [values]}); every setting is checked as a config override would be."""
+    grids: dict[str, dict[str, list[Any]]] = {"student": {}, "teachers": {}}
     for text in texts or []:
         key, sep, values = (part.strip() for part in text.partition("="))
-        name = key.removeprefix("student.")
-        if not sep or not key.startswith("student.") or "." in name or not values:
-            raise ReproduceError(f"--tune {text!r}: expected student.KEY=V1,V2,... (e.g. student.lr=5e-5,1e-4,2e-4)")
+        section, _, name = key.partition(".")
+        known = section == "student" or (section == "teachers" and name in TEACHER_KEYS)
+        if not sep or not known or not name or "." in name or not values:
+            raise ReproduceError(
+                f"--tune {text!r}: expected student.KEY=V1,V2,... (e.g. student.lr=5e-5,1e-4,2e-4) or "
+                f"teachers.KEY=V1,V2,... with KEY one of {', '.join(TEACHER_KEYS)}"
+            )
+        grid = grids[section]
         if name == "seed" or name in grid:
-            raise ReproduceError(f"--tune {text!r}: student.{name} " + ("is set by --seeds" if name == "seed" else
+            raise ReproduceError(f"--tune {text!r}: {key} " + ("is set by --seeds" if name == "seed" else
                                  "is given twice"))  # fmt: skip
         grid[name] = []
         for raw in values.split(","):
             value = parse_overrides([f"--value={raw.strip()}"])["value"]
             try:  # as the config holds it (an int given for a float key becomes a float), so equal settings match
-                value = getattr(override(cfg, {"student": {name: value}}, f"--tune {text!r}").student, name)
+                value = getattr(getattr(override(cfg, {section: {name: value}}, f"--tune {text!r}"), section), name)
             except ConfigError as err:
                 raise ReproduceError(str(err)) from None
             if value in grid[name]:
                 raise ReproduceError(f"--tune {text!r}: the value {value!r} is given twice")
             grid[name].append(value)
-    for setting in settings(grid):
-        try:
-            override(cfg, {"student": setting}, f"--tune setting {setting_label(setting)}")
-        except ConfigError as err:
-            raise ReproduceError(str(err)) from None
-    return grid
+    for section, grid in grids.items():
+        for setting in settings(grid):
+            try:
+                override(cfg, {section: setting}, f"--tune setting {section} {setting_label(setting)}")
+            except ConfigError as err:
+                raise ReproduceError(str(err)) from None
+    return grids["student"], grids["teachers"]
 
 
 def check_grid(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[Any]]) -> None:
@@ -360,8 +388,13 @@ def tuning_file(out: Path, variant: str) -> Path:
     return out / "tuning" / f"{variant}.json"
 
 
-def tuning_base(cfg: RunConfig, variant: str, out: Path) -> str:
-    """What a tuning record was made for: the variant's key untuned, for any seed (the choice holds for all)."""
+def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = ()) -> str:
+    """What a tuning record was made for: the variant's key untuned, for any seed (the choice holds for all); the
+    teachers': their data and settings without the per-task values of the tuned `keys` (so the config with the
+    choice in it, `with_tuned_teachers`, has the record's base too)."""
+    if variant == TEACHERS:
+        scfg, stages = teacher_setting(seed_config(cfg, 0), dict.fromkeys(keys)), get_stages()
+        return digest({name: stages[name].config_subset(scfg) for name in ("data", "teachers")})
     return run_key(seed_config(cfg, 0), variant, out, tuned=False)
 
 
@@ -371,7 +404,9 @@ def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | N
     writes it back, `restore_tuning`, a dry run does not)."""
     path = tuning_file(out, variant)
     record = read_json(path) if path.is_file() else _recorded_tuning(out).get(variant)
-    return record if record is not None and record.get("base") == tuning_base(cfg, variant, out) else None
+    if record is None or record.get("base") != tuning_base(cfg, variant, out, record.get("grid", {})):
+        return None
+    return record
 
 
 _RECORDED: dict[tuple[str, int], dict[str, Any]] = {}
@@ -451,6 +486,120 @@ def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[An
         accelerator.wait_for_everyone()
 
 
+# ---- tuning the teachers ------------------------------------------------------------------------------------------
+# `--tune teachers.lr=2e-5,5e-5,1e-4` trains the teachers at every setting on the first seed, in
+# OUT/runs/seed-1/tune/teachers/<setting>/, and keeps for each task the setting whose teacher has the best dev score
+# (OUT/tuning/teachers.json). Every seed's teachers then train with it, as `teachers.per_task` (seed 1's are the
+# tuning runs' own teachers, hard-linked), so Single is each task's best teacher and every student learns from them.
+# The teachers are tuned before the students, whose tuning then runs on the tuned teachers.
+
+
+def teacher_setting(cfg: RunConfig, setting: dict[str, Any]) -> RunConfig:
+    """`cfg` with one setting of the teachers' grid for every task: the grid's keys win over per-task ones."""
+    keys = dict.fromkeys(setting)
+    per_task = {t: dataclasses.replace(own, **keys) for t, own in cfg.teachers.per_task.items()}
+    given = {k: v for k, v in setting.items() if v is not None}
+    return dataclasses.replace(cfg, teachers=dataclasses.replace(cfg.teachers, per_task=per_task, **given))
+
+
+def with_tuned_teachers(cfg: RunConfig, out: Path) -> RunConfig:
+    """`cfg` with each task's chosen teacher setting as its `teachers.per_task` entry, when OUT holds a valid
+    record of the teachers' tuning; else `cfg`."""
+    record = tuning_record(cfg, TEACHERS, out)
+    if record is None:
+        return cfg
+    per_task = dict(cfg.teachers.per_task)
+    for task, setting in record["chosen"].items():
+        per_task[task] = dataclasses.replace(per_task.get(task, TeacherTaskConfig()), **setting)
+    return dataclasses.replace(cfg, teachers=dataclasses.replace(cfg.teachers, per_task=per_task))
+
+
+def teacher_tuning_dir(out: Path, setting: dict[str, Any]) -> Path:
+    return out / "runs" / f"seed-{TUNE_SEED}" / "tune" / TEACHERS / setting_label(setting)
+
+
+def teachers_tuned(cfg: RunConfig, out: Path, grid: dict[str, list[Any]]) -> bool:
+    """Whether the teachers need no tuning runs: no grid, or a valid record over this very grid."""
+    record = tuning_record(cfg, TEACHERS, out)
+    return not grid or (record is not None and record["grid"] == grid)
+
+
+def teacher_made(cfg: RunConfig, out: Path, setting: dict[str, Any]) -> bool:
+    """Whether the teachers of `setting` are trained, in their tuning folder or, as the config's own teachers, in the
+    first seed's teachers folder (to be hard-linked)."""
+    scfg = seed_config(cfg, TUNE_SEED)
+    tcfg, stage = teacher_setting(scfg, setting), get_stages()[TEACHERS]
+    if stage_status(TEACHERS, tcfg, teacher_tuning_dir(out, setting))[0] == "done":
+        return True
+    base = run_dirs(out, TUNE_SEED, "single")[0]
+    return stage.config_subset(tcfg) == stage.config_subset(scfg) and stage_status(TEACHERS, scfg, base)[0] == "done"
+
+
+def make_teacher_record(cfg: RunConfig, out: Path, grid: dict[str, list[Any]]) -> dict[str, Any] | None:
+    """The record once the teachers of every setting are trained (None before): each setting's dev scores, and per
+    task the setting of its best teacher (the first of the grid on a tie)."""
+    scfg, runs = seed_config(cfg, TUNE_SEED), []
+    tasks = [get_task(t) for t in scfg.data.tasks]
+    for setting in settings(grid):
+        folder = teacher_tuning_dir(out, setting)
+        if stage_status(TEACHERS, teacher_setting(scfg, setting), folder)[0] != "done":
+            return None
+        metrics = {t.name: read_json(folder / "teachers" / t.name / "metrics.json") for t in tasks}
+        entries = {t.name: _task_entry(t, metrics[t.name]["dev"]) for t in tasks}
+        runs.append({
+            "setting": setting,
+            "average": statistics.mean(e["score"] for e in entries.values()),
+            "tasks": entries,
+            "wall_s": sum(m["wall_s"] for m in metrics.values()),
+            "run_dir": str(folder),
+        })  # fmt: skip
+    chosen = {t.name: max(runs, key=lambda r: r["tasks"][t.name]["score"])["setting"] for t in tasks}
+    base = tuning_base(cfg, TEACHERS, out, grid)
+    return {"variant": TEACHERS, "seed": TUNE_SEED, "grid": grid, "chosen": chosen, "base": base, "runs": runs}
+
+
+def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], accelerator) -> None:
+    """Train the teachers of every setting of `grid` on TUNE_SEED (those the first seed already has are
+    hard-linked) and record each task's choice. `cfg`: without a choice in it (the config's own settings)."""
+    if teachers_tuned(cfg, out, grid):
+        return
+    scfg = seed_config(cfg, TUNE_SEED)
+    base, _ = run_dirs(out, TUNE_SEED, "single")
+    run_stages(scfg, base, accelerator, target="data")
+    for setting in settings(grid):
+        tcfg, folder = teacher_setting(scfg, setting), teacher_tuning_dir(out, setting)
+        if stage_status(TEACHERS, tcfg, folder)[0] == "done":
+            continue
+        accelerator.print(f"reproduce-glue: tuning the teachers on seed {TUNE_SEED}: {setting_label(setting)}")
+        if accelerator.is_main_process:
+            link_shared(tcfg, base, folder, ("data",))
+            for task in scfg.data.tasks:
+                adopt_teacher(scfg, base, tcfg, folder, task)
+        accelerator.wait_for_everyone()
+        run_stages(tcfg, folder, accelerator, target=TEACHERS)
+    if accelerator.is_main_process:
+        record = make_teacher_record(cfg, out, grid)
+        write_json(tuning_file(out, TEACHERS), record)
+        chosen = "; ".join(f"{t} {setting_label(s)}" for t, s in record["chosen"].items())
+        accelerator.print(f"reproduce-glue: teachers tuned, per task: {chosen}")
+    accelerator.wait_for_everyone()
+
+
+def adopt_tuned_teachers(cfg: RunConfig, out: Path, accelerator) -> None:
+    """The first seed's teachers folder gets the chosen teachers from their tuning folders. `cfg`: with the choice
+    in it (`with_tuned_teachers`)."""
+    record = tuning_record(cfg, TEACHERS, out)
+    if record is None:
+        return
+    scfg = seed_config(cfg, TUNE_SEED)
+    base, _ = run_dirs(out, TUNE_SEED, "single")
+    run_stages(scfg, base, accelerator, target="data")
+    if accelerator.is_main_process:
+        for task, setting in record["chosen"].items():
+            adopt_teacher(teacher_setting(scfg, setting), teacher_tuning_dir(out, setting), scfg, base, task)
+    accelerator.wait_for_everyone()
+
+
 # ---- the plan ------------------------------------------------------------------------------------------------------
 
 
@@ -472,9 +621,15 @@ def cost_factor(student: dict[str, Any]) -> float:
 
 
 def plan(
-    cfg: RunConfig, out: Path, seeds: list[int], variants: list[str], grid: dict[str, list[Any]] | None = None
+    cfg: RunConfig,
+    out: Path,
+    seeds: list[int],
+    variants: list[str],
+    grid: dict[str, list[Any]] | None = None,
+    teacher_grid: dict[str, list[Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every step in order, whether it is done, and the seconds it is expected to take (None: unknown)."""
+    """Every step in order, whether it is done, and the seconds it is expected to take (None: unknown). `cfg`: with
+    the teachers' choice in it, when there is one (`with_tuned_teachers`)."""
     rows, recorded, grid = _train_rows(cfg, out, seeds), recorded_runs(out), grid or {}
     measured: dict[str, list[float]] = {}
     finished: dict[tuple[str, int], bool] = {}
@@ -504,6 +659,13 @@ def plan(
         return cost_factor(to_dict(variant_config(seed_config(cfg, TUNE_SEED), variant, out, setting=setting).student))
 
     steps, untuned = [], [v for v in variants if not tuning_done(cfg, v, out, grid)]
+    teachers_pending = not teachers_tuned(cfg, out, teacher_grid or {})
+    if teachers_pending:  # first: what the first seed's teachers will be depends on them
+        for setting in settings(teacher_grid):
+            seconds, how = expect("teachers")
+            done = teacher_made(cfg, out, setting)
+            steps.append({"seed": TUNE_SEED, "variant": f"tune teachers {setting_label(setting)}", "done": done,
+                          "seconds": seconds, "how": how})  # fmt: skip
     tuning = []  # after the first seed's teachers, before any run
     for variant in untuned:
         for setting in settings(variant_grid(variant, grid)):
@@ -531,9 +693,19 @@ def plan(
                 seconds, how = expect("teachers")
             else:
                 seconds, how = expect("student", student_cost(variant))
-            if variant in untuned:
+            if variant in untuned and seed == TUNE_SEED:
+                seconds, how = 0.0, "the chosen tuning run, hard-linked"
+            elif variant in untuned:
                 how += "; at most, once tuned"
             steps.append({"seed": seed, "variant": variant, "done": done, "seconds": seconds, "how": how})
+    if teachers_pending:  # every run is made anew from the tuned teachers (unless each task keeps the config's)
+        tuned = len(settings(teacher_grid))
+        for step in steps[tuned:]:
+            if step["variant"] == "teachers" and step["seed"] == TUNE_SEED:
+                step["seconds"], step["how"] = 0.0, "the tuned teachers, hard-linked"
+            else:
+                step["how"] = step["how"] + "; once the teachers are tuned"
+            step["done"] = False
     return steps
 
 
@@ -682,6 +854,21 @@ def render_table(
             ps = [_p(test["p_holm"][t]) for t in tasks] + [_p(test["p_average"])]
             lines.append(f"| {EVERY[v][0]} | {ref} | " + " | ".join(ps) + " |")
     lines += ["", "n/a: fewer than 2 paired seeds, or identical differences on every seed.", ""]
+    tuning = dict(tuning or {})
+    teachers = tuning.pop(TEACHERS, None)
+    if teachers:
+        lines += [f"## Teachers tuned on dev (seed {TUNE_SEED}; each task's dev score per setting, the chosen in bold)"]
+        lines += ["", "| Setting | " + " | ".join(_column_name(specs[t]) for t in tasks) + " | Avg |"]
+        lines += ["|" + "---|" * (len(tasks) + 2)]
+        for r in teachers["runs"]:
+            cells = [f"{r['tasks'][t]['score']:.1f}" for t in tasks]
+            cells = [f"**{c}**" if r["setting"] == teachers["chosen"][t] else c for c, t in zip(cells, tasks)]
+            lines.append(f"| {setting_label(r['setting'])} | " + " | ".join(cells) + f" | {r['average']:.1f} |")
+        lines += [
+            "",
+            "Every seed's teacher of a task trains with its chosen setting; Single reports those teachers.",
+            "",
+        ]
     if tuning:
         lines += [f"## Tuned on dev (seed {TUNE_SEED}; dev average per setting, the chosen one in bold)", ""]
         lines += ["| Model | " + " | ".join(["setting"] * max(len(r["runs"]) for r in tuning.values())) + " |"]
@@ -780,18 +967,23 @@ def reproduce(
     command: str,
     dry_run: bool = False,
     grid: dict[str, list[Any]] | None = None,
+    teacher_grid: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any] | None:
-    """Run (or, with dry_run, only print) every variant over seeds 1..`seeds`, each student variant first tuned
-    over `grid` (`parse_tune`) when one is given; returns the results."""
+    """Run (or, with dry_run, only print) every variant over seeds 1..`seeds`: the teachers first tuned per task
+    over `teacher_grid`, then each student variant over `grid` (`parse_tune`), when they are given; returns the
+    results."""
     if seeds < 1:
         raise ReproduceError(f"--seeds must be >= 1, got {seeds}")
-    seed_list, grid = list(range(1, seeds + 1)), grid or {}
+    seed_list, grid, teacher_grid = list(range(1, seeds + 1)), grid or {}, teacher_grid or {}
     check_grid(cfg, out, variants, grid)
     if accelerator.is_main_process and not dry_run:
         restore_tuning(out)
     accelerator.wait_for_everyone()
-    steps = plan(cfg, out, seed_list, variants, grid)
+    untuned, cfg = cfg, with_tuned_teachers(cfg, out)  # a choice made before holds (until a new grid)
+    steps = plan(cfg, out, seed_list, variants, grid, teacher_grid)
     chosen = [f"{v} {setting_label(c)}" for v in variants if (c := tuned_choice(cfg, v, out)) is not None]
+    if (record := tuning_record(cfg, TEACHERS, out)) is not None:
+        chosen.insert(0, "teachers " + ", ".join(f"{t} {setting_label(s)}" for t, s in record["chosen"].items()))
     accelerator.print(
         f"reproduce-glue: {len(variants)} variants × {seeds} seeds in {out}\n"
         + (f"  tuned on seed {TUNE_SEED} dev (OUT/tuning/): {'; '.join(chosen)}\n" if chosen else "")
@@ -799,6 +991,9 @@ def reproduce(
     )
     if dry_run:
         return None
+    tune_teachers(untuned, out, teacher_grid, accelerator)
+    cfg = with_tuned_teachers(untuned, out)
+    adopt_tuned_teachers(cfg, out, accelerator)
     tune(cfg, out, variants, grid, accelerator, lambda: write_results(cfg, out, seed_list, variants, command))
     recorded = recorded_runs(out)
     for seed in seed_list:
@@ -924,7 +1119,7 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
         "variants": {v: EVERY[v][0] for v in order if any(r["variant"] == v for r in runs) or v in variants},
         "runs": runs,
         "summary": summarise(runs, tasks),
-        "tuning": {v: r for v in EVERY if (r := tuning_record(cfg, v, out)) is not None},
+        "tuning": {v: r for v in (TEACHERS, *EVERY) if (r := tuning_record(cfg, v, out)) is not None},
     }
     write_json(out / "results.json", results)
     if runs:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config import RunConfig, StudentConfig, to_dict, without_defaults
+from pipeline.config import RunConfig, to_dict, without_defaults
 from pipeline.dag import Context
 from pipeline.predict import save_task_specs
 from pipeline.tasks import get_task
@@ -10,20 +10,22 @@ from student.train import train_student
 
 NAME = "student"
 RESUMABLE = True
-# The multitask options (README "Options"), newer than the runs made before them: at their defaults they stay out of
-# the config subset, so those runs' student digests are unchanged (see `without_defaults`).
-OPTIONS = (
-    "mixing",
-    "adversarial",
-    "adv_epsilon",
-    "adv_alpha",
-    "adv_steps",
-    "supcon_weight",
-    "supcon_temperature",
-    "pair_mode",
-    "unfreeze_every",
-    "unfreeze_unit",
-)
+# The multitask options (README "Options"), newer than the runs made before them: at these values (their defaults
+# when they were added) they stay out of the config subset, so those runs' student digests are unchanged (see
+# `without_defaults`). A default changed since (adv_epsilon 1.0 → 0.1, adv_alpha 0.3 → 0.03) keeps its old value
+# here, so a run made under the old default is not taken for one under the new.
+OPTIONS = {
+    "mixing": "mixed",
+    "adversarial": "none",
+    "adv_epsilon": 1.0,
+    "adv_alpha": 0.3,
+    "adv_steps": 3,
+    "supcon_weight": 0.0,
+    "supcon_temperature": 0.1,
+    "pair_mode": "cross",
+    "unfreeze_every": 0.0,
+    "unfreeze_unit": "steps",
+}
 
 
 def needs(cfg: RunConfig) -> tuple[str, ...]:
@@ -32,9 +34,11 @@ def needs(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def config_subset(cfg: RunConfig) -> dict:
-    student = without_defaults(to_dict(cfg.student), StudentConfig(), OPTIONS)
-    for key in ("eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):  # do not change outputs
-        student.pop(key)
+    s = cfg.student
+    unused = ["eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"]  # do not change outputs
+    unused += ["adv_epsilon"] * (s.adversarial == "none") + ["adv_alpha", "adv_steps"] * (s.adversarial != "pgd")
+    unused += ["supcon_temperature"] * (s.supcon_weight == 0) + ["unfreeze_unit"] * (s.unfreeze_every == 0)
+    student = without_defaults({k: v for k, v in to_dict(s).items() if k not in unused}, OPTIONS)
     return {"student": student, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
 
 

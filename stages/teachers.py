@@ -28,6 +28,15 @@ def config_subset(cfg: RunConfig) -> dict:
     # settings that do not change the outputs; init_from counts by its files' content (`sources`), not its path
     for key in ("eval_batch_size", "checkpoint_every", "keep_checkpoints", "init_from"):
         teachers.pop(key)
+    # each task's own settings where they differ from the section's (none: left out, as before per-task settings
+    # existed, so older teachers stay done; a value equal to the section's changes nothing)
+    teachers.pop("per_task")
+    per_task = {}
+    for task, own in sorted(cfg.teachers.per_task.items()):
+        if differs := {k: v for k, v in own.given().items() if v != teachers[k]}:
+            per_task[task] = differs
+    if per_task:
+        teachers["per_task"] = per_task
     return {"teachers": teachers, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
 
 
@@ -48,8 +57,8 @@ def makes(cfg: RunConfig) -> list[str]:
 def task_digest(ctx: Context, task: str) -> str:
     """What one teacher depends on: the stage's settings without the task list, the task's own tokenised files and
     the data stage's shared ones (as its manifest records them), its declaration, the init_from model and the code
-    version. Other tasks do not count."""
-    subset = config_subset(ctx.cfg)
+    version. Other tasks, and their own teacher settings, do not count."""
+    subset = config_subset(_for_task(ctx.cfg, task))
     del subset["tasks"]
     files = read_manifest(ctx.run_dir, "data")["files"]
     own = {rel: sha for rel, sha in files.items() if _belongs(rel, task, ctx.cfg.data.tasks)}
@@ -64,6 +73,10 @@ def task_digest(ctx: Context, task: str) -> str:
             "version": pipeline.__version__,
         }
     )
+
+
+def _for_task(cfg: RunConfig, task: str) -> RunConfig:
+    return dataclasses.replace(cfg, teachers=cfg.teachers.for_task(task))
 
 
 def _belongs(rel: str, task: str, tasks: tuple[str, ...]) -> bool:
@@ -84,7 +97,8 @@ def run(ctx: Context) -> dict:
         if done_intact(done, (own, ctx.digest), out_dir):  # ctx.digest: a teacher made before per-task digests
             ctx.accelerator.print(f"[teachers] {task}: already trained for this config, kept")
         else:
-            train_teacher(dataclasses.replace(ctx, digest=own), task, out_dir)  # its checkpoints carry `own`
+            own_ctx = dataclasses.replace(ctx, cfg=_for_task(ctx.cfg, task), digest=own)  # checkpoints carry `own`
+            train_teacher(own_ctx, task, out_dir)
             if ctx.accelerator.is_main_process:
                 save_task_specs(out_dir / "model", [get_task(task)])  # the model then predicts label names alone
                 write_done(done, own, out_dir, sorted((out_dir / "model").iterdir()))

@@ -235,3 +235,31 @@ def test_teachers_init_from_must_be_a_model_folder_and_allows_zero_epochs(tmp_pa
 def test_unfreeze_every_must_be_a_finite_whole_number_of_steps(value: str) -> None:
     with pytest.raises(ConfigError, match=r"'student.unfreeze_every'"):
         load_config(None, [f"--student.unfreeze_every={value}"])
+
+
+def test_per_task_teacher_settings(tmp_path: Path) -> None:
+    """A task's own teacher settings win over the section's for that task alone; task names are canonical."""
+    path = _yaml(
+        tmp_path, "data:\n  tasks: [sst2, RTE]\nteachers:\n  lr: 5e-5\n  per_task: {RTE: {lr: 2e-5, epochs: 5}}\n"
+    )
+    cfg = load_config(path, ["--teachers.per_task.sst2.warmup=0"])
+    assert set(cfg.teachers.per_task) == {"rte", "sst2"}
+    rte, sst2 = cfg.teachers.for_task("rte"), cfg.teachers.for_task("sst2")
+    assert (rte.lr, rte.epochs, rte.warmup) == (2e-5, 5.0, 0.1)
+    assert (sst2.lr, sst2.epochs, sst2.warmup) == (5e-5, 3.0, 0.0)
+    assert rte.per_task == {} and cfg.teachers.for_task("mrpc") == cfg.teachers.for_task("mrpc").for_task("mrpc")
+
+
+def test_per_task_teacher_errors_name_the_task_and_key(tmp_path: Path) -> None:
+    message = _error(None, [
+        "--data.tasks=[sst2,rte]",
+        "--teachers.per_task.rte.lr=-1",
+        "--teachers.per_task.rte.seed=3",
+        "--teachers.per_task.qqp.epochs=2",
+        "--teachers.per_task.sst2.lr=fast",
+    ])  # fmt: skip
+    assert "'teachers.per_task.rte.lr' must be a finite number > 0, got -1" in message
+    assert "unknown config key 'teachers.per_task.rte.seed'" in message
+    assert "'teachers.per_task' names 'qqp', which is not in data.tasks" in message
+    assert "'teachers.per_task.sst2.lr' expects" in message
+    assert "'teachers.lr'" not in message  # the section's own values are fine, and checked once

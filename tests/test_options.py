@@ -72,7 +72,7 @@ def test_every_new_student_key_is_an_option() -> None:
     fields = {f.name for f in dataclasses.fields(StudentConfig)}
     assert set(OPTIONS) == fields - BAM_KEYS == set(ON)
     defaults = StudentConfig()
-    assert all(getattr(defaults, k) != v for k, v in ON.items())
+    assert all(getattr(defaults, k) != v and OPTIONS[k] != v for k, v in ON.items())
 
 
 @pytest.mark.parametrize("path", [GLUE_SMALL, SMOKE], ids=["glue-small", "smoke"])
@@ -82,12 +82,38 @@ def test_default_configs_keep_every_option_out_of_every_digest(path: Path) -> No
         assert not _keys(stage.config_subset(cfg)) & set(OPTIONS), name
 
 
+# The option a key is read under: alone, it changes no output, so it changes no digest.
+NEEDS = {
+    "adv_epsilon": {"adversarial": "fgm"},
+    "adv_alpha": {"adversarial": "pgd"},
+    "adv_steps": {"adversarial": "pgd"},
+    "supcon_temperature": {"supcon_weight": 0.1},
+    "unfreeze_unit": {"unfreeze_every": 10.0},
+}
+
+
+def _overrides(values: dict) -> list[str]:
+    return [f"--student.{k}={v!r}" for k, v in values.items()]
+
+
 @pytest.mark.parametrize("key", sorted(ON))
 def test_an_option_changes_only_the_students_config_subset(key: str) -> None:
-    base, cfg = load_config(SMOKE), load_config(SMOKE, [f"--student.{key}={ON[key]!r}"])
+    base = load_config(SMOKE, _overrides(NEEDS.get(key, {})))
+    cfg = load_config(SMOKE, _overrides({**NEEDS.get(key, {}), key: ON[key]}))
     for name, stage in get_stages().items():
         assert (stage.config_subset(cfg) == stage.config_subset(base)) == (name != "student"), name
     assert get_stages()["student"].config_subset(cfg)["student"][key] == ON[key]
+    if key in NEEDS:  # without the option that reads it, the key is left out
+        alone = load_config(SMOKE, _overrides({key: ON[key]}))
+        assert get_stages()["student"].config_subset(alone) == get_stages()["student"].config_subset(load_config(SMOKE))
+
+
+def test_a_changed_default_does_not_pass_a_run_of_the_old_default_for_a_new_one() -> None:
+    """FGM at ε 1 (the default when the option was added) keeps its old digest; at today's default it differs."""
+    subset = get_stages()["student"].config_subset
+    old = subset(load_config(SMOKE, ["--student.adversarial='fgm'", "--student.adv_epsilon=1.0"]))
+    now = subset(load_config(SMOKE, ["--student.adversarial='fgm'"]))
+    assert "adv_epsilon" not in old["student"] and now["student"]["adv_epsilon"] == StudentConfig().adv_epsilon != 1.0
 
 
 @pytest.mark.parametrize(

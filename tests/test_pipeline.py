@@ -350,3 +350,24 @@ def test_adding_or_removing_a_task_keeps_the_other_teachers(smoke_copy: Path, ca
     assert run_smoke(smoke_copy, three, "--teachers.lr=0.003", stage="distill") == ["distill"]
     assert "soft targets made by this teacher from this data, kept" not in capsys.readouterr().out
     assert (smoke_copy / "distill" / "sst2" / "train.npy").stat().st_ino != targets["sst2"]
+
+
+def test_a_per_task_teacher_setting_retrains_that_task_alone(smoke_copy: Path, capsys) -> None:
+    """`teachers.per_task.rte.lr` trains RTE's teacher at that rate and keeps the others; a per-task value equal to
+    the section's changes no digest at all."""
+    cfg = load_config(SMOKE)
+    weights = {t: (smoke_copy / "teachers" / t / "model" / "model.safetensors").read_bytes() for t in TASKS}
+    same = f"--teachers.per_task.rte.lr={cfg.teachers.lr}"
+    assert stage_status("teachers", load_config(SMOKE, [same]), smoke_copy)[0] == "done"
+    rate = cfg.teachers.lr / 4
+    assert run_smoke(smoke_copy, f"--teachers.per_task.RTE.lr={rate}", stage="teachers") == ["teachers"]
+    out = capsys.readouterr().out
+    assert all(f"[teachers] {t}: already trained for this config, kept" in out for t in TASKS if t != "rte")
+    assert "[teachers] rte: already trained" not in out
+    for task in TASKS:
+        changed = (smoke_copy / "teachers" / task / "model" / "model.safetensors").read_bytes() != weights[task]
+        assert changed == (task == "rte")
+        log = (smoke_copy / "teachers" / task / "log.jsonl").read_text().splitlines()
+        peak = max(r["lr"] for r in map(json.loads, log) if "lr" in r)  # logged every 10 steps: near the peak
+        expected = rate if task == "rte" else cfg.teachers.lr
+        assert expected / 2 < peak <= expected * (1 + 1e-9), task

@@ -336,11 +336,68 @@ def test_tune_values_are_read_as_the_config_holds_them(tmp_path: Path) -> None:
     from pipeline.reproduce import parse_tune
 
     cfg = load_config(SMOKE)  # student.epochs is a float: 8 and 8.0 are one setting, the config's own
-    assert parse_tune(["student.epochs=8,9", "student.mixing=mixed,summed"], cfg) == {
-        "epochs": [8.0, 9.0], "mixing": ["mixed", "summed"]
-    }  # fmt: skip
+    assert parse_tune(["student.epochs=8,9", "student.mixing=mixed,summed", "teachers.epochs=20,30"], cfg) == (
+        {"epochs": [8.0, 9.0], "mixing": ["mixed", "summed"]}, {"epochs": [20.0, 30.0]}
+    )  # fmt: skip
     with pytest.raises(ReproduceError, match="given twice"):
         parse_tune(["student.epochs=8,8.0"], cfg)
+    for text in ("teachers.seed=1,2", "teachers.init_from=a,b", "teachers.per_task=1"):  # not a per-task setting
+        with pytest.raises(ReproduceError, match="teachers.KEY=V1,V2,... with KEY one of epochs, batch_size, lr"):
+            parse_tune([text], cfg)
+    with pytest.raises(ReproduceError, match="'teachers.lr' must be a finite number > 0"):
+        parse_tune(["teachers.lr=1e-3,0"], cfg)
+
+
+def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tuned"
+    shutil.copytree(repro, out, symlinks=True)
+    seed1 = out / "runs" / "seed-1"
+    weights = "model/model.safetensors"
+    untuned = {t: (seed1 / "teachers" / "teachers" / t / weights).stat().st_ino for t in TASKS}
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    tune = ["--tune", "teachers.lr=0.002,0.001"]  # 0.002: smoke.yaml's own teachers.lr, the teachers OUT has
+    assert main([*argv, *tune, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tune teachers lr=0.002 done" in printed and "tune teachers lr=0.001 to run" in printed
+    assert "once the teachers are tuned" in printed and "0 of" not in printed
+    assert main([*argv, *tune]) == 0
+
+    record = json.loads((out / "tuning" / "teachers.json").read_text())
+    assert record["grid"] == {"lr": [0.002, 0.001]}
+    folders = {lr: seed1 / "tune" / "teachers" / f"lr={lr}" / "teachers" for lr in (0.002, 0.001)}
+    scores = {}  # each setting's teacher dev score per task, from its own metrics.json
+    for lr, folder in folders.items():
+        for task in TASKS:
+            dev = json.loads((folder / task / "metrics.json").read_text())["dev"]
+            scores[lr, task] = main_score(get_task(task), dev[get_task(task).dev_splits[0]])
+    # the config's setting is the teachers OUT already had (hard-linked, not trained again)
+    assert {t: (folders[0.002] / t / weights).stat().st_ino for t in TASKS} == untuned
+    results = json.loads((out / "results.json").read_text())
+    for task in TASKS:
+        best = max((0.002, 0.001), key=lambda lr: scores[lr, task])  # max keeps the first of equals
+        assert record["chosen"][task] == {"lr": best}, task
+        # seed 1's teacher is that tuning run's; every seed's teacher of the task trains at that rate
+        assert os.path.samefile(seed1 / "teachers" / "teachers" / task / weights, folders[best] / task / weights)
+        assert (seed1 / "bam" / "teachers" / task / weights).read_bytes() == (
+            folders[best] / task / weights
+        ).read_bytes()
+        for run in results["runs"]:
+            assert run["config"]["teachers"]["per_task"][task]["lr"] == best
+        single = next(r for r in results["runs"] if r["variant"] == "single" and r["seed"] == 1)
+        assert single["tasks"][task]["score"] == pytest.approx(scores[best, task])
+    assert {0.002, 0.001} == {c["lr"] for c in record["chosen"].values()}  # this grid changes some teachers, not all
+    log = (out / "runs" / "seed-2" / "teachers" / "teachers" / "rte" / "log.jsonl").read_text().splitlines()
+    peak = max(r["lr"] for r in map(json.loads, log) if "lr" in r)
+    assert record["chosen"]["rte"]["lr"] / 2 < peak <= record["chosen"]["rte"]["lr"]
+    assert results["tuning"]["teachers"]["chosen"] == record["chosen"]
+    assert "## Teachers tuned on dev" in (out / "table.md").read_text()
+
+    # the choice holds without --tune: nothing runs again
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
+    printed = capsys.readouterr().out
+    assert "tuned on seed 1 dev (OUT/tuning/): teachers " in printed
 
 
 @pytest.fixture(scope="module")
