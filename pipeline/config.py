@@ -261,7 +261,11 @@ def _entry_type(tp: Any) -> Any:
 
 
 def _absolute_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    """The custom tasks' file paths and teachers.init_from joined to `base` (absolute paths stay as they are)."""
+    """The custom tasks' file paths and teachers.init_from joined to `base` (absolute paths stay as they are);
+    data.data_dir made absolute against the current directory, where it has always been read, so that two
+    spellings of one folder make one digest."""
+    if cfg.data.data_dir is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=os.path.abspath(cfg.data.data_dir)))
     if cfg.teachers.init_from is not None:
         teachers = dataclasses.replace(cfg.teachers, init_from=os.path.abspath(base / cfg.teachers.init_from))
         cfg = dataclasses.replace(cfg, teachers=teachers)
@@ -332,8 +336,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Build a RunConfig from the defaults, an optional YAML file and `--section.key=value` overrides.
 
     Custom tasks' file paths become absolute: relative to the config file's folder when the file gives them, to the
-    current directory when an override does. Each custom task in `data.tasks` becomes a `TaskSpec` (its label set or
-    range inferred from its training split when not declared) that `get_task` then finds.
+    current directory when an override does; data.data_dir relative to the current directory. Each custom task in
+    `data.tasks` becomes a `TaskSpec` (its label set or range inferred from its training split when not declared)
+    that `get_task` then finds.
 
     Raises:
         ConfigError: Every problem with keys, types and values, at once.

@@ -62,6 +62,19 @@ def test_overrides_without_file() -> None:
     assert cfg.data.data_dir == "/data/glue"
 
 
+def test_data_dir_spellings_of_one_folder_give_one_data_digest(tmp_path: Path, monkeypatch) -> None:
+    from stages import STAGES
+
+    (tmp_path / "glue").mkdir()
+    monkeypatch.chdir(tmp_path / "glue")
+    relative = load_config(None, ["--data.data_dir='../glue'"])
+    absolute = load_config(None, [f"--data.data_dir='{tmp_path / 'glue'}'"])
+    assert relative.data.data_dir == str(tmp_path / "glue")
+    assert STAGES["data"].config_subset(relative) == STAGES["data"].config_subset(absolute)
+    other = load_config(None, [f"--data.data_dir='{tmp_path}'"])
+    assert STAGES["data"].config_subset(other) != STAGES["data"].config_subset(absolute)
+
+
 def test_ints_are_accepted_for_float_fields(tmp_path: Path) -> None:
     cfg = load_config(_yaml(tmp_path, "student:\n  epochs: 6\n  lr: 1\n"), ["--teachers.epochs=2"])
     for value in (cfg.student.epochs, cfg.student.lr, cfg.teachers.epochs):
