@@ -74,7 +74,7 @@ def main() -> None:
     lengths = {t: mean_tokens(t, glue_dir, tokenizer, cfg.data.max_length) for t in tasks}
     train_rows = [OFFICIAL_ROWS[t][0] for t in tasks]
     tokens = {t: lengths[t][0] for t in tasks}
-    teacher_tokens = sum(cfg.teachers.epochs * OFFICIAL_ROWS[t][0] * tokens[t] for t in tasks)
+    teacher_tokens = sum(cfg.teachers.for_task(t).epochs * OFFICIAL_ROWS[t][0] * tokens[t] for t in tasks)
     distill_tokens = sum(sum(OFFICIAL_ROWS[t]) * tokens[t] for t in tasks)
     draws = cfg.student.epochs * sum(train_rows) * task_probabilities(train_rows, cfg.student.alpha)
     student_tokens = sum(d * tokens[t] for d, t in zip(draws, tasks))
@@ -83,7 +83,8 @@ def main() -> None:
         "distill": 2 * params * distill_tokens / args.pad_efficiency,
         "student": 6 * params * student_tokens / args.pad_efficiency,
     }
-    epochs = {"teachers": cfg.teachers.epochs, "distill": 1, "student": cfg.student.epochs}
+    one_pass = sum(OFFICIAL_ROWS[t][0] * tokens[t] for t in tasks)  # teachers.per_task epochs: their weighted mean
+    epochs = {"teachers": teacher_tokens / one_pass, "distill": 1, "student": cfg.student.epochs}
     rate = H100_BF16_DENSE * args.mfu
     hours = {k: {"1_gpu": v / rate / 3600, f"{args.gpus}_gpus": v / rate / 3600 / args.gpus} for k, v in work.items()}
     result = {

@@ -367,8 +367,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = cfg.data
         set_custom_tasks([resolve_task(t, data.custom_tasks[t]) for t in data.tasks if t in data.custom_tasks])
         tasks = tuple(get_task(t).name for t in data.tasks)
-        caps = {get_task(k).name: v for k, v in data.max_train_examples.items()}
-        per_task = {get_task(k).name: v for k, v in cfg.teachers.per_task.items()}
+        caps = _by_task(data.max_train_examples)
+        per_task = _by_task(cfg.teachers.per_task)
         cfg = dataclasses.replace(
             cfg,
             data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps),
@@ -380,6 +380,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = " in " + " and ".join(([str(path)] if path else []) + (["command-line overrides"] if overrides else []))
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def _by_task(entries: dict[str, Any]) -> dict[str, Any]:
+    """`entries` keyed by each task's one spelling ("SST-2" → "sst2"). Entries under two spellings of one task (the
+    file's `RTE`, an override's `rte`) merge, the later winning: per key for per-task settings, else whole."""
+    merged: dict[str, Any] = {}
+    for key, value in entries.items():
+        task, before = get_task(key).name, merged.get(get_task(key).name)
+        if isinstance(before, TeacherTaskConfig):
+            value = dataclasses.replace(before, **value.given())
+        merged[task] = value
+    return merged
 
 
 def override(cfg: RunConfig, updates: dict[str, Any], where: str) -> RunConfig:

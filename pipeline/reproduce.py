@@ -199,7 +199,8 @@ def adopt_teacher(src_cfg: RunConfig, src: Path, dst_cfg: RunConfig, dst: Path, 
     """Hard-link the finished teacher of `task` in the run `src` into the run `dst` (whose data stage is done) when it
     is the teacher `dst` would train: the same per-task digest. What `dst` held for the task before (another
     teacher, or a part-trained one) is removed first; its `done.json` is written anew for `dst` (a teacher made
-    before per-task digests holds the whole stage's), and its log copied, so nothing in `dst` writes into `src`."""
+    before per-task digests holds the whole stage's, taken only while `src`'s manifest is `src_cfg`'s), and its
+    log copied, so nothing in `dst` writes into `src`."""
     from stages.teachers import task_digest
 
     folder, target = src / "teachers" / task, dst / "teachers" / task
@@ -207,7 +208,9 @@ def adopt_teacher(src_cfg: RunConfig, src: Path, dst_cfg: RunConfig, dst: Path, 
     if manifest is None:
         return False
     own = task_digest(Context(src_cfg, src, None, ""), task)
-    if not done_intact(folder / "done.json", (own, manifest["digest"]), folder):
+    # a whole-stage digest counts only while it is the one `src_cfg` would make: else the teacher is of other settings
+    legacy = (manifest["digest"],) if manifest["digest"] == stage_record("teachers", src_cfg, src)["digest"] else ()
+    if not done_intact(folder / "done.json", (own, *legacy), folder):
         return False
     if task_digest(Context(dst_cfg, dst, None, ""), task) != own or done_intact(target / "done.json", (own,), target):
         return False
@@ -643,7 +646,7 @@ def plan(
                 measured.setdefault(kind, []).append(run["wall_s"] / factor)
     examples = None
     if rows is not None:
-        teacher_ex = cfg.teachers.epochs * sum(rows.values())
+        teacher_ex = sum(cfg.teachers.for_task(t).epochs * n for t, n in rows.items())  # a task's own epochs
         student_ex = cfg.student.epochs * sum(rows.values())
         examples = {"teachers": teacher_ex, "student": student_ex}
 
@@ -658,8 +661,12 @@ def plan(
     def student_cost(variant: str, setting: dict[str, Any] | None = None) -> float:
         return cost_factor(to_dict(variant_config(seed_config(cfg, TUNE_SEED), variant, out, setting=setting).student))
 
-    steps, untuned = [], [v for v in variants if not tuning_done(cfg, v, out, grid)]
     teachers_pending = not teachers_tuned(cfg, out, teacher_grid or {})
+    # a student's tuning record holds for the teachers it was made with: tuned anew once they are (maybe) others
+    steps = []
+    untuned = [
+        v for v in variants if not tuning_done(cfg, v, out, grid) or (teachers_pending and variant_grid(v, grid))
+    ]
     if teachers_pending:  # first: what the first seed's teachers will be depends on them
         for setting in settings(teacher_grid):
             seconds, how = expect("teachers")
@@ -979,6 +986,12 @@ def reproduce(
     if accelerator.is_main_process and not dry_run:
         restore_tuning(out)
     accelerator.wait_for_everyone()
+    for task, own in cfg.teachers.per_task.items():  # the grid's values replace a task's own for its keys
+        for key in set(teacher_grid) & set(own.given()):
+            accelerator.print(
+                f"reproduce-glue: teachers.per_task.{task}.{key} ({own.given()[key]}) is not used: "
+                f"the teachers are tuned over {key} {teacher_grid[key]}"
+            )
     untuned, cfg = cfg, with_tuned_teachers(cfg, out)  # a choice made before holds (until a new grid)
     steps = plan(cfg, out, seed_list, variants, grid, teacher_grid)
     chosen = [f"{v} {setting_label(c)}" for v in variants if (c := tuned_choice(cfg, v, out)) is not None]

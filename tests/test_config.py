@@ -261,6 +261,11 @@ def test_per_task_teacher_settings(tmp_path: Path) -> None:
     assert (rte.lr, rte.epochs, rte.warmup) == (2e-5, 5.0, 0.1)
     assert (sst2.lr, sst2.epochs, sst2.warmup) == (5e-5, 3.0, 0.0)
     assert rte.per_task == {} and cfg.teachers.for_task("mrpc") == cfg.teachers.for_task("mrpc").for_task("mrpc")
+    # the file's RTE and an override's rte are one task: their settings merge, the override's winning
+    both = load_config(path, ["--teachers.per_task.rte.lr=1e-4", "--data.max_train_examples={SST-2: 50, sst2: 40}"])
+    rte = both.teachers.for_task("rte")
+    assert set(both.teachers.per_task) == {"rte"} and (rte.lr, rte.epochs) == (1e-4, 5.0)
+    assert both.data.max_train_examples == {"sst2": 40}
 
 
 def test_per_task_teacher_errors_name_the_task_and_key(tmp_path: Path) -> None:

@@ -302,6 +302,10 @@ def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")}
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
+    # teachers still to be tuned: the student's record may not hold for the teachers they choose, so its runs show
+    assert main([*argv, "--tune", "student.lr=0.002,0.004", "--tune", "teachers.lr=0.002,0.001", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tune teachers lr=0.001 to run" in printed and "tune bam lr=0.004 to run" in printed
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "results.json").write_bytes((out / "results.json").read_bytes())
@@ -494,6 +498,12 @@ def test_a_teacher_is_adopted_only_when_it_is_the_one_the_run_would_train(derive
     run_stages(other, tmp_path / "other", acc, target="data")
     assert not adopt_teacher(cfg, src, other, tmp_path / "other", "rte")
     assert not (tmp_path / "other" / "teachers").exists()
+    # the whole-stage digest is src's own only under the config that made it: asked as another config's, refused
+    stale = dataclasses.replace(cfg, teachers=dataclasses.replace(cfg.teachers, lr=0.5))
+    stale_rte = task_config(stale, "rte")
+    run_stages(stale_rte, tmp_path / "stale", acc, target="data")
+    assert not adopt_teacher(stale, src, stale_rte, tmp_path / "stale", "rte")
+    assert not (tmp_path / "stale" / "teachers").exists()
 
 
 def test_submission_files(repro: Path, tmp_path: Path) -> None:
