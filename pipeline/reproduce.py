@@ -397,7 +397,8 @@ def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = ()) -> str:
     choice in it, `with_tuned_teachers`, has the record's base too)."""
     if variant == TEACHERS:
         scfg, stages = teacher_setting(seed_config(cfg, 0), dict.fromkeys(keys)), get_stages()
-        return digest({name: stages[name].config_subset(scfg) for name in ("data", "teachers")})
+        base = {name: stages[name].config_subset(scfg) for name in ("data", "teachers")}
+        return digest({**base, "sources": stages["teachers"].sources(scfg)})  # init_from's model, by content
     return run_key(seed_config(cfg, 0), variant, out, tuned=False)
 
 
@@ -630,9 +631,11 @@ def plan(
     variants: list[str],
     grid: dict[str, list[Any]] | None = None,
     teacher_grid: dict[str, list[Any]] | None = None,
+    untuned: RunConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Every step in order, whether it is done, and the seconds it is expected to take (None: unknown). `cfg`: with
-    the teachers' choice in it, when there is one (`with_tuned_teachers`)."""
+    the teachers' choice in it, when there is one (`with_tuned_teachers`); `untuned`: without it (the teachers'
+    tuning runs train from it; default `cfg`)."""
     rows, recorded, grid = _train_rows(cfg, out, seeds), recorded_runs(out), grid or {}
     measured: dict[str, list[float]] = {}
     finished: dict[tuple[str, int], bool] = {}
@@ -670,7 +673,7 @@ def plan(
     if teachers_pending:  # first: what the first seed's teachers will be depends on them
         for setting in settings(teacher_grid):
             seconds, how = expect("teachers")
-            done = teacher_made(cfg, out, setting)
+            done = teacher_made(untuned or cfg, out, setting)
             steps.append({"seed": TUNE_SEED, "variant": f"tune teachers {setting_label(setting)}", "done": done,
                           "seconds": seconds, "how": how})  # fmt: skip
     tuning = []  # after the first seed's teachers, before any run
@@ -986,14 +989,16 @@ def reproduce(
     if accelerator.is_main_process and not dry_run:
         restore_tuning(out)
     accelerator.wait_for_everyone()
+    record = tuning_record(cfg, TEACHERS, out)  # the teachers' choice, when OUT has one, replaces per-task values too
+    tuned_keys = {**(record["grid"] if record is not None else {}), **teacher_grid}
     for task, own in cfg.teachers.per_task.items():  # the grid's values replace a task's own for its keys
-        for key in set(teacher_grid) & set(own.given()):
+        for key in sorted(set(tuned_keys) & set(own.given())):
             accelerator.print(
                 f"reproduce-glue: teachers.per_task.{task}.{key} ({own.given()[key]}) is not used: "
-                f"the teachers are tuned over {key} {teacher_grid[key]}"
+                f"the teachers are tuned over {key} {tuned_keys[key]}"
             )
     untuned, cfg = cfg, with_tuned_teachers(cfg, out)  # a choice made before holds (until a new grid)
-    steps = plan(cfg, out, seed_list, variants, grid, teacher_grid)
+    steps = plan(cfg, out, seed_list, variants, grid, teacher_grid, untuned)
     chosen = [f"{v} {setting_label(c)}" for v in variants if (c := tuned_choice(cfg, v, out)) is not None]
     if (record := tuning_record(cfg, TEACHERS, out)) is not None:
         chosen.insert(0, "teachers " + ", ".join(f"{t} {setting_label(s)}" for t, s in record["chosen"].items()))

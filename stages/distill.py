@@ -30,10 +30,11 @@ def makes(cfg: RunConfig) -> list[str]:
 
 
 def task_digest(ctx: Context, task: str) -> str:
-    """What one task's soft targets depend on: its teacher's files and its tokenised data (as the input stages'
-    manifests record them) and the code version."""
+    """What one task's soft targets depend on: its teacher's model files and its tokenised data (as the input stages'
+    manifests record them) and the code version; not the teacher's log or done record, which change (a resumed log,
+    a record written anew when the teacher is adopted by another run) while the teacher stays the same."""
     own = {}
-    for stage, prefix in (("teachers", f"teachers/{task}/"), ("data", f"data/{task}/")):
+    for stage, prefix in (("teachers", f"teachers/{task}/model/"), ("data", f"data/{task}/")):
         files = read_manifest(ctx.run_dir, stage)["files"]
         own[stage] = digest({rel: sha for rel, sha in files.items() if rel.startswith(prefix)})
     return digest({**own, "task": task, "version": pipeline.__version__})

@@ -310,6 +310,31 @@ def test_changed_teacher_outputs_make_distill_stale(smoke_copy: Path) -> None:
     assert run_smoke(smoke_copy) == ["distill", "student", "evaluate", "report"]
 
 
+def test_soft_targets_follow_the_teachers_model_not_its_log_or_record(smoke_copy: Path, capsys) -> None:
+    """A teacher's log and done record can change while its model stays (a record written anew for the same teacher):
+    its soft targets are kept, so the student, whose inputs are the same files, is not redone."""
+    from pipeline.dag import stage_record
+    from pipeline.store import read_json, write_manifest
+
+    folder = smoke_copy / "teachers" / "rte"
+    with open(folder / "log.jsonl", "a", encoding="utf-8") as log:
+        log.write('{"note": "resumed"}\n')
+    done = read_json(folder / "done.json")
+    (folder / "done.json").write_text(json.dumps({**done, "digest": "0" * 64}))
+    cfg = load_config(SMOKE)
+    old = read_json(smoke_copy / "manifests" / "teachers.json")
+    record = {**stage_record("teachers", cfg, smoke_copy), "finished": old["finished"]}
+    write_manifest(smoke_copy, "teachers", [f"teachers/{t}" for t in TASKS], record)
+    targets = (smoke_copy / "distill" / "rte" / "train.npy").stat().st_ino
+    assert stage_status("distill", cfg, smoke_copy)[0] == "stale"
+    assert run_smoke(smoke_copy) == [
+        "distill",
+        "evaluate",
+    ]  # evaluate reads the teachers' files itself; not the student
+    assert "[distill] rte: soft targets made by this teacher from this data, kept" in capsys.readouterr().out
+    assert (smoke_copy / "distill" / "rte" / "train.npy").stat().st_ino == targets
+
+
 def test_damaged_teacher_is_retrained_and_the_others_kept(smoke_copy: Path, capsys) -> None:
     weights = smoke_copy / "teachers" / "rte" / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])

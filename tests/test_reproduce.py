@@ -402,6 +402,11 @@ def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro:
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
     printed = capsys.readouterr().out
     assert "tuned on seed 1 dev (OUT/tuning/): teachers " in printed
+    # a task's own value of a tuned key gives way to the choice, and the call says so
+    assert main([*argv, "--teachers.per_task.rte.lr=0.0005", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "teachers.per_task.rte.lr (0.0005) is not used: the teachers are tuned over lr [0.002, 0.001]" in printed
+    assert "0 of" in printed  # the choice still holds: nothing to run
 
 
 @pytest.fixture(scope="module")
