@@ -306,9 +306,13 @@ def finished_run(
     finished run survive its folder (e.g. a committed results.json on a machine without the run folders)."""
     run = collect_run(scfg, out, seed, variant)
     if run is None:
-        old = recorded.get((variant, seed))
-        if old is not None and old["key"] == run_key(scfg, variant, out):
+        old, key = recorded.get((variant, seed)), run_key(scfg, variant, out)
+        if old is not None and old["key"] == key:
             return old
+        if seed == TUNE_SEED:  # a tuned variant's first-seed run is its chosen tuning run
+            tuned = next((r for r in recorded_tuning_runs(out) if r["variant"] == variant and r["key"] == key), None)
+            if tuned is not None:
+                return {k: v for k, v in tuned.items() if k != "setting"}
     return run
 
 
@@ -413,7 +417,7 @@ def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | N
     return record
 
 
-_RECORDED: dict[tuple[str, int], dict[str, Any]] = {}
+_RECORDED: dict[tuple[str, int, int, int], dict[str, Any]] = {}
 
 
 def _recorded_tuning(out: Path) -> dict[str, Any]:
@@ -421,10 +425,77 @@ def _recorded_tuning(out: Path) -> dict[str, Any]:
     path = out / "results.json"
     if not path.is_file():
         return {}
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    stat = path.stat()  # written atomically: a new inode each time
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_ino, stat.st_size)
     if key not in _RECORDED:
         _RECORDED[key] = read_json(path).get("tuning", {})
     return _RECORDED[key]
+
+
+_RECORDED_RUNS: dict[tuple[str, int, int, int], list[dict[str, Any]]] = {}
+
+
+def recorded_tuning_runs(out: Path) -> list[dict[str, Any]]:
+    """results.json's finished tuning runs (each setting's, students' and teachers'), read once per version of the
+    file: a tuning run's numbers survive its folder, so a grid can be finished on another machine."""
+    path = out / "results.json"
+    if not path.is_file():
+        return []
+    stat = path.stat()  # written atomically: a new inode each time
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_ino, stat.st_size)
+    if key not in _RECORDED_RUNS:
+        _RECORDED_RUNS[key] = read_json(path).get("tuning_runs", [])
+    return _RECORDED_RUNS[key]
+
+
+def tuning_run_key(cfg: RunConfig, variant: str, out: Path, setting: dict[str, Any]) -> str:
+    """What makes two tuning runs the same: a student variant's run key at the setting; the teachers' data and
+    settings at the setting (with teachers.init_from's model)."""
+    scfg = seed_config(cfg, TUNE_SEED)
+    if variant != TEACHERS:
+        return run_key(scfg, variant, out, setting=setting)
+    tcfg, stages = teacher_setting(scfg, setting), get_stages()
+    subsets = {name: stages[name].config_subset(tcfg) for name in ("data", "teachers")}
+    return digest({**subsets, "sources": stages[TEACHERS].sources(tcfg)})
+
+
+def _teacher_tuning_run(cfg: RunConfig, out: Path, setting: dict[str, Any]) -> dict[str, Any] | None:
+    """The teachers of `setting` as a record (each task's dev score), from their tuning folder once finished."""
+    scfg = seed_config(cfg, TUNE_SEED)
+    folder, tasks = teacher_tuning_dir(out, setting), [get_task(t) for t in scfg.data.tasks]
+    if stage_status(TEACHERS, teacher_setting(scfg, setting), folder)[0] != "done":
+        return None
+    metrics = {t.name: read_json(folder / "teachers" / t.name / "metrics.json") for t in tasks}
+    entries = {t.name: _task_entry(t, metrics[t.name]["dev"]) for t in tasks}
+    return {
+        "average": statistics.mean(e["score"] for e in entries.values()),
+        "tasks": entries,
+        "wall_s": sum(m["wall_s"] for m in metrics.values()),
+        "run_dir": str(folder),
+    }
+
+
+def tuning_run(cfg: RunConfig, out: Path, variant: str, setting: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished tuning run of `variant` (or TEACHERS) at `setting` on the first seed, from its folder, else from
+    results.json's "tuning_runs" when that holds the same run; None while it is not finished."""
+    key = tuning_run_key(cfg, variant, out, setting)
+    if variant == TEACHERS:
+        run = _teacher_tuning_run(cfg, out, setting)
+        run = None if run is None else {"variant": TEACHERS, "seed": TUNE_SEED, **run}
+    else:
+        run = collect_run(seed_config(cfg, TUNE_SEED), out, TUNE_SEED, variant, setting)
+    if run is not None:
+        return {"setting": setting, **run, "key": key}
+    return next((r for r in recorded_tuning_runs(out) if r["variant"] == variant and r["key"] == key), None)
+
+
+def save_tuning_run(out: Path, run: dict[str, Any]) -> None:
+    """Add a finished tuning run to results.json's "tuning_runs" (the rest of the file as it is)."""
+    path = out / "results.json"
+    results = read_json(path) if path.is_file() else {"runs": []}
+    mine = (run["variant"], run["key"])
+    results["tuning_runs"] = [r for r in results.get("tuning_runs", []) if (r["variant"], r["key"]) != mine] + [run]
+    write_json(path, results)
 
 
 def tuned_choice(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | None:
@@ -441,12 +512,12 @@ def tuning_done(cfg: RunConfig, variant: str, out: Path, grid: dict[str, list[An
 def make_tuning_record(cfg: RunConfig, variant: str, out: Path, grid: dict[str, list[Any]]) -> dict[str, Any] | None:
     """The record once every setting of the variant's grid has run on TUNE_SEED (None before): each setting's run
     and the chosen setting, the best dev average."""
-    scfg, runs = seed_config(cfg, TUNE_SEED), []
+    runs = []
     for setting in settings(variant_grid(variant, grid)):
-        run = collect_run(scfg, out, TUNE_SEED, variant, setting)
+        run = tuning_run(cfg, out, variant, setting)
         if run is None:
             return None
-        runs.append({"setting": setting, **run})
+        runs.append(run)
     best = max(runs, key=lambda r: r["average"])  # max keeps the first of equals: the grid's order
     return {
         "variant": variant,
@@ -461,7 +532,7 @@ def make_tuning_record(cfg: RunConfig, variant: str, out: Path, grid: dict[str, 
 def made(cfg: RunConfig, out: Path, variant: str, setting: dict[str, Any]) -> bool:
     """Whether the tuning run of `setting` is finished, or is the finished untuned run (to be hard-linked)."""
     scfg = seed_config(cfg, TUNE_SEED)
-    if collect_run(scfg, out, TUNE_SEED, variant, setting) is not None:
+    if tuning_run(cfg, out, variant, setting) is not None:
         return True
     same = run_key(scfg, variant, out, setting=setting) == run_key(scfg, variant, out, setting={})
     return same and collect_run(scfg, out, TUNE_SEED, variant, {}) is not None
@@ -477,10 +548,11 @@ def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[An
     run_stages(scfg, base, accelerator, target="distill" if any(v != "multi" for v in todo) else "teachers")
     for variant in todo:
         for setting in settings(variant_grid(variant, grid)):
-            if collect_run(scfg, out, TUNE_SEED, variant, setting) is None:
+            if tuning_run(cfg, out, variant, setting) is None:
                 accelerator.print(f"reproduce-glue: tuning {variant} on seed {TUNE_SEED}: {setting_label(setting)}")
                 run_variant(scfg, out, TUNE_SEED, variant, accelerator, setting)
                 if accelerator.is_main_process:
+                    save_tuning_run(out, tuning_run(cfg, out, variant, setting))
                     write()
         if accelerator.is_main_process:
             record = make_tuning_record(cfg, variant, out, grid)
@@ -533,7 +605,7 @@ def teacher_made(cfg: RunConfig, out: Path, setting: dict[str, Any]) -> bool:
     first seed's teachers folder (to be hard-linked)."""
     scfg = seed_config(cfg, TUNE_SEED)
     tcfg, stage = teacher_setting(scfg, setting), get_stages()[TEACHERS]
-    if stage_status(TEACHERS, tcfg, teacher_tuning_dir(out, setting))[0] == "done":
+    if tuning_run(cfg, out, TEACHERS, setting) is not None:
         return True
     base = run_dirs(out, TUNE_SEED, "single")[0]
     return stage.config_subset(tcfg) == stage.config_subset(scfg) and stage_status(TEACHERS, scfg, base)[0] == "done"
@@ -542,21 +614,12 @@ def teacher_made(cfg: RunConfig, out: Path, setting: dict[str, Any]) -> bool:
 def make_teacher_record(cfg: RunConfig, out: Path, grid: dict[str, list[Any]]) -> dict[str, Any] | None:
     """The record once the teachers of every setting are trained (None before): each setting's dev scores, and per
     task the setting of its best teacher (the first of the grid on a tie)."""
-    scfg, runs = seed_config(cfg, TUNE_SEED), []
-    tasks = [get_task(t) for t in scfg.data.tasks]
+    runs, tasks = [], [get_task(t) for t in cfg.data.tasks]
     for setting in settings(grid):
-        folder = teacher_tuning_dir(out, setting)
-        if stage_status(TEACHERS, teacher_setting(scfg, setting), folder)[0] != "done":
+        run = tuning_run(cfg, out, TEACHERS, setting)
+        if run is None:
             return None
-        metrics = {t.name: read_json(folder / "teachers" / t.name / "metrics.json") for t in tasks}
-        entries = {t.name: _task_entry(t, metrics[t.name]["dev"]) for t in tasks}
-        runs.append({
-            "setting": setting,
-            "average": statistics.mean(e["score"] for e in entries.values()),
-            "tasks": entries,
-            "wall_s": sum(m["wall_s"] for m in metrics.values()),
-            "run_dir": str(folder),
-        })  # fmt: skip
+        runs.append({k: run[k] for k in ("setting", "average", "tasks", "wall_s", "run_dir")})
     chosen = {t.name: max(runs, key=lambda r: r["tasks"][t.name]["score"])["setting"] for t in tasks}
     base = tuning_base(cfg, TEACHERS, out, grid)
     return {"variant": TEACHERS, "seed": TUNE_SEED, "grid": grid, "chosen": chosen, "base": base, "runs": runs}
@@ -572,7 +635,7 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
     run_stages(scfg, base, accelerator, target="data")
     for setting in settings(grid):
         tcfg, folder = teacher_setting(scfg, setting), teacher_tuning_dir(out, setting)
-        if stage_status(TEACHERS, tcfg, folder)[0] == "done":
+        if tuning_run(cfg, out, TEACHERS, setting) is not None:  # here, or in results.json
             continue
         accelerator.print(f"reproduce-glue: tuning the teachers on seed {TUNE_SEED}: {setting_label(setting)}")
         if accelerator.is_main_process:
@@ -581,6 +644,8 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
                 adopt_teacher(scfg, base, tcfg, folder, task)
         accelerator.wait_for_everyone()
         run_stages(tcfg, folder, accelerator, target=TEACHERS)
+        if accelerator.is_main_process:
+            save_tuning_run(out, tuning_run(cfg, out, TEACHERS, setting))
     if accelerator.is_main_process:
         record = make_teacher_record(cfg, out, grid)
         write_json(tuning_file(out, TEACHERS), record)
@@ -631,10 +696,10 @@ def plan(
     variants: list[str],
     grid: dict[str, list[Any]] | None = None,
     teacher_grid: dict[str, list[Any]] | None = None,
-    untuned: RunConfig | None = None,
+    unchosen: RunConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Every step in order, whether it is done, and the seconds it is expected to take (None: unknown). `cfg`: with
-    the teachers' choice in it, when there is one (`with_tuned_teachers`); `untuned`: without it (the teachers'
+    the teachers' choice in it, when there is one (`with_tuned_teachers`); `unchosen`: without it (the teachers'
     tuning runs train from it; default `cfg`)."""
     rows, recorded, grid = _train_rows(cfg, out, seeds), recorded_runs(out), grid or {}
     measured: dict[str, list[float]] = {}
@@ -673,7 +738,7 @@ def plan(
     if teachers_pending:  # first: what the first seed's teachers will be depends on them
         for setting in settings(teacher_grid):
             seconds, how = expect("teachers")
-            done = teacher_made(untuned or cfg, out, setting)
+            done = teacher_made(unchosen or cfg, out, setting)
             steps.append({"seed": TUNE_SEED, "variant": f"tune teachers {setting_label(setting)}", "done": done,
                           "seconds": seconds, "how": how})  # fmt: skip
     tuning = []  # after the first seed's teachers, before any run
@@ -1138,6 +1203,7 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
         "runs": runs,
         "summary": summarise(runs, tasks),
         "tuning": {v: r for v in (TEACHERS, *EVERY) if (r := tuning_record(cfg, v, out)) is not None},
+        "tuning_runs": recorded_tuning_runs(out),  # every finished tuning run, also of grids not finished yet
     }
     write_json(out / "results.json", results)
     if runs:

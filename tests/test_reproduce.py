@@ -317,6 +317,21 @@ def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it
     assert json.loads((bare / "tuning" / "bam.json").read_text())["chosen"] == {"lr": best}
     assert not (bare / "runs").exists()  # every run known from results.json: nothing to train
 
+    # each tuning run survives its folder too: a wider grid on another machine runs only the new setting, and the
+    # first seed's tuned run is known from its tuning run alone
+    wider = tmp_path / "wider"
+    wider.mkdir()
+    kept = json.loads((out / "results.json").read_text())
+    assert {(r["variant"], r["setting"]["lr"]) for r in kept["tuning_runs"]} == {("bam", 0.002), ("bam", 0.004)}
+    kept["runs"] = [r for r in kept["runs"] if (r["variant"], r["seed"]) != ("bam", 1)]
+    (wider / "results.json").write_text(json.dumps(kept))
+    assert main([*argv[:4], str(wider), *argv[5:], "--tune", "student.lr=0.002,0.004,0.008", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tune bam lr=0.002 done" in printed and "tune bam lr=0.004 done" in printed
+    assert "tune bam lr=0.008 to run" in printed
+    assert main([*argv[:4], str(wider), *argv[5:], "--dry-run"]) == 0
+    assert "0 of 4 steps to run" in capsys.readouterr().out
+
 
 def test_tune_argument_errors(tmp_path: Path, capsys) -> None:
     base = ["reproduce-glue", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--dry-run", "--tune"]
@@ -402,6 +417,14 @@ def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro:
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
     printed = capsys.readouterr().out
     assert "tuned on seed 1 dev (OUT/tuning/): teachers " in printed
+    # each setting's teachers are recorded in results.json: a wider grid on another machine trains only the new one
+    wider = tmp_path / "wider"
+    wider.mkdir()
+    (wider / "results.json").write_bytes((out / "results.json").read_bytes())
+    assert main([*argv[:4], str(wider), *argv[5:], "--tune", "teachers.lr=0.002,0.001,0.0005", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tune teachers lr=0.002 done" in printed and "tune teachers lr=0.001 done" in printed
+    assert "tune teachers lr=0.0005 to run" in printed
     # a task's own value of a tuned key gives way to the choice, and the call says so
     assert main([*argv, "--teachers.per_task.rte.lr=0.0005", "--dry-run"]) == 0
     printed = capsys.readouterr().out
