@@ -128,11 +128,13 @@ def bench_matmul(repeats: int) -> float:
 class Ours:
     """Model, fused AdamW and Accelerator set up as student/train.py (section "student") or teachers/train.py do."""
 
-    def __init__(self, b: Bench, names: list[str], section: str, teacher: list[np.ndarray] | None = None):
+    def __init__(
+        self, b: Bench, names: list[str], section: str, teacher: list[np.ndarray] | None = None, precision="fp32"
+    ):
         sc = getattr(b.cfg, section)
         set_seed(sc.seed)
         self.tasks, self.splits, self.teacher = [get_task(n) for n in names], [b.data[n] for n in names], teacher
-        self.acc, self.clip = make_accelerator(), sc.max_grad_norm
+        self.acc, self.clip = make_accelerator(precision=precision), sc.max_grad_norm
         model = build_model(b.path, self.tasks, b.cfg.model, seed=sc.seed)
         self.max_outputs = model.max_outputs if section == "student" else 1  # teachers/train.py: collate's default
         optimizer = make_optimizer(model, sc.lr, sc.layer_decay, sc.weight_decay)

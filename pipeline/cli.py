@@ -90,9 +90,11 @@ def resolve(args: argparse.Namespace, extra: list[str], for_status: bool = False
     return cfg, run_dir
 
 
-def make_accelerator(report_to: str = "none", run_dir: Path | None = None):
+def make_accelerator(report_to: str = "none", run_dir: Path | None = None, precision: str | None = "fp32"):
     """The Accelerator all stages share; `report_to` (a key of TRACKERS) picks the trackers, which write under
-    `run_dir/tracking/`, outside every stage's outputs."""
+    `run_dir/tracking/`, outside every stage's outputs; `precision` (the config's `model.precision`) its mixed
+    precision. The config decides, since the digests count it: `accelerate launch` asking for another is an error.
+    None: whatever `accelerate launch` asks for (prediction, which no digest records)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import (
@@ -124,14 +126,24 @@ def make_accelerator(report_to: str = "none", run_dir: Path | None = None):
         DistributedDataParallelKwargs(find_unused_parameters=True),
         InitProcessGroupKwargs(timeout=timedelta(hours=3)),
     ]
-    return Accelerator(cpu=cpu, kwargs_handlers=handlers, log_with=trackers or None, project_config=project)
+    mixed = None if precision is None else "no" if precision == "fp32" else precision
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch` (its flag or config file)
+    if None not in (launched, mixed) and launched != mixed:
+        raise ConfigError(
+            f"accelerate launch asks for mixed precision {launched!r}, the config's model.precision is {precision!r}: "
+            f"make them agree (--model.precision={'fp32' if launched == 'no' else launched} after the module, or "
+            f"--mixed_precision {mixed} for accelerate launch)"
+        )
+    return Accelerator(
+        cpu=cpu, mixed_precision=mixed, kwargs_handlers=handlers, log_with=trackers or None, project_config=project
+    )
 
 
 def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool, report_to: str = "none") -> None:
     from pipeline.dag import run_stages
     from pipeline.store import write_text
 
-    accelerator = make_accelerator(report_to, run_dir)
+    accelerator = make_accelerator(report_to, run_dir, cfg.model.precision)
     ran = run_stages(cfg, run_dir, accelerator, target=stage, force=force)
     if accelerator.is_main_process:  # written after success, so a failed run never replaces a good record
         write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
             command = "python -m pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
             variants, (grid, teacher_grid) = parse_variants(args.variants), parse_tune(args.tune, cfg)
-            accelerator = make_accelerator()
+            accelerator = make_accelerator(precision=cfg.model.precision)
             reproduce(cfg, run_dir, args.seeds, variants, accelerator, command, args.dry_run, grid, teacher_grid)
             accelerator.end_training()
         elif args.command == "run":

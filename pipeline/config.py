@@ -74,6 +74,19 @@ class ModelConfig:
     tiny_hidden_size: int = 32  # tiny-random only: width, layers, heads
     tiny_layers: int = 2
     tiny_heads: int = 2
+    # Arithmetic of the teachers', the soft targets' and the student's forward passes: fp32, or autocast to bf16 or
+    # fp16 (Accelerate's mixed precision; losses and softmax stay in fp32). bf16 needs a GPU or a CPU with bf16
+    # instructions (avx512_bf16, AMX) to be fast; fp16 needs a GPU. Part of every digest after the data's.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+
+# Model keys newer than the runs made before them: at these values they stay out of the digests (`without_defaults`).
+MODEL_NEUTRAL = {"precision": "fp32"}
+
+
+def model_subset(cfg: RunConfig) -> dict[str, Any]:
+    """The `model` section as the teachers' and the student's digests see it."""
+    return without_defaults(to_dict(cfg.model), MODEL_NEUTRAL)
 
 
 @dataclass(frozen=True)

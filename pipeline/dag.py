@@ -20,7 +20,7 @@ from typing import Any
 from accelerate import Accelerator
 
 from pipeline import __version__
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig
 from pipeline.store import StoreError, digest, manifest_path, read_manifest, verify_files, write_manifest
 
 
@@ -140,7 +140,17 @@ def _remove(path: Path) -> None:
 def run_stages(
     cfg: RunConfig, run_dir: Path, accelerator: Accelerator, target: str | None = None, force: bool = False
 ) -> list[str]:
-    """Run `target` (or every stage) and whatever it needs that is missing or stale; returns the stages run."""
+    """Run `target` (or every stage) and whatever it needs that is missing or stale; returns the stages run.
+
+    Raises:
+        ConfigError: `accelerator` computes in another precision than `cfg.model.precision`, which the digests count.
+    """
+    mixed = "no" if cfg.model.precision == "fp32" else cfg.model.precision
+    if accelerator.mixed_precision != mixed:
+        raise ConfigError(
+            f"the Accelerator's mixed precision is {accelerator.mixed_precision!r}, the config's model.precision "
+            f"{cfg.model.precision!r}: make the Accelerator with pipeline.cli.make_accelerator(precision=...)"
+        )
     stages = get_stages()
     ran = []
     # Statuses of stages already handled stay valid (each rerun stage is recorded as done below), so every

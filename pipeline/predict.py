@@ -109,7 +109,7 @@ def predict_texts(
 def run_predict(model_dir: str, task_name: str, input_path: str, output: str | None, batch_size: int) -> int:
     from pipeline.cli import make_accelerator
 
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(precision=None)
     model = load_student(model_dir).to(accelerator.device)
     specs = {task.name: task for task in task_specs(model)}
     if task_name not in specs:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 import pipeline
-from pipeline.config import RunConfig
+from pipeline.config import MODEL_NEUTRAL, RunConfig, without_defaults
 from pipeline.dag import Context
 from pipeline.store import digest, done_intact, read_json, read_manifest, replace_folder, write_done
 from teachers.distill import distill_task
@@ -22,7 +22,7 @@ def needs(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def config_subset(cfg: RunConfig) -> dict:
-    return {}
+    return without_defaults({"precision": cfg.model.precision}, MODEL_NEUTRAL)  # the teachers' forward passes
 
 
 def makes(cfg: RunConfig) -> list[str]:
@@ -37,7 +37,8 @@ def task_digest(ctx: Context, task: str) -> str:
     for stage, prefix in (("teachers", f"teachers/{task}/model/"), ("data", f"data/{task}/")):
         files = read_manifest(ctx.run_dir, stage)["files"]
         own[stage] = digest({rel: sha for rel, sha in files.items() if rel.startswith(prefix)})
-    return digest({**own, "task": task, "version": pipeline.__version__})
+    settings = config_subset(ctx.cfg)  # empty at fp32: the digests of soft targets made before precision existed
+    return digest({**own, **({"config": settings} if settings else {}), "task": task, "version": pipeline.__version__})
 
 
 def run(ctx: Context) -> dict:

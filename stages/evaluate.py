@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from statistics import mean
 
-from pipeline.config import RunConfig
+from pipeline.config import MODEL_NEUTRAL, RunConfig, without_defaults
 from pipeline.dag import Context
 from pipeline.data import load_split
 from pipeline.metrics import main_score
@@ -21,7 +21,7 @@ def needs(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def config_subset(cfg: RunConfig) -> dict:
-    return {}
+    return without_defaults({"precision": cfg.model.precision}, MODEL_NEUTRAL)  # the forward passes it scores
 
 
 def makes(cfg: RunConfig) -> list[str]:

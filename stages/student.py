@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config import RunConfig, to_dict, without_defaults
+from pipeline.config import RunConfig, model_subset, to_dict, without_defaults
 from pipeline.dag import Context
 from pipeline.predict import save_task_specs
 from pipeline.tasks import get_task
@@ -39,7 +39,7 @@ def config_subset(cfg: RunConfig) -> dict:
     unused += ["adv_epsilon"] * (s.adversarial == "none") + ["adv_alpha", "adv_steps"] * (s.adversarial != "pgd")
     unused += ["supcon_temperature"] * (s.supcon_weight == 0) + ["unfreeze_unit"] * (s.unfreeze_every == 0)
     student = without_defaults({k: v for k, v in to_dict(s).items() if k not in unused}, OPTIONS)
-    return {"student": student, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
+    return {"student": student, "model": model_subset(cfg), "tasks": list(cfg.data.tasks)}
 
 
 def makes(cfg: RunConfig) -> list[str]:

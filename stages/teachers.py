@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import pipeline
-from pipeline.config import RunConfig, to_dict
+from pipeline.config import RunConfig, model_subset, to_dict
 from pipeline.dag import Context
 from pipeline.predict import save_task_specs
 from pipeline.store import digest, done_intact, read_json, read_manifest, source_sha256, write_done
@@ -37,7 +37,7 @@ def config_subset(cfg: RunConfig) -> dict:
             per_task[task] = differs
     if per_task:
         teachers["per_task"] = per_task
-    return {"teachers": teachers, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
+    return {"teachers": teachers, "model": model_subset(cfg), "tasks": list(cfg.data.tasks)}
 
 
 def sources(cfg: RunConfig) -> dict[str, str]:

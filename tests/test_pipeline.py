@@ -335,6 +335,53 @@ def test_soft_targets_follow_the_teachers_model_not_its_log_or_record(smoke_copy
     assert (smoke_copy / "distill" / "rte" / "train.npy").stat().st_ino == targets
 
 
+def test_bf16_runs_end_to_end_and_counts_in_every_digest_after_the_data(smoke_run: Path, tmp_path: Path) -> None:
+    """model.precision bf16: the whole pipeline runs under autocast (soft targets still stored as float32); the
+    teachers', soft targets', student's and evaluation's digests change, the data's does not; an Accelerator of
+    another precision is refused rather than run under the wrong digest."""
+    from accelerate.state import AcceleratorState
+
+    from pipeline.cli import make_accelerator
+    from pipeline.config import ConfigError
+    from pipeline.dag import run_stages
+    from stages import STAGES
+
+    fp32, bf16 = load_config(SMOKE), load_config(SMOKE, ["--model.precision=bf16"])
+    for name, stage in STAGES.items():
+        assert "precision" not in json.dumps(stage.config_subset(fp32))  # the default: digests as before the key
+        assert (stage.config_subset(bf16) != stage.config_subset(fp32)) == (name not in ("data", "report")), name
+    out = tmp_path / "bf16"
+    AcceleratorState._reset_state(True)  # one precision per process: the other tests' Accelerators are fp32
+    try:
+        acc = make_accelerator(precision="bf16")
+        assert acc.mixed_precision == "bf16"
+        with pytest.raises(ConfigError, match="model.precision 'fp32'"):
+            run_stages(fp32, tmp_path / "fp32", acc)
+        assert run_stages(bf16, out, acc) == ["data", "teachers", "distill", "student", "evaluate", "report"]
+    finally:
+        AcceleratorState._reset_state(True)
+    assert not (tmp_path / "fp32" / "manifests").exists()
+    for task in TASKS:
+        logits = np.load(out / "distill" / task / "train.npy")
+        assert logits.dtype == np.float32 and np.isfinite(logits).all()
+        assert not np.array_equal(logits, np.load(smoke_run / "distill" / task / "train.npy"))
+    # the same data, so the fp32 run's data stage is the bf16 run's; its teachers are not
+    data = json.loads((out / "manifests" / "data.json").read_text())["digest"]
+    assert data == json.loads((smoke_run / "manifests" / "data.json").read_text())["digest"]
+    assert stage_status("teachers", bf16, smoke_run)[0] == "stale"
+    metrics = json.loads((out / "metrics.json").read_text())["tasks"]
+    assert all(np.isfinite(metrics[t]["student"]["dev"][k]) for t in TASKS for k in metrics[t]["student"]["dev"])
+
+
+def test_accelerate_launch_asking_for_another_precision_is_refused(monkeypatch) -> None:
+    from pipeline.cli import make_accelerator
+    from pipeline.config import ConfigError
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(ConfigError, match=r"model.precision is 'fp32'.*--model.precision=bf16"):
+        make_accelerator(precision="fp32")
+
+
 def test_damaged_teacher_is_retrained_and_the_others_kept(smoke_copy: Path, capsys) -> None:
     weights = smoke_copy / "teachers" / "rte" / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
