@@ -68,6 +68,8 @@ def save_checkpoint(
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
+        if accelerator.scaler is not None:  # fp16's loss scale: restarting it would skip the first steps on overflow
+            write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
@@ -130,7 +132,7 @@ def find_resume_checkpoint(root: Path, digest: str, log=print) -> tuple[Path, di
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator):
-    """Restore model, optimizer and this process's RNG from `path` (written by `save_checkpoint`)."""
+    """Restore model, optimizer, fp16's loss scale and this process's RNG from `path` (written by `save_checkpoint`)."""
     state = read_json(path / "state.json")
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
@@ -141,6 +143,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         idx, name = key.split(".", 1)
         opt_state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    if accelerator.scaler is not None and (path / "scaler.json").is_file():
+        accelerator.scaler.load_state_dict(read_json(path / "scaler.json"))
     rng_file = path / f"rng-{accelerator.process_index}.safetensors"
     if rng_file.is_file() and state.get("world_size") == accelerator.num_processes:
         rng = load_file(str(rng_file))

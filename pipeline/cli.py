@@ -127,12 +127,15 @@ def make_accelerator(report_to: str = "none", run_dir: Path | None = None, preci
         InitProcessGroupKwargs(timeout=timedelta(hours=3)),
     ]
     mixed = None if precision is None else "no" if precision == "fp32" else precision
+    if mixed == "fp16" and not torch.cuda.is_available():  # Accelerate would run fp32 and call it fp16
+        raise ConfigError("model.precision fp16 needs a GPU; on a CPU use bf16 (or fp32)")
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch` (its flag or config file)
     if None not in (launched, mixed) and launched != mixed:
+        ours = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+        fix = f"--model.precision={ours[launched]} after the module, or " if launched in ours else ""
         raise ConfigError(
             f"accelerate launch asks for mixed precision {launched!r}, the config's model.precision is {precision!r}: "
-            f"make them agree (--model.precision={'fp32' if launched == 'no' else launched} after the module, or "
-            f"--mixed_precision {mixed} for accelerate launch)"
+            f"make them agree ({fix}--mixed_precision {mixed} for accelerate launch)"
         )
     return Accelerator(
         cpu=cpu, mixed_precision=mixed, kwargs_handlers=handlers, log_with=trackers or None, project_config=project

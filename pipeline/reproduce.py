@@ -489,8 +489,11 @@ def tuning_run(cfg: RunConfig, out: Path, variant: str, setting: dict[str, Any])
     return next((r for r in recorded_tuning_runs(out) if r["variant"] == variant and r["key"] == key), None)
 
 
-def save_tuning_run(out: Path, run: dict[str, Any]) -> None:
-    """Add a finished tuning run to results.json's "tuning_runs" (the rest of the file as it is)."""
+def record_tuning_run(out: Path, run: dict[str, Any]) -> None:
+    """Add a finished tuning run to results.json's "tuning_runs" (the rest of the file as it is), unless it is there:
+    also one finished before, in its folder (a call killed before recording it, or made by an older version)."""
+    if any((r["variant"], r["key"]) == (run["variant"], run["key"]) for r in recorded_tuning_runs(out)):
+        return
     path = out / "results.json"
     results = read_json(path) if path.is_file() else {"runs": []}
     mine = (run["variant"], run["key"])
@@ -551,9 +554,9 @@ def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[An
             if tuning_run(cfg, out, variant, setting) is None:
                 accelerator.print(f"reproduce-glue: tuning {variant} on seed {TUNE_SEED}: {setting_label(setting)}")
                 run_variant(scfg, out, TUNE_SEED, variant, accelerator, setting)
-                if accelerator.is_main_process:
-                    save_tuning_run(out, tuning_run(cfg, out, variant, setting))
-                    write()
+            if accelerator.is_main_process:
+                record_tuning_run(out, tuning_run(cfg, out, variant, setting))
+                write()
         if accelerator.is_main_process:
             record = make_tuning_record(cfg, variant, out, grid)
             write_json(tuning_file(out, variant), record)
@@ -635,17 +638,17 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
     run_stages(scfg, base, accelerator, target="data")
     for setting in settings(grid):
         tcfg, folder = teacher_setting(scfg, setting), teacher_tuning_dir(out, setting)
-        if tuning_run(cfg, out, TEACHERS, setting) is not None:  # here, or in results.json
-            continue
-        accelerator.print(f"reproduce-glue: tuning the teachers on seed {TUNE_SEED}: {setting_label(setting)}")
+        if tuning_run(cfg, out, TEACHERS, setting) is None:  # not here, nor in results.json
+            accelerator.print(f"reproduce-glue: tuning the teachers on seed {TUNE_SEED}: {setting_label(setting)}")
+            if accelerator.is_main_process:
+                link_shared(tcfg, base, folder, ("data",))
+                for task in scfg.data.tasks:
+                    adopt_teacher(scfg, base, tcfg, folder, task)
+            accelerator.wait_for_everyone()
+            run_stages(tcfg, folder, accelerator, target=TEACHERS)
         if accelerator.is_main_process:
-            link_shared(tcfg, base, folder, ("data",))
-            for task in scfg.data.tasks:
-                adopt_teacher(scfg, base, tcfg, folder, task)
+            record_tuning_run(out, tuning_run(cfg, out, TEACHERS, setting))
         accelerator.wait_for_everyone()
-        run_stages(tcfg, folder, accelerator, target=TEACHERS)
-        if accelerator.is_main_process:
-            save_tuning_run(out, tuning_run(cfg, out, TEACHERS, setting))
     if accelerator.is_main_process:
         record = make_teacher_record(cfg, out, grid)
         write_json(tuning_file(out, TEACHERS), record)

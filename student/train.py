@@ -1,6 +1,6 @@
 """Train the multitask student with teacher annealing, task sampling and layer-wise learning rates.
 
-    accelerate launch --config_file accelerate_config.yaml -m student --config configs/glue-small.yaml
+    accelerate launch --config_file accelerate_config.yaml -m student --config configs/bam-paper.yaml   # GPUs, bf16
     python -m student --config configs/smoke.yaml --out /tmp/smoke                    # CPU, one process
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
         -m student --config configs/smoke.yaml --out /tmp/smoke                        # two CPU ranks (gloo)

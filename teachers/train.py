@@ -4,7 +4,7 @@ Run through the pipeline (it prepares the data first):
 
     python -m pipeline run --stage teachers --config configs/smoke.yaml              # CPU, tiny model, seconds
     accelerate launch --config_file accelerate_config.yaml -m pipeline run --stage teachers \
-        --config configs/glue-small.yaml
+        --config configs/bam-paper.yaml                                                 # GPUs, bf16
 """
 
 from __future__ import annotations

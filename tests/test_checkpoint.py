@@ -107,3 +107,30 @@ def test_keep_limits_the_number_of_checkpoints(tmp_path: Path) -> None:
     for step in (1, 2, 3, 4):
         save_checkpoint(tmp_path, step, model, optimizer, acc, {"digest": "d"}, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000003", "step-000004"]
+
+
+def test_fp16_loss_scale_is_saved_and_restored(tmp_path: Path) -> None:
+    """fp16 training keeps a loss scale: a resume that restarted it would skip its first steps on overflow."""
+    acc = make_accelerator()
+    model = tiny_model(0)
+    optimizer = make_optimizer(model, 1e-3, 0.9, 0.01)
+    acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)  # as Accelerate keeps it under fp16
+    acc.scaler.scale(torch.ones(()))  # the scale is made on first use
+    acc.scaler.update(1024.0)
+    try:
+        save_checkpoint(tmp_path, 5, model, optimizer, acc, {"digest": "d"}, keep=1)
+        acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        load_checkpoint(tmp_path / "step-000005", model, optimizer, acc)
+        assert acc.scaler.get_scale() == 1024.0
+    finally:
+        acc.scaler = None
+    assert not (tmp_path / "step-000005" / "scaler.json").read_text().count("tensor")  # plain JSON, no pickle
+
+
+def test_fp16_on_a_cpu_is_refused() -> None:
+    from pipeline.config import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: fp16 is allowed")
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        make_accelerator(precision="fp16")

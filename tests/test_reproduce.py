@@ -302,6 +302,16 @@ def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")}
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
+    # tuning runs finished in their folders but not in results.json (a call killed before it wrote them) are
+    # recorded by the next call, which trains nothing
+    kept = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({k: v for k, v in kept.items() if k not in ("tuning", "tuning_runs")}))
+    (out / "tuning" / "bam.json").unlink()
+    assert main([*argv, "--tune", "student.lr=0.002,0.004"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
+    again = json.loads((out / "results.json").read_text())
+    assert sorted(r["key"] for r in again["tuning_runs"]) == sorted(r["key"] for r in kept["tuning_runs"])
+    assert again["tuning"]["bam"]["chosen"] == {"lr": best}
     # teachers still to be tuned: the student's record may not hold for the teachers they choose, so its runs show
     assert main([*argv, "--tune", "student.lr=0.002,0.004", "--tune", "teachers.lr=0.002,0.001", "--dry-run"]) == 0
     printed = capsys.readouterr().out
