@@ -59,8 +59,9 @@ def plot_scores(scores: dict[str, dict[str, float]], path: Path, title: str, yla
     return _save(fig, path)
 
 
-def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
-    """Training curves of one or more students, from their `student/log.jsonl` (label → path).
+def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
+    """Training curves of one or more students, from their `student/log.jsonl` (label → path) or a curve kept in
+    results.json (label → `training_curve`'s columns).
 
     One panel per task: its training loss (faint: as logged; solid: moving average), one colour per label, on a log
     scale when every loss is positive; a last panel: the learning rate (solid, left axis) and λ (dashed, right
@@ -68,7 +69,9 @@ def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
     batch of every task) line up; logs without example counts are drawn over optimizer steps. Lines that are not
     training records (the final dev metrics) and lines cut short by a crash are skipped.
     """
-    runs = {label: _training_records(log) for label, log in logs.items()}
+    runs = {
+        label: _training_records(log) if isinstance(log, (str, Path)) else _records(log) for label, log in logs.items()
+    }
     if not any(runs.values()):
         raise ValueError(f"plot_training_curves: no training records in {', '.join(map(str, logs.values()))}")
     by_examples = all("examples_seen" in r for records in runs.values() for r in records)
@@ -124,6 +127,36 @@ def plot_training_curves(logs: dict[str, Path], path: Path) -> Path:
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(runs), 6), fontsize=9, frameon=False)
     fig.suptitle("Student training (faint: logged loss; solid: moving average)")
     return _save(fig, path)
+
+
+CURVE_POINTS = 120  # a curve kept in results.json: at most this many of the log's records, evenly spaced
+
+
+def training_curve(log: Path) -> dict:
+    """A student log's training records as columns (`step`, `lr`, `lambda`, and per task `loss` and
+    `examples_seen`; null where a record lacks the task), thinned to CURVE_POINTS records with the last one kept:
+    what `plot_training_curves` needs, small enough for results.json, where it outlives the run folder."""
+    records = _training_records(log)
+    if len(records) > CURVE_POINTS:
+        records = [records[round(i * (len(records) - 1) / (CURVE_POINTS - 1))] for i in range(CURVE_POINTS)]
+    tasks = list(dict.fromkeys(t for r in records for t in r["loss"]))
+    columns: dict = {key: [r.get(key) for r in records] for key in ("step", "lr", "lambda")}
+    for key in ("loss", "examples_seen"):
+        columns[key] = {t: [r.get(key, {}).get(t) for r in records] for t in tasks}
+    return columns
+
+
+def _records(columns: dict) -> list[dict]:
+    """`training_curve`'s columns back as log records."""
+    records = []
+    for i, step in enumerate(columns["step"]):
+        record = {key: columns[key][i] for key in ("step", "lr", "lambda")}
+        for key in ("loss", "examples_seen"):
+            values = {t: v[i] for t, v in columns[key].items() if v[i] is not None}
+            if values or key == "loss":
+                record[key] = values
+        records.append(record)
+    return records
 
 
 def _training_records(log: Path) -> list[dict]:

@@ -258,6 +258,9 @@ def collect_run(
         metrics = read_json(run_dir / "metrics.json")["tasks"]
         entries = {t.name: _task_entry(t, metrics[t.name]["student"]) for t in tasks}
         wall = _student_wall(run_dir)
+        from pipeline.plots import training_curve  # matplotlib's import, on the first finished student only
+
+        curve = training_curve(run_dir / "student" / "log.jsonl")  # kept for the plots once the folder is gone
     return {
         "variant": variant,
         "seed": seed,
@@ -267,6 +270,7 @@ def collect_run(
         "run_dir": str(run_dir),
         "config": to_dict(cfg),
         "key": run_key(scfg, variant, out, setting=setting),
+        **({"curve": curve} if not reports_teachers(variant) and variant != "single-single" else {}),
     }
 
 
@@ -1235,7 +1239,7 @@ def write_plots(results: dict[str, Any], out: Path) -> None:
         logs = {}
         for run in results["runs"]:
             log = Path(run["run_dir"]) / "student" / "log.jsonl"
-            if run["variant"] in shown and run["seed"] == first_seed and log.is_file():
-                logs[run["variant"]] = log
+            if run["variant"] in shown and run["seed"] == first_seed and (log.is_file() or "curve" in run):
+                logs[run["variant"]] = log if log.is_file() else run["curve"]  # the folder may be gone
         if logs:
             plot_training_curves(logs, out / "plots" / f"{prefix}training.png")

@@ -188,6 +188,19 @@ def test_table_layout(repro: Path) -> None:
     for name in ("scores.png", "training.png"):
         png = (repro / "plots" / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
+    # each student run keeps its training curve, so the plots outlive the run folders
+    from pipeline.plots import training_curve
+    from pipeline.reproduce import write_plots
+
+    results = json.loads((repro / "results.json").read_text())
+    bam = next(r for r in results["runs"] if r["variant"] == "bam" and r["seed"] == 1)
+    assert bam["curve"] == training_curve(repro / "runs" / "seed-1" / "bam" / "student" / "log.jsonl")
+    bare = repro.parent / "bare-plots"
+    for run in results["runs"]:
+        run["run_dir"] = str(bare / "gone")
+    write_plots(results, bare)
+    png = (bare / "plots" / "training.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
 def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> None:
