@@ -11,7 +11,7 @@ from pipeline.config import RunConfig, to_dict
 from pipeline.custom import read_custom_split
 from pipeline.dag import Context
 from pipeline.data import save_split, split_dir, tokenize_split
-from pipeline.glue import Example, read_split
+from pipeline.glue import Example, read_split, split_path
 from pipeline.model import build_tiny_random, load_tokenizer, resolve_model_path
 from pipeline.store import source_sha256, write_json
 from pipeline.synthetic import SYNTHETIC_TASKS, write_synthetic_glue
@@ -35,10 +35,18 @@ def config_subset(cfg: RunConfig) -> dict:
 
 
 def sources(cfg: RunConfig) -> dict[str, str]:
-    """The custom tasks' files by content (sha256): editing one makes this stage, and what follows it, stale."""
+    """The files this stage reads by content (sha256): the custom tasks' and, with `data.data_dir`, the GLUE TSV
+    splits (named relative to it). Editing one makes this stage, and what follows it, stale."""
     declared = [cfg.data.custom_tasks[name] for name in cfg.data.tasks if name in cfg.data.custom_tasks]
     files = [Path(p) for task in declared if task.hub is None for p in (task.train, task.dev, task.test) if p]
-    return {str(path): source_sha256(path) if path.is_file() else "missing" for path in files}
+    found = {str(path): source_sha256(path) if path.is_file() else "missing" for path in files}
+    if cfg.data.data_dir is not None and cfg.data.source == "glue":
+        root = Path(cfg.data.data_dir)
+        for task in (get_task(t) for t in cfg.data.tasks if t not in cfg.data.custom_tasks):
+            for split in task.splits:
+                path = split_path(task, split, root)
+                found[f"glue:{path.relative_to(root)}"] = source_sha256(path) if path.is_file() else "missing"
+    return found
 
 
 def makes(cfg: RunConfig) -> list[str]:

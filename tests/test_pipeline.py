@@ -382,6 +382,26 @@ def test_accelerate_launch_asking_for_another_precision_is_refused(monkeypatch) 
         make_accelerator(precision="fp32")
 
 
+def test_an_edited_glue_file_makes_the_data_stale(smoke_run: Path, tmp_path: Path) -> None:
+    """GLUE files read from data.data_dir count by content, as custom tasks' do: a row changed in place is noticed,
+    and the file named."""
+    import shutil
+
+    glue = tmp_path / "glue"
+    shutil.copytree(smoke_run / "data" / "synthetic-glue", glue)
+    where = ["--data.source='glue'", f"--data.data_dir='{glue}'"]
+    assert run_smoke(tmp_path / "run", *where, stage="data") == ["data"]
+    cfg = load_config(SMOKE, where)
+    assert stage_status("data", cfg, tmp_path / "run")[0] == "done"
+    path = glue / "RTE" / "train.tsv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace("entailment", "not_entailment") if "\tentailment" in lines[1] else lines[1] + " x"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    state, why = stage_status("data", cfg, tmp_path / "run")
+    assert state == "stale" and "input 'glue:RTE/train.tsv' changed" in why
+    assert "SST-2" not in why
+
+
 def test_damaged_teacher_is_retrained_and_the_others_kept(smoke_copy: Path, capsys) -> None:
     weights = smoke_copy / "teachers" / "rte" / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
