@@ -15,10 +15,7 @@ the two results. Writes
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +25,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from report import provenance, save_result  # noqa: E402  (bench/report.py: the script's folder is on sys.path)
 
 from pipeline.model import bundled_minilm_path, load_encoder  # noqa: E402
 from student.pcgrad import projected_sum  # noqa: E402
@@ -80,22 +79,7 @@ def main() -> None:
             }
         )
         del grads
-    now = dt.datetime.now(dt.timezone.utc)
-    result = {
-        "command": "python " + " ".join(sys.argv),
-        "date": now.isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "load_average_1min_at_start": load,  # other work on the machine slows both alike
-        },
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = f"pcgrad-{now.date().isoformat()}"
-    (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result = {**provenance(load), "rows": rows}
     md = [
         f"# PCGrad surgery, {result['date']}",
         "",
@@ -110,7 +94,7 @@ def main() -> None:
         for r in rows
     ]
     md += ["", "Best of each; both from the same gradients and orders (bench/pcgrad.py's docstring).", ""]
-    (args.out / f"{stamp}.md").write_text("\n".join(md), encoding="utf-8")
+    save_result(args.out, "pcgrad", result, md)
     print("\n".join(md))
 
 

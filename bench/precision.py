@@ -14,22 +14,19 @@ of rows whose argmax agrees). Writes <out>/precision-<date>.json and .md with th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from report import provenance, save_result  # noqa: E402
 from run import EVAL_BATCH, SEED, Bench, Ours, head, load_data, random_teacher, rates  # noqa: E402
 
 from pipeline.cli import make_accelerator  # noqa: E402
@@ -97,24 +94,12 @@ def main() -> None:
         "argmax_agreement": float((fp32.argmax(1) == bf16.argmax(1)).mean()),
         "rows": len(fp32),
     }
-    now = dt.datetime.now(dt.timezone.utc)
     result = {
-        "command": "python " + " ".join(sys.argv),
-        "date": now.isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "load_average_1min_at_start": load,  # other work on the machine slows both alike
-        },
+        **provenance(load),
         "settings": vars(args) | {"out": str(args.out), "tasks": NAMES, "encoder": path},
         "rows": rows,
         "prediction_agreement": agreement,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = f"precision-{now.date().isoformat()}"
-    (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md = [
         f"# model.precision: bf16 against fp32, {result['date']}",
         "",
@@ -136,7 +121,7 @@ def main() -> None:
         f"heads are untrained), argmax agreement {agreement['argmax_agreement']:.1%}.",
         "",
     ]
-    (args.out / f"{stamp}.md").write_text("\n".join(md), encoding="utf-8")
+    save_result(args.out, "precision", result, md)
     print("\n".join(md))
 
 

@@ -1,9 +1,40 @@
-"""The benchmark's report: targets and verdicts, and the .json and .md files (used by bench/run.py)."""
+"""The benchmark's report: targets and verdicts, and the .json and .md files (used by bench/run.py); the
+provenance and files of the smaller benchmarks (bench/pcgrad.py, bench/precision.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import platform
+import sys
 from pathlib import Path
+
+
+def provenance(load: float) -> dict:
+    """The command, the UTC date and the machine of a benchmark run; `load`: the 1-minute load average at its start
+    (other work on the machine slows every measurement alike)."""
+    import torch
+
+    return {
+        "command": "python " + " ".join(sys.argv),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "load_average_1min_at_start": load,
+        },
+    }
+
+
+def save_result(out: Path, name: str, result: dict, md: list[str]) -> None:
+    """`result` (with `provenance`'s keys) as <out>/<name>-<date>.json, `md` as the .md beside it."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = f"{name}-{result['date'][:10]}"
+    (out / f"{stamp}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / f"{stamp}.md").write_text("\n".join(md), encoding="utf-8")
 
 
 def targets(r: dict) -> list[list]:
