@@ -295,12 +295,24 @@ def run_key(scfg: RunConfig, variant: str, out: Path, tuned: bool = True, settin
     return digest(key)
 
 
-def recorded_runs(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """The runs OUT/results.json already holds, by (variant, seed)."""
+_RECORDED: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # path → (its version, its content)
+
+
+def _recorded(out: Path) -> dict[str, Any]:
+    """OUT/results.json ({} when there is none), read once per version of the file (it can be large)."""
     path = out / "results.json"
     if not path.is_file():
         return {}
-    return {(r["variant"], r["seed"]): r for r in read_json(path).get("runs", []) if "key" in r}
+    stat = path.stat()  # written atomically: a new inode each time
+    where, version = str(path.resolve()), (stat.st_mtime_ns, stat.st_ino, stat.st_size)
+    if _RECORDED.get(where, (None,))[0] != version:
+        _RECORDED[where] = (version, read_json(path))
+    return _RECORDED[where][1]
+
+
+def recorded_runs(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """The runs OUT/results.json already holds, by (variant, seed)."""
+    return {(r["variant"], r["seed"]): r for r in _recorded(out).get("runs", []) if "key" in r}
 
 
 def finished_run(
@@ -404,10 +416,15 @@ def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = ()) -> str:
     teachers': their data and settings without the per-task values of the tuned `keys` (so the config with the
     choice in it, `with_tuned_teachers`, has the record's base too)."""
     if variant == TEACHERS:
-        scfg, stages = teacher_setting(seed_config(cfg, 0), dict.fromkeys(keys)), get_stages()
-        base = {name: stages[name].config_subset(scfg) for name in ("data", "teachers")}
-        return digest({**base, "sources": stages["teachers"].sources(scfg)})  # init_from's model, by content
+        return _teachers_key(teacher_setting(seed_config(cfg, 0), dict.fromkeys(keys)))
     return run_key(seed_config(cfg, 0), variant, out, tuned=False)
+
+
+def _teachers_key(cfg: RunConfig) -> str:
+    """What the teachers of `cfg` are made of: their data and settings, and teachers.init_from's model by content."""
+    stages = get_stages()
+    subsets = {name: stages[name].config_subset(cfg) for name in ("data", TEACHERS)}
+    return digest({**subsets, "sources": stages[TEACHERS].sources(cfg)})
 
 
 def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | None:
@@ -421,35 +438,15 @@ def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | N
     return record
 
 
-_RECORDED: dict[tuple[str, int, int, int], dict[str, Any]] = {}
-
-
 def _recorded_tuning(out: Path) -> dict[str, Any]:
-    """results.json's "tuning" records, read once per version of the file (it can be large)."""
-    path = out / "results.json"
-    if not path.is_file():
-        return {}
-    stat = path.stat()  # written atomically: a new inode each time
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_ino, stat.st_size)
-    if key not in _RECORDED:
-        _RECORDED[key] = read_json(path).get("tuning", {})
-    return _RECORDED[key]
-
-
-_RECORDED_RUNS: dict[tuple[str, int, int, int], list[dict[str, Any]]] = {}
+    """results.json's "tuning" records."""
+    return _recorded(out).get("tuning", {})
 
 
 def recorded_tuning_runs(out: Path) -> list[dict[str, Any]]:
-    """results.json's finished tuning runs (each setting's, students' and teachers'), read once per version of the
-    file: a tuning run's numbers survive its folder, so a grid can be finished on another machine."""
-    path = out / "results.json"
-    if not path.is_file():
-        return []
-    stat = path.stat()  # written atomically: a new inode each time
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_ino, stat.st_size)
-    if key not in _RECORDED_RUNS:
-        _RECORDED_RUNS[key] = read_json(path).get("tuning_runs", [])
-    return _RECORDED_RUNS[key]
+    """results.json's finished tuning runs (each setting's, students' and teachers'): a tuning run's numbers survive
+    its folder, so a grid can be finished on another machine."""
+    return _recorded(out).get("tuning_runs", [])
 
 
 def tuning_run_key(cfg: RunConfig, variant: str, out: Path, setting: dict[str, Any]) -> str:
@@ -458,9 +455,7 @@ def tuning_run_key(cfg: RunConfig, variant: str, out: Path, setting: dict[str, A
     scfg = seed_config(cfg, TUNE_SEED)
     if variant != TEACHERS:
         return run_key(scfg, variant, out, setting=setting)
-    tcfg, stages = teacher_setting(scfg, setting), get_stages()
-    subsets = {name: stages[name].config_subset(tcfg) for name in ("data", "teachers")}
-    return digest({**subsets, "sources": stages[TEACHERS].sources(tcfg)})
+    return _teachers_key(teacher_setting(scfg, setting))
 
 
 def _teacher_tuning_run(cfg: RunConfig, out: Path, setting: dict[str, Any]) -> dict[str, Any] | None:
@@ -500,8 +495,7 @@ def record_tuning_run(out: Path, run: dict[str, Any]) -> None:
         return
     path = out / "results.json"
     results = read_json(path) if path.is_file() else {"runs": []}
-    mine = (run["variant"], run["key"])
-    results["tuning_runs"] = [r for r in results.get("tuning_runs", []) if (r["variant"], r["key"]) != mine] + [run]
+    results["tuning_runs"] = [*results.get("tuning_runs", []), run]
     write_json(path, results)
 
 
@@ -555,11 +549,13 @@ def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[An
     run_stages(scfg, base, accelerator, target="distill" if any(v != "multi" for v in todo) else "teachers")
     for variant in todo:
         for setting in settings(variant_grid(variant, grid)):
-            if tuning_run(cfg, out, variant, setting) is None:
+            run = tuning_run(cfg, out, variant, setting)
+            if run is None:
                 accelerator.print(f"reproduce-glue: tuning {variant} on seed {TUNE_SEED}: {setting_label(setting)}")
                 run_variant(scfg, out, TUNE_SEED, variant, accelerator, setting)
+                run = tuning_run(cfg, out, variant, setting)
             if accelerator.is_main_process:
-                record_tuning_run(out, tuning_run(cfg, out, variant, setting))
+                record_tuning_run(out, run)
                 write()
         if accelerator.is_main_process:
             record = make_tuning_record(cfg, variant, out, grid)
@@ -642,7 +638,8 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
     run_stages(scfg, base, accelerator, target="data")
     for setting in settings(grid):
         tcfg, folder = teacher_setting(scfg, setting), teacher_tuning_dir(out, setting)
-        if tuning_run(cfg, out, TEACHERS, setting) is None:  # not here, nor in results.json
+        run = tuning_run(cfg, out, TEACHERS, setting)
+        if run is None:  # not here, nor in results.json
             accelerator.print(f"reproduce-glue: tuning the teachers on seed {TUNE_SEED}: {setting_label(setting)}")
             if accelerator.is_main_process:
                 link_shared(tcfg, base, folder, ("data",))
@@ -650,8 +647,9 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
                     adopt_teacher(scfg, base, tcfg, folder, task)
             accelerator.wait_for_everyone()
             run_stages(tcfg, folder, accelerator, target=TEACHERS)
+            run = tuning_run(cfg, out, TEACHERS, setting)
         if accelerator.is_main_process:
-            record_tuning_run(out, tuning_run(cfg, out, TEACHERS, setting))
+            record_tuning_run(out, run)
         accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         record = make_teacher_record(cfg, out, grid)
