@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import ConfigError, RunConfig, load_config, to_dict
+from pipeline.config import ConfigError, RunConfig, load_config, mixed_precision, to_dict
 from pipeline.glue import DataError
 from pipeline.model import ModelLoadError
 from pipeline.reproduce import ReproduceError
@@ -126,12 +126,12 @@ def make_accelerator(report_to: str = "none", run_dir: Path | None = None, preci
         DistributedDataParallelKwargs(find_unused_parameters=True),
         InitProcessGroupKwargs(timeout=timedelta(hours=3)),
     ]
-    mixed = None if precision is None else "no" if precision == "fp32" else precision
+    mixed = None if precision is None else mixed_precision(precision)
     if mixed == "fp16" and not torch.cuda.is_available():  # Accelerate would run fp32 and call it fp16
         raise ConfigError("model.precision fp16 needs a GPU; on a CPU use bf16 (or fp32)")
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch` (its flag or config file)
     if None not in (launched, mixed) and launched != mixed:
-        ours = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+        ours = {mixed_precision(p): p for p in ("fp32", "bf16", "fp16")}
         fix = f"--model.precision={ours[launched]} after the module, or " if launched in ours else ""
         raise ConfigError(
             f"accelerate launch asks for mixed precision {launched!r}, the config's model.precision is {precision!r}: "

@@ -80,6 +80,11 @@ class ModelConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
+def mixed_precision(precision: str) -> str:
+    """Accelerate's name for a `model.precision`: "no" for fp32, the same name otherwise."""
+    return "no" if precision == "fp32" else precision
+
+
 # Model keys newer than the runs made before them: at these values they stay out of the digests (`without_defaults`).
 MODEL_NEUTRAL = {"precision": "fp32"}
 

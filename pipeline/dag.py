@@ -20,7 +20,7 @@ from typing import Any
 from accelerate import Accelerator
 
 from pipeline import __version__
-from pipeline.config import ConfigError, RunConfig
+from pipeline.config import ConfigError, RunConfig, mixed_precision
 from pipeline.store import StoreError, digest, manifest_path, read_manifest, verify_files, write_manifest
 
 
@@ -145,7 +145,7 @@ def run_stages(
     Raises:
         ConfigError: `accelerator` computes in another precision than `cfg.model.precision`, which the digests count.
     """
-    mixed = "no" if cfg.model.precision == "fp32" else cfg.model.precision
+    mixed = mixed_precision(cfg.model.precision)
     if accelerator.mixed_precision != mixed:
         raise ConfigError(
             f"the Accelerator's mixed precision is {accelerator.mixed_precision!r}, the config's model.precision "
