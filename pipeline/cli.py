@@ -1,6 +1,6 @@
 """Command line: `python -m pipeline run|status|predict|reproduce-glue`.
 
-    python -m pipeline run --config configs/smoke.yaml --out /tmp/smoke          # every stage, tiny model, ~1 min
+    python -m pipeline run --config configs/smoke.yaml --out /tmp/smoke          # every stage, tiny model, ~20 s
     python -m pipeline run --stage teachers --config configs/glue-small.yaml --data-dir ../shared/data/glue
     python -m pipeline status --out artifacts/smoke
     python -m pipeline predict --model artifacts/smoke/student/model --task sst2 --input texts.jsonl
@@ -9,6 +9,7 @@
     python -m pipeline reproduce-glue --config configs/glue-small.yaml --data-dir ../shared/data/glue \
         --seeds 3 --out results/repro                                            # the paper's table; --dry-run
     python -m pipeline reproduce-glue ... --tune student.lr=5e-5,1e-4,2e-4   # each student variant tuned on dev
+    python -m pipeline reproduce-glue ... --tune teachers.lr=5e-5,1e-4        # each task's teacher tuned on dev
 
 Overrides are `--section.key=value` (values parsed as Python literals); they win over the YAML file, which wins
 over the defaults in pipeline/config.py.
@@ -63,11 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder in the GLUE TSV layout (sets data.data_dir)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N for every variant (default 3)")
     p.add_argument("--variants", help="comma-separated subset of: single, multi, bam, no-layerwise, no-sampling, "
-                   "no-annealing (default: these), and the multitask options round-robin, summed, pcgrad, fgm, fgsm, "
-                   "pgd, supcon, siamese, unfreeze")  # fmt: skip
-    p.add_argument("--tune", action="append", metavar="student.KEY=V1,V2,...",
-                   help="tune each student variant on the first seed's dev average over these values (repeat for a "
-                   "grid), then run every seed with its best; e.g. --tune student.lr=5e-5,1e-4,2e-4")  # fmt: skip
+                   "no-annealing (default: these); the paper's variants made of several runs single-single, "
+                   "multi-multi, bam-ft; and the multitask options round-robin, summed, pcgrad, fgm, fgsm, pgd, "
+                   "supcon, siamese, unfreeze (these two groups run only when named)")  # fmt: skip
+    p.add_argument("--tune", action="append", metavar="SECTION.KEY=V1,V2,...",
+                   help="student.KEY: tune each student variant on the first seed's dev average over these values; "
+                   "teachers.KEY (epochs, batch_size, lr, layer_decay, warmup, weight_decay, max_grad_norm, "
+                   "grad_accum): tune the teachers per task on their dev score, before the students; repeat for a "
+                   "grid; every seed then runs with the best; e.g. --tune student.lr=5e-5,1e-4,2e-4 --tune "
+                   "teachers.lr=5e-5,1e-4")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan, what is done and the time it expects")
     p = sub.add_parser("predict", help="run a trained model on new text (see pipeline/predict.py)")
     p.add_argument("--model", required=True, help="a saved model folder, e.g. artifacts/RUN/student/model")

@@ -106,6 +106,30 @@ def stage_status(name: str, cfg: RunConfig, run_dir: Path, memo: dict | None = N
     return result
 
 
+def records_behind(name: str, cfg: RunConfig, run_dir: Path) -> list[str] | None:
+    """The stages of `name`'s run (itself and what it needs) whose manifests were made before the code checked
+    something it checks now: they differ from the current record only by inputs they do not list (e.g. the checksums
+    of the files a stage reads, once added). None when any stage is missing, changed or stale for another reason.
+    Such a stage reruns; with those inputs as they were, its outputs come out the same and nothing after it reruns."""
+    behind = []
+    for stage in stage_order(cfg, name):
+        manifest = read_manifest(run_dir, stage)
+        if manifest is None or verify_files(run_dir, manifest):
+            return None
+        new = stage_record(stage, cfg, run_dir)
+        if manifest.get("digest") == new["digest"]:
+            continue
+        old_inputs = manifest.get("inputs", {})
+        if (
+            digest(manifest.get("config")) != digest(new["config"])
+            or manifest.get("version") != new["version"]
+            or any(new["inputs"].get(key) != value for key, value in old_inputs.items())
+        ):
+            return None
+        behind.append(stage)
+    return behind
+
+
 def _why_stale(old: dict[str, Any], new: dict[str, Any]) -> str:
     reasons = []
     if old.get("version") != new["version"]:

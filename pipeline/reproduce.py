@@ -23,6 +23,7 @@ files for the best variant in OUT/submission/.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import shutil
@@ -44,7 +45,7 @@ from pipeline.config import (
     to_dict,
     validate,
 )
-from pipeline.dag import Context, get_stages, run_stages, stage_record, stage_status
+from pipeline.dag import Context, get_stages, records_behind, run_stages, stage_record, stage_status
 from pipeline.metrics import main_score
 from pipeline.store import digest, done_intact, read_json, read_manifest, write_json, write_text
 from pipeline.tasks import TaskSpec, get_task
@@ -280,19 +281,47 @@ def _student_wall(run_dir: Path) -> float:
     return read_json(summary)["wall_s"] if summary.is_file() else read_manifest(run_dir, "student")["wall_s"]
 
 
-def run_key(scfg: RunConfig, variant: str, out: Path, tuned: bool = True, setting: dict[str, Any] | None = None) -> str:
+def run_key(
+    scfg: RunConfig,
+    variant: str,
+    out: Path,
+    tuned: bool = True,
+    setting: dict[str, Any] | None = None,
+    legacy: bool = False,
+) -> str:
     """What makes two runs the same: the config subsets their stages' digests are made of (so settings that do not
-    change results, and options left at their defaults, do not count); a variant made from another run adds that
-    run's key (not the folder it starts from, so a moved OUT keeps its keys). `scfg` is the seed's config;
-    `tuned` and `setting` as in `variant_config`."""
+    change results, and options left at their defaults, do not count), with the data by content (`data_identity`);
+    a variant made from another run adds that run's key (not the folder it starts from, so a moved OUT keeps its
+    keys). `scfg` is the seed's config; `tuned` and `setting` as in `variant_config`; `legacy`: the key as earlier
+    versions made it, with the data folder's absolute path (`same_key`)."""
     cfg, stages = variant_config(scfg, variant, out, tuned, setting), get_stages()
-    names = ("data", "teachers") if reports_teachers(variant) else ("data", "teachers", "student")
-    key: dict[str, Any] = {name: stages[name].config_subset(cfg) for name in names}
+    names = ("teachers",) if reports_teachers(variant) else ("teachers", "student")
+    key: dict[str, Any] = {"data": data_identity(cfg, legacy)} | {
+        name: stages[name].config_subset(cfg) for name in names
+    }
     if variant in PARENT:
-        key |= {"parent": run_key(scfg, PARENT[variant], out), "variant": variant}
+        key |= {"parent": run_key(scfg, PARENT[variant], out, legacy=legacy), "variant": variant}
     elif variant in DERIVED:
         key |= {"variant": variant}
     return digest(key)
+
+
+def data_identity(cfg: RunConfig, legacy: bool = False) -> dict[str, Any]:
+    """The data part of a key: the data stage's config subset, but with the GLUE files by content (named relative to
+    `data.data_dir`, as the data stage's `sources`) instead of the folder's path, so a results.json holds wherever
+    the GLUE copy lives. `legacy`: the subset as it is, path included (the keys of earlier results.json files)."""
+    stage = get_stages()["data"]
+    subset = stage.config_subset(cfg)
+    if legacy or cfg.data.data_dir is None:
+        return subset
+    data = {k: v for k, v in subset["data"].items() if k != "data_dir"}
+    return {**subset, "data": data, "files": stage.sources(cfg)}
+
+
+def same_key(recorded: str, key: str, legacy: Callable[[], str]) -> bool:
+    """Whether a key read from a file is `key`, or the `legacy` spelling of it (made with the data folder's path;
+    computed only when needed). Records matched by their legacy key are written back with `key`."""
+    return recorded == key or recorded == legacy()
 
 
 _RECORDED: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # path → (its version, its content)
@@ -323,10 +352,11 @@ def finished_run(
     run = collect_run(scfg, out, seed, variant)
     if run is None:
         old, key = recorded.get((variant, seed)), run_key(scfg, variant, out)
-        if old is not None and old["key"] == key:
-            return old
+        legacy = functools.cache(lambda: run_key(scfg, variant, out, legacy=True))
+        if old is not None and same_key(old["key"], key, legacy):
+            return {**old, "key": key}
         if seed == TUNE_SEED:  # a tuned variant's first-seed run is its chosen tuning run
-            tuned = next((r for r in recorded_tuning_runs(out) if r["variant"] == variant and r["key"] == key), None)
+            tuned = _recorded_tuning_run(out, variant, key, legacy)
             if tuned is not None:
                 return {k: v for k, v in tuned.items() if k != "setting"}
     return run
@@ -411,19 +441,20 @@ def tuning_file(out: Path, variant: str) -> Path:
     return out / "tuning" / f"{variant}.json"
 
 
-def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = ()) -> str:
+def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = (), legacy: bool = False) -> str:
     """What a tuning record was made for: the variant's key untuned, for any seed (the choice holds for all); the
     teachers': their data and settings without the per-task values of the tuned `keys` (so the config with the
-    choice in it, `with_tuned_teachers`, has the record's base too)."""
+    choice in it, `with_tuned_teachers`, has the record's base too). `legacy` as in `run_key`."""
     if variant == TEACHERS:
-        return _teachers_key(teacher_setting(seed_config(cfg, 0), dict.fromkeys(keys)))
-    return run_key(seed_config(cfg, 0), variant, out, tuned=False)
+        return _teachers_key(teacher_setting(seed_config(cfg, 0), dict.fromkeys(keys)), legacy)
+    return run_key(seed_config(cfg, 0), variant, out, tuned=False, legacy=legacy)
 
 
-def _teachers_key(cfg: RunConfig) -> str:
-    """What the teachers of `cfg` are made of: their data and settings, and teachers.init_from's model by content."""
+def _teachers_key(cfg: RunConfig, legacy: bool = False) -> str:
+    """What the teachers of `cfg` are made of: their data (`data_identity`) and settings, and teachers.init_from's
+    model by content."""
     stages = get_stages()
-    subsets = {name: stages[name].config_subset(cfg) for name in ("data", TEACHERS)}
+    subsets = {"data": data_identity(cfg, legacy), TEACHERS: stages[TEACHERS].config_subset(cfg)}
     return digest({**subsets, "sources": stages[TEACHERS].sources(cfg)})
 
 
@@ -433,9 +464,11 @@ def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | N
     writes it back, `restore_tuning`, a dry run does not)."""
     path = tuning_file(out, variant)
     record = read_json(path) if path.is_file() else _recorded_tuning(out).get(variant)
-    if record is None or record.get("base") != tuning_base(cfg, variant, out, record.get("grid", {})):
+    if record is None:
         return None
-    return record
+    base = tuning_base(cfg, variant, out, record.get("grid", {}))
+    legacy = lambda: tuning_base(cfg, variant, out, record.get("grid", {}), legacy=True)  # noqa: E731
+    return {**record, "base": base} if same_key(record.get("base"), base, legacy) else None
 
 
 def _recorded_tuning(out: Path) -> dict[str, Any]:
@@ -449,13 +482,20 @@ def recorded_tuning_runs(out: Path) -> list[dict[str, Any]]:
     return _recorded(out).get("tuning_runs", [])
 
 
-def tuning_run_key(cfg: RunConfig, variant: str, out: Path, setting: dict[str, Any]) -> str:
+def tuning_run_key(cfg: RunConfig, variant: str, out: Path, setting: dict[str, Any], legacy: bool = False) -> str:
     """What makes two tuning runs the same: a student variant's run key at the setting; the teachers' data and
-    settings at the setting (with teachers.init_from's model)."""
+    settings at the setting (with teachers.init_from's model). `legacy` as in `run_key`."""
     scfg = seed_config(cfg, TUNE_SEED)
     if variant != TEACHERS:
-        return run_key(scfg, variant, out, setting=setting)
-    return _teachers_key(teacher_setting(scfg, setting))
+        return run_key(scfg, variant, out, setting=setting, legacy=legacy)
+    return _teachers_key(teacher_setting(scfg, setting), legacy)
+
+
+def _recorded_tuning_run(out: Path, variant: str, key: str, legacy: Callable[[], str]) -> dict[str, Any] | None:
+    """results.json's tuning run of `variant` with this key (or its legacy spelling), with `key` in it."""
+    found = (r for r in recorded_tuning_runs(out) if r["variant"] == variant and same_key(r["key"], key, legacy))
+    run = next(found, None)
+    return None if run is None else {**run, "key": key}
 
 
 def _teacher_tuning_run(cfg: RunConfig, out: Path, setting: dict[str, Any]) -> dict[str, Any] | None:
@@ -485,17 +525,21 @@ def tuning_run(cfg: RunConfig, out: Path, variant: str, setting: dict[str, Any])
         run = collect_run(seed_config(cfg, TUNE_SEED), out, TUNE_SEED, variant, setting)
     if run is not None:
         return {"setting": setting, **run, "key": key}
-    return next((r for r in recorded_tuning_runs(out) if r["variant"] == variant and r["key"] == key), None)
+    return _recorded_tuning_run(
+        out, variant, key, functools.cache(lambda: tuning_run_key(cfg, variant, out, setting, True))
+    )
 
 
-def record_tuning_run(out: Path, run: dict[str, Any]) -> None:
+def record_tuning_run(out: Path, run: dict[str, Any], legacy: str | None = None) -> None:
     """Add a finished tuning run to results.json's "tuning_runs" (the rest of the file as it is), unless it is there:
-    also one finished before, in its folder (a call killed before recording it, or made by an older version)."""
+    also one finished before, in its folder (a call killed before recording it, or made by an older version). One
+    recorded under its `legacy` key (`run_key`) is replaced by it."""
     if any((r["variant"], r["key"]) == (run["variant"], run["key"]) for r in recorded_tuning_runs(out)):
         return
     path = out / "results.json"
     results = read_json(path) if path.is_file() else {"runs": []}
-    results["tuning_runs"] = [*results.get("tuning_runs", []), run]
+    kept = [r for r in results.get("tuning_runs", []) if (r["variant"], r["key"]) != (run["variant"], legacy)]
+    results["tuning_runs"] = [*kept, run]
     write_json(path, results)
 
 
@@ -555,7 +599,7 @@ def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[An
                 run_variant(scfg, out, TUNE_SEED, variant, accelerator, setting)
                 run = tuning_run(cfg, out, variant, setting)
             if accelerator.is_main_process:
-                record_tuning_run(out, run)
+                record_tuning_run(out, run, tuning_run_key(cfg, variant, out, setting, legacy=True))
                 write()
         if accelerator.is_main_process:
             record = make_tuning_record(cfg, variant, out, grid)
@@ -649,7 +693,7 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
             run_stages(tcfg, folder, accelerator, target=TEACHERS)
             run = tuning_run(cfg, out, TEACHERS, setting)
         if accelerator.is_main_process:
-            record_tuning_run(out, run)
+            record_tuning_run(out, run, tuning_run_key(cfg, TEACHERS, out, setting, legacy=True))
         accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         record = make_teacher_record(cfg, out, grid)
@@ -762,6 +806,8 @@ def plan(
             all(finished[(v, seed)] for v in variants) and not (seed == TUNE_SEED and untuned)
         )
         seconds, how = expect("teachers")
+        if not done and (behind := records_behind(target, scfg, base)):  # e.g. made before GLUE files were hashed
+            seconds, how = 60.0, f"{', '.join(behind)} again, made before its inputs were checked; no more if unchanged"
         steps.append({"seed": seed, "variant": "teachers", "done": done, "seconds": seconds, "how": how})
         if seed == TUNE_SEED:
             steps += tuning
@@ -1195,8 +1241,10 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
     for (variant, seed), run in recorded.items():  # kept only while they are runs of this config
         if (variant, seed) in selected or variant not in EVERY or set(run["tasks"]) != set(cfg.data.tasks):
             continue
-        if run["key"] == run_key(seed_config(cfg, seed), variant, out):
-            runs.append(run)
+        scfg = seed_config(cfg, seed)
+        key = run_key(scfg, variant, out)
+        if same_key(run["key"], key, lambda: run_key(scfg, variant, out, legacy=True)):  # noqa: B023 (called here)
+            runs.append({**run, "key": key})
     order = list(EVERY)
     runs.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
     tasks = list(cfg.data.tasks)

@@ -70,7 +70,7 @@ def render(metrics: dict, cfg: RunConfig) -> str:
         "",
     ]
     lines += [
-        "Student training: loss per task, learning rate and λ over the optimizer steps (`student/log.jsonl`).",
+        "Student training: loss per task, learning rate and λ over the training examples seen (`student/log.jsonl`).",
         "",
         "![student training curves](plots/training.png)",
         "",

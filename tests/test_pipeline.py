@@ -310,6 +310,21 @@ def test_changed_teacher_outputs_make_distill_stale(smoke_copy: Path) -> None:
     assert run_smoke(smoke_copy) == ["distill", "student", "evaluate", "report"]
 
 
+def test_records_behind_names_stages_made_before_a_check_the_code_now_makes(smoke_copy: Path, monkeypatch) -> None:
+    """A manifest that lacks an input the code now checks (as when the GLUE files started being hashed) is told
+    apart from a stage whose config or inputs changed: only the first reruns with the same outputs."""
+    from pipeline.dag import get_stages, records_behind
+
+    cfg = load_config(SMOKE)
+    assert records_behind("distill", cfg, smoke_copy) == []
+    monkeypatch.setattr(get_stages()["data"], "sources", lambda cfg: {"glue:SST-2/train.tsv": "0" * 64})
+    assert stage_status("distill", cfg, smoke_copy)[0] == "stale"
+    assert records_behind("distill", cfg, smoke_copy) == ["data"]
+    assert records_behind("distill", load_config(SMOKE, ["--data.max_length=48"]), smoke_copy) is None  # changed
+    (smoke_copy / "manifests" / "teachers.json").unlink()
+    assert records_behind("distill", cfg, smoke_copy) is None  # missing
+
+
 def test_soft_targets_follow_the_teachers_model_not_its_log_or_record(smoke_copy: Path, capsys) -> None:
     """A teacher's log and done record can change while its model stays (a record written anew for the same teacher):
     its soft targets are kept, so the student, whose inputs are the same files, is not redone."""

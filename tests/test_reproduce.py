@@ -14,7 +14,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from pipeline.cli import main, make_accelerator
-from pipeline.config import load_config, validate
+from pipeline.config import RunConfig, load_config, validate
 from pipeline.metrics import main_score
 from pipeline.reproduce import (
     DERIVED,
@@ -231,6 +231,22 @@ def test_dry_run_scales_the_measured_time_by_each_options_cost(repro: Path) -> N
     assert steps["pgd"]["seconds"] == pytest.approx(4 * statistics.median(bam_walls))
     assert steps["fgm"]["seconds"] == pytest.approx(2 * statistics.median(bam_walls))
     assert "× 4 for its option" in steps["pgd"]["how"]
+
+
+def test_dry_run_expects_a_minute_when_only_the_data_stages_record_is_behind(repro: Path, monkeypatch) -> None:
+    from pipeline.dag import get_stages
+    from pipeline.reproduce import plan
+
+    cfg = load_config(SMOKE)
+    before = {s["variant"]: s for s in plan(cfg, repro, [1], ["single", "bam", "fgm"])}
+    assert before["teachers"]["done"] and not before["fgm"]["done"]
+    monkeypatch.setattr(get_stages()["data"], "sources", lambda cfg: {"glue:SST-2/train.tsv": "0" * 64})
+    after = {s["variant"]: s for s in plan(cfg, repro, [1], ["single", "bam", "fgm"])}
+    assert not after["teachers"]["done"] and after["teachers"]["seconds"] == 60.0
+    assert after["teachers"]["how"].startswith("data again")
+    # a changed data config retrains the teachers: not a minute
+    other = {s["variant"]: s for s in plan(load_config(SMOKE, ["--data.max_length=48"]), repro, [1], ["single", "fgm"])}
+    assert not other["teachers"]["done"] and not other["teachers"]["how"].startswith("data again")
 
 
 def test_results_json_alone_keeps_finished_runs(repro: Path, tmp_path: Path, capsys) -> None:
@@ -622,3 +638,52 @@ def test_export_of_a_reproduce_folder_with_its_options(tmp_path: Path) -> None:
     assert "Student wall time (min): fgm 71.0." in readme
     assert "Not run yet: " + ", ".join(v for v in OPTIONS if v != "fgm") + "." in readme
     assert "Table 1" not in readme and "`../to/results.json`" in readme
+
+
+def test_run_keys_count_the_glue_files_by_content_not_by_their_folder(tmp_path: Path) -> None:
+    """A results.json made with the GLUE copy in one folder holds for the same files elsewhere (e.g. a committed
+    one on another machine), not for edited ones; one keyed the older way (by the folder's path) is still matched
+    where that path holds, and is written back under the new key."""
+    from pipeline.reproduce import (
+        finished_run,
+        record_tuning_run,
+        recorded_tuning_runs,
+        run_key,
+        seed_config,
+        tuning_run,
+        tuning_run_key,
+    )
+
+    def glue(name: str, dev: str) -> RunConfig:
+        for split, text in (("train", "index\tsentence1\tsentence2\tscore\n0\ta\tb\t1.0\n"), ("dev", dev)):
+            (tmp_path / name / "STS-B").mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / "STS-B" / f"{split}.tsv").write_text(text)
+        over = ["--data.source=glue", "--data.tasks=['stsb']", f"--data.data_dir={tmp_path / name}"]
+        return seed_config(load_config(SMOKE, over), 1)
+
+    dev = "index\tsentence1\tsentence2\tscore\n0\tc\td\t2.0\n"
+    here, moved, edited = glue("here", dev), glue("moved", dev), glue("edited", dev + "1\te\tf\t3.0\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    key = run_key(here, "bam", out)
+    assert run_key(moved, "bam", out) == key != run_key(edited, "bam", out)
+    assert run_key(here, "bam", out, legacy=True) != run_key(moved, "bam", out, legacy=True)  # the path counted
+    assert run_key(here, "multi", out) != key  # still one key per variant
+
+    # a run recorded under its legacy key: found where the folder is the same, and handed on with the new key
+    old = {"variant": "bam", "seed": 1, "average": 50.0, "tasks": {}, "key": run_key(here, "bam", out, legacy=True)}
+    found = finished_run(here, out, 1, "bam", {("bam", 1): old})
+    assert found is not None and found["key"] == key and found["average"] == 50.0
+    assert finished_run(moved, out, 1, "bam", {("bam", 1): old}) is None  # legacy keys hold only at their path
+    assert finished_run(moved, out, 1, "bam", {("bam", 1): found}) == found  # new keys hold anywhere
+
+    # a tuning run recorded under its legacy key, likewise; recording it again replaces that entry
+    setting = {"lr": 0.001}
+    legacy = tuning_run_key(here, "bam", out, setting, legacy=True)
+    recorded = {"variant": "bam", "seed": 1, "setting": setting, "average": 40.0, "tasks": {}, "key": legacy}
+    (out / "results.json").write_text(json.dumps({"runs": [], "tuning_runs": [recorded]}))
+    run = tuning_run(here, out, "bam", setting)
+    assert run is not None and run["key"] == tuning_run_key(here, "bam", out, setting) != legacy
+    record_tuning_run(out, run, legacy)
+    assert [r["key"] for r in recorded_tuning_runs(out)] == [run["key"]]
+    assert tuning_run(moved, out, "bam", setting)["average"] == 40.0
