@@ -102,7 +102,8 @@ def load_data(glue_dir: Path, names: list[str], n: int, tokenizer) -> dict[str, 
 
 
 def head(s: TokenizedSplit, n: int) -> TokenizedSplit:
-    """The first n rows of a split (for warm-up runs)."""
+    """The first n rows of a split (for warm-up runs; all of them when it has fewer)."""
+    n = min(n, len(s))
     end, cut = int(s.offsets[n]), dict(ids=s.ids[:n], labels=s.labels[:n], offsets=s.offsets[: n + 1])
     return dataclasses.replace(s, input_ids=s.input_ids[:end], token_type_ids=s.token_type_ids[:end], **cut)
 
