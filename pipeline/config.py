@@ -167,8 +167,9 @@ class StudentConfig:
     adversarial: Literal["none", "fgm", "fgsm", "pgd"] = "none"  # adversarial loss on the word embeddings, added to
     # the clean loss: fgm = step adv_epsilon · g/‖g‖; fgsm = adv_epsilon · sign(g); pgd = adv_steps steps of adv_alpha
     adv_epsilon: float = 0.1  # fgm: the step's L2 norm per example; pgd: the L2 ball's radius per example; fgsm: the
-    # step per coordinate (so take it far smaller, e.g. 0.01). Per example: a word embedding's norm is about 1 in
-    # BERT-family models, so ε 0.1 moves a 12-token sentence's embeddings by about 3 % (README "Options")
+    # step per coordinate, so its L2 norm per example is ε·√(tokens · hidden): take it far smaller (0.0015 matches
+    # FGM's 0.1 on a 12-token MiniLM sentence; 0.01 broke training on glue-small). Per example: a word embedding's
+    # norm is about 1 in BERT-family models, so ε 0.1 moves a 12-token sentence's embeddings by about 3 % (README)
     adv_alpha: float = 0.03  # pgd: the size of each normalised step
     adv_steps: int = 3  # pgd: number of steps K
     supcon_weight: float = 0.0  # weight of the supervised contrastive loss on classification tasks (0 = off)

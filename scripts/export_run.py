@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--command", help="the exact command that produced the run (not for reproduce-glue)")
     parser.add_argument("--options-to", type=Path, help="reproduce-glue only: where the options' results go")
     args = parser.parse_args()
-    if (args.run / "results.json").is_file() and (args.run / "runs").is_dir():
+    if (args.run / "results.json").is_file():  # a reproduce-glue folder (maybe without runs/: all from results.json)
         export_reproduce(args.run, args.to)
         if args.options_to:
             export_options(args.run, args.options_to, args.to)

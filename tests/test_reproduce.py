@@ -622,7 +622,7 @@ def test_export_of_a_reproduce_folder_with_its_options(tmp_path: Path) -> None:
         return {"variant": variant, "seed": 1, "average": score, "tasks": tasks, "wall_s": 60.0 * score}
 
     src = tmp_path / "repro"
-    (src / "runs").mkdir(parents=True)
+    src.mkdir()  # no runs/: an OUT whose runs all come from a committed results.json is exported the same way
     runs = [run("single", 60.0), run("bam", 70.0), run("fgm", 71.0)]
     (src / "results.json").write_text(json.dumps({"command": "the command", "machine": "the machine", "runs": runs}))
     (src / "table.md").write_text(render_table(runs, TASKS, "the command", "the machine"))
