@@ -28,7 +28,7 @@ import yaml
 from pipeline.config import ConfigError, RunConfig, load_config, mixed_precision, to_dict
 from pipeline.glue import DataError
 from pipeline.model import ModelLoadError
-from pipeline.reproduce import ReproduceError
+from pipeline.reproduce import TEACHER_KEYS, ReproduceError
 from pipeline.store import StoreError
 from pipeline.training import TrainingInterrupted
 
@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "supcon, siamese, unfreeze (these two groups run only when named)")  # fmt: skip
     p.add_argument("--tune", action="append", metavar="SECTION.KEY=V1,V2,...",
                    help="student.KEY: tune each student variant on the first seed's dev average over these values; "
-                   "teachers.KEY (epochs, batch_size, lr, layer_decay, warmup, weight_decay, max_grad_norm, "
-                   "grad_accum): tune the teachers per task on their dev score, before the students; repeat for a "
+                   f"teachers.KEY ({', '.join(TEACHER_KEYS)}): tune the teachers per task on their dev score, "
+                   "before the students; repeat for a "
                    "grid; every seed then runs with the best; e.g. --tune student.lr=5e-5,1e-4,2e-4 --tune "
                    "teachers.lr=5e-5,1e-4")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan, what is done and the time it expects")

@@ -352,7 +352,7 @@ def finished_run(
     run = collect_run(scfg, out, seed, variant)
     if run is None:
         old, key = recorded.get((variant, seed)), run_key(scfg, variant, out)
-        legacy = functools.cache(lambda: run_key(scfg, variant, out, legacy=True))
+        legacy = functools.cache(functools.partial(run_key, scfg, variant, out, legacy=True))
         if old is not None and same_key(old["key"], key, legacy):
             return {**old, "key": key}
         if seed == TUNE_SEED:  # a tuned variant's first-seed run is its chosen tuning run
@@ -467,7 +467,7 @@ def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | N
     if record is None:
         return None
     base = tuning_base(cfg, variant, out, record.get("grid", {}))
-    legacy = lambda: tuning_base(cfg, variant, out, record.get("grid", {}), legacy=True)  # noqa: E731
+    legacy = functools.partial(tuning_base, cfg, variant, out, record.get("grid", {}), legacy=True)
     return {**record, "base": base} if same_key(record.get("base"), base, legacy) else None
 
 
@@ -526,7 +526,7 @@ def tuning_run(cfg: RunConfig, out: Path, variant: str, setting: dict[str, Any])
     if run is not None:
         return {"setting": setting, **run, "key": key}
     return _recorded_tuning_run(
-        out, variant, key, functools.cache(lambda: tuning_run_key(cfg, variant, out, setting, True))
+        out, variant, key, functools.cache(functools.partial(tuning_run_key, cfg, variant, out, setting, legacy=True))
     )
 
 
@@ -1243,7 +1243,7 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
             continue
         scfg = seed_config(cfg, seed)
         key = run_key(scfg, variant, out)
-        if same_key(run["key"], key, lambda: run_key(scfg, variant, out, legacy=True)):  # noqa: B023 (called here)
+        if same_key(run["key"], key, functools.partial(run_key, scfg, variant, out, legacy=True)):
             runs.append({**run, "key": key})
     order = list(EVERY)
     runs.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
