@@ -63,8 +63,9 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
     """Training curves of one or more students, from their `student/log.jsonl` (label → path) or a curve kept in
     results.json (label → `training_curve`'s columns).
 
-    One panel per task: its training loss (faint: as logged; solid: moving average), one colour per label, on a log
-    scale when every loss is positive; a last panel: the learning rate (solid, left axis) and λ (dashed, right
+    One panel per task: its training loss (faint: as logged; solid: moving average; dotted: the moving average of
+    the loss at the adversarial embeddings, for students trained with an adversarial option), one colour per label,
+    on a log scale when every loss is positive; a last panel: the learning rate (solid, left axis) and λ (dashed, right
     axis). The x-axis is the training examples seen, so students that take steps of different sizes (`summed`'s one
     batch of every task) line up; logs without example counts are drawn over optimizer steps. Lines that are not
     training records (the final dev metrics) and lines cut short by a crash are skipped.
@@ -95,9 +96,11 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
             xs, losses = zip(*points)
             positive &= all(y > 0 for y in losses)
             ax.plot(xs, losses, color=colours[label], linewidth=0.6, alpha=0.25)
-            window = max(1, len(losses) // 25)
-            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-            ax.plot(xs[window - 1 :], smooth, color=colours[label], linewidth=1.4)
+            ax.plot(*_moving_average(xs, losses), color=colours[label], linewidth=1.4)
+            adv = [(x(r), r["adv_loss"][task]) for r in records if task in r.get("adv_loss", {})]
+            if adv:
+                positive &= all(y > 0 for _, y in adv)
+                ax.plot(*_moving_average(*zip(*adv)), color=colours[label], linewidth=1.2, linestyle=":")
         if positive:
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
@@ -125,24 +128,35 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
         axes[i].xaxis.set_tick_params(labelbottom=True)
     handles = [Line2D([], [], color=colours[label], label=label) for label in runs]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(runs), 6), fontsize=9, frameon=False)
-    fig.suptitle("Student training (faint: logged loss; solid: moving average)")
+    adversarial = any("adv_loss" in r for records in runs.values() for r in records)
+    dotted = "; dotted: at the adversarial embeddings" if adversarial else ""
+    fig.suptitle(f"Student training (faint: logged loss; solid: moving average{dotted})")
     return _save(fig, path)
 
 
+def _moving_average(xs: tuple, ys: tuple) -> tuple[tuple, np.ndarray]:
+    """A moving average over about 1/25 of the points, with the x of each window's last point."""
+    window = max(1, len(ys) // 25)
+    return xs[window - 1 :], np.convolve(ys, np.ones(window) / window, mode="valid")
+
+
 CURVE_POINTS = 120  # a curve kept in results.json: at most this many of the log's records, evenly spaced
+CURVE_KEYS = ("loss", "examples_seen", "adv_loss")  # the per-task columns of a kept curve
 
 
 def training_curve(log: Path) -> dict:
-    """A student log's training records as columns (`step`, `lr`, `lambda`, and per task `loss` and
-    `examples_seen`; null where a record lacks the task), thinned to CURVE_POINTS records with the last one kept:
-    what `plot_training_curves` needs, small enough for results.json, where it outlives the run folder."""
+    """A student log's training records as columns (`step`, `lr`, `lambda`, and per task `loss`, `examples_seen`
+    and, from an adversarial student, `adv_loss`; null where a record lacks the task), thinned to CURVE_POINTS
+    records with the last one kept: what `plot_training_curves` needs, small enough for results.json, where it
+    outlives the run folder."""
     records = _training_records(log)
     if len(records) > CURVE_POINTS:
         records = [records[round(i * (len(records) - 1) / (CURVE_POINTS - 1))] for i in range(CURVE_POINTS)]
     tasks = list(dict.fromkeys(t for r in records for t in r["loss"]))
     columns: dict = {key: [r.get(key) for r in records] for key in ("step", "lr", "lambda")}
-    for key in ("loss", "examples_seen"):
-        columns[key] = {t: [r.get(key, {}).get(t) for r in records] for t in tasks}
+    for key in CURVE_KEYS:
+        if key != "adv_loss" or any(key in r for r in records):
+            columns[key] = {t: [r.get(key, {}).get(t) for r in records] for t in tasks}
     return columns
 
 
@@ -151,7 +165,7 @@ def _records(columns: dict) -> list[dict]:
     records = []
     for i, step in enumerate(columns["step"]):
         record = {key: columns[key][i] for key in ("step", "lr", "lambda")}
-        for key in ("loss", "examples_seen"):
+        for key in (k for k in CURVE_KEYS if k in columns):
             values = {t: v[i] for t, v in columns[key].items() if v[i] is not None}
             if values or key == "loss":
                 record[key] = values

@@ -78,7 +78,7 @@ def adversarial_backward(
     model: nn.Module,
     accelerator,
     embeddings: nn.Module,
-    loss_of: Callable[[bool], torch.Tensor],
+    loss_of: Callable[[str], torch.Tensor],
     sc: StudentConfig,
     sync: AbstractContextManager,
 ) -> None:
@@ -88,13 +88,14 @@ def adversarial_backward(
         model: the prepared model (its gradient all-reduce waits for the last backward).
         accelerator: the Accelerator (backward, loss scaling, `no_sync`).
         embeddings: the word-embedding module δ is added to.
-        loss_of: runs a forward pass and returns the loss; its argument says whether this is the clean pass.
+        loss_of: runs a forward pass and returns the loss; its argument says which pass this is: "clean", "probe"
+            (one of PGD's ascent passes, which only find δ) or "adversarial" (the pass at the final δ).
         sc: `student.adversarial` (fgm, fgsm or pgd), `adv_epsilon` ε, and PGD's `adv_alpha` α and `adv_steps` K.
         sync: the context of the micro-batch's last backward (`no_sync` except on the step's last micro-batch).
     """
     with EmbeddingPerturbation(embeddings) as perturb:
         with accelerator.no_sync(model):
-            accelerator.backward(loss_of(True))
+            accelerator.backward(loss_of("clean"))
         grads = [d.grad for d in perturb.deltas]
         if sc.adversarial == "pgd":
             deltas = [torch.zeros_like(g) for g in grads]
@@ -103,10 +104,10 @@ def adversarial_backward(
                 if k < sc.adv_steps - 1:  # the gradient at δ_k, for the next step only: no parameter gradient
                     perturb.use([d.requires_grad_() for d in deltas])
                     with accelerator.no_sync(model):
-                        grads = torch.autograd.grad(loss_of(False), perturb.deltas)
+                        grads = torch.autograd.grad(loss_of("probe"), perturb.deltas)
                     deltas = [d.detach() for d in deltas]
         else:
             deltas = [first_step(sc.adversarial, g, sc.adv_epsilon) for g in grads]
         perturb.use(deltas)
         with sync:
-            backward_if_trained(accelerator, loss_of(False))
+            backward_if_trained(accelerator, loss_of("adversarial"))

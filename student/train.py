@@ -115,8 +115,8 @@ def train_student(ctx: Context) -> dict[str, object]:
         disable=None if acc.is_local_main_process else True,
         dynamic_ncols=True,
     )
-    names = [t.name for t in tasks]
-    started, window = time.time(), {n: [0.0, 0] for n in names}
+    names, adv = [t.name for t in tasks], sc.adversarial != "none"
+    started, window, adv_window = time.time(), {n: [0.0, 0] for n in names}, {n: [0.0, 0] for n in names}
     ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
 
     def state() -> dict:  # a checkpoint's state: with the training seconds so far, so wall_s spans resumes
@@ -124,15 +124,16 @@ def train_student(ctx: Context) -> dict[str, object]:
 
     joined = (train, tasks, teacher if uses_teacher else None, max_outputs)  # what `collate` joins plan rows to
 
-    def loss_of(batch: dict[str, torch.Tensor], clean: bool = True) -> torch.Tensor:
+    def loss_of(batch: dict[str, torch.Tensor], kind: str = "clean") -> torch.Tensor:
         """The batch's share of the step's loss: its mean loss × its rows × processes / batch_size. That is BAM's
         mean over the step's rows, and with summed and pcgrad (batch_size rows of each task per step) the sum over
-        tasks of each task's mean. The clean pass (not an adversarial one) adds supcon and is logged."""
-        loss, per_task = forward_loss(model, batch, tasks, lam, sc, acc, contrastive=clean)
-        if clean:
-            for name, (total, count) in per_task.items():
-                window[name][0] += total
-                window[name][1] += count
+        tasks of each task's mean. `kind` is the pass (`adversarial_backward`): the clean pass adds supcon and is
+        logged as `loss`; the pass at the final adversarial δ is logged as `adv_loss`; PGD's probes are not logged."""
+        loss, per_task = forward_loss(model, batch, tasks, lam, sc, acc, contrastive=kind == "clean")
+        logged = {"clean": window, "adversarial": adv_window}.get(kind)
+        for name, (total, count) in per_task.items() if logged is not None else ():
+            logged[name][0] += total
+            logged[name][1] += count
         return loss * (len(batch["task_ids"]) * acc.num_processes / sc.batch_size)
 
     start_tracking(acc, cfg, "student", "student")
@@ -157,7 +158,7 @@ def train_student(ctx: Context) -> dict[str, object]:
             else:
                 for k, batch in enumerate(batches):
                     sync = nullcontext() if k == len(batches) - 1 else acc.no_sync(model)
-                    if sc.adversarial == "none":
+                    if not adv:
                         with sync:
                             backward_if_trained(acc, loss_of(batch))
                     else:
@@ -175,20 +176,23 @@ def train_student(ctx: Context) -> dict[str, object]:
                     "lr": optimizer.param_groups[0]["lr"],
                     # mean loss over this process's examples since the previous line
                     "loss": {n: s / c for n, (s, c) in window.items() if c},
+                    # the same examples' loss at the adversarial embeddings (adversarial options only)
+                    **({"adv_loss": {n: s / c for n, (s, c) in adv_window.items() if c}} if adv else {}),
                     "examples_seen": dict(
                         zip(names, np.bincount(plan[:done, :, 0].ravel(), minlength=len(tasks)).tolist())
                     ),
                     "examples_per_s": (done - start_step) * step_rows / (time.time() - started),
                 }
                 mean_loss = np.mean(list(record["loss"].values()))
-                bar.set_postfix(lam=f"{lam:.2f}", loss=f"{mean_loss:.4f}")
+                adv_loss = f" adv {np.mean(list(record['adv_loss'].values())):.4f}" if adv else ""
+                bar.set_postfix(lam=f"{lam:.2f}", loss=f"{mean_loss:.4f}{adv_loss}")
                 if bar.disable:  # not a terminal (CI, log files): plain lines instead of a bar
                     acc.print(
-                        f"[student] step {done}/{total_steps} λ {lam:.3f} lr {record['lr']:.2e} loss {mean_loss:.4f} "
-                        f"{record['examples_per_s']:.1f} ex/s"
+                        f"[student] step {done}/{total_steps} λ {lam:.3f} lr {record['lr']:.2e} loss {mean_loss:.4f}"
+                        f"{adv_loss} {record['examples_per_s']:.1f} ex/s"
                     )
                 log_record(acc, log_path, record, "student")
-                window = {n: [0.0, 0] for n in names}
+                window, adv_window = {n: [0.0, 0] for n in names}, {n: [0.0, 0] for n in names}
             if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < total_steps:
                 save_checkpoint(ckpt_root, done, model, optimizer, acc, state(), sc.keep_checkpoints)
             if stop.should_stop(acc):

@@ -367,8 +367,15 @@ def test_adversarial_perturbation_is_the_hand_computed_one(method: str) -> None:
     seen.clear()
     model.zero_grad()
     embeddings = model.encoder.get_input_embeddings()
-    adversarial_backward(model, make_accelerator(), embeddings, lambda clean: _loss(model, batch), sc, nullcontext())
-    assert len(seen) == (steps + 1 if method == "pgd" else 2)  # clean, [PGD's K − 1 ascent passes], adversarial
+    passes = []  # what adversarial_backward says each pass is: the clean pass, PGD's K − 1 probes, the adversarial one
+
+    def loss_of(kind: str) -> torch.Tensor:
+        passes.append(kind)
+        return _loss(model, batch)
+
+    adversarial_backward(model, make_accelerator(), embeddings, loss_of, sc, nullcontext())
+    assert passes == ["clean", *["probe"] * (steps - 1 if method == "pgd" else 0), "adversarial"]
+    assert len(seen) == len(passes)
     applied = seen[-1] - seen[0]
     torch.testing.assert_close(applied, expected, atol=1e-5, rtol=1e-4)
     assert (applied[0, 5:] == 0).all(), "padding is not perturbed"
@@ -629,6 +636,11 @@ def test_the_student_trains_and_is_used_with_each_option(smoke_copy: Path, famil
         assert len(set(counts.values())) == 1  # every task equally often
     log = [json.loads(line) for line in (smoke_copy / "student" / "log.jsonl").read_text().splitlines()]
     assert log[-2]["examples_seen"] == counts and all(math.isfinite(v) for x in log[:-1] for v in x["loss"].values())
+    if family in ("fgm", "fgsm", "pgd", "combined"):  # the loss at the adversarial embeddings, of the same examples
+        assert all(x["adv_loss"].keys() == x["loss"].keys() for x in log[:-1])
+        assert all(math.isfinite(v) and v != x["loss"][t] for x in log[:-1] for t, v in x["adv_loss"].items())
+    else:
+        assert not any("adv_loss" in x for x in log)
     # the saved model, reloaded by `evaluate`, scores what the model in memory scored
     metrics = json.loads((smoke_copy / "metrics.json").read_text())
     for task in TASKS:

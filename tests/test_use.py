@@ -224,9 +224,11 @@ def test_plot_training_curves(smoke_run: Path, tmp_path: Path) -> None:
         plot_training_curves({"x": only_dev}, tmp_path / "none.png")
 
 
-def test_a_training_curve_kept_in_results_json_gives_back_the_logs_records(tmp_path: Path) -> None:
+@pytest.mark.parametrize("adversarial", [False, True])
+def test_a_training_curve_kept_in_results_json_gives_back_the_logs_records(tmp_path: Path, adversarial: bool) -> None:
     """`training_curve` keeps at most CURVE_POINTS evenly spaced records, the last among them, as columns (a task
-    missing from a record is null there); turned back into records they are the log's own."""
+    missing from a record is null there); turned back into records they are the log's own, with the loss at the
+    adversarial embeddings when the student logged one."""
     from pipeline.plots import CURVE_POINTS, _records, _training_records, plot_training_curves, training_curve
 
     log = tmp_path / "log.jsonl"
@@ -234,7 +236,8 @@ def test_a_training_curve_kept_in_results_json_gives_back_the_logs_records(tmp_p
     for step in range(1, 301):
         loss = {"cola": 1 / step, **({"rte": 2 / step} if step % 3 else {})}
         seen = {"cola": 10 * step, **({"rte": 5 * step} if step % 3 else {})}
-        lines.append(json.dumps({"step": step, "lr": 1e-4 / step, "lambda": step / 300, "loss": loss,
+        adv = {"adv_loss": {task: 1.5 * value for task, value in loss.items()}} if adversarial else {}
+        lines.append(json.dumps({"step": step, "lr": 1e-4 / step, "lambda": step / 300, "loss": loss, **adv,
                                  "examples_seen": seen, "examples_per_s": 50.0}))  # fmt: skip
     log.write_text("\n".join(lines + ['{"dev": {"cola": {"mcc": 1.0}}}']) + "\n")
     curve = training_curve(log)
@@ -242,10 +245,12 @@ def test_a_training_curve_kept_in_results_json_gives_back_the_logs_records(tmp_p
     assert len(curve["step"]) == CURVE_POINTS and curve["step"][0] == 1 and curve["step"][-1] == 300
     missing = [i for i, step in enumerate(curve["step"]) if step % 3 == 0]
     assert missing and all(curve["loss"]["rte"][i] is None for i in missing)  # RTE absent from those records
+    assert ("adv_loss" in curve) == adversarial
     originals = {r["step"]: r for r in _training_records(log)}
     for record in _records(curve):
         original = originals[record["step"]]
         assert record["loss"] == original["loss"] and record["examples_seen"] == original["examples_seen"]
+        assert record.get("adv_loss") == original.get("adv_loss")
         assert (record["lr"], record["lambda"]) == (original["lr"], original["lambda"])
     check_png(plot_training_curves({"from log": log, "from results.json": curve}, tmp_path / "both.png"))
 
