@@ -444,7 +444,12 @@ def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro:
         single = next(r for r in results["runs"] if r["variant"] == "single" and r["seed"] == 1)
         assert single["tasks"][task]["score"] == pytest.approx(scores[best, task])
     assert {0.002, 0.001} == {c["lr"] for c in record["chosen"].values()}  # this grid changes some teachers, not all
-    log = (out / "runs" / "seed-2" / "teachers" / "teachers" / "rte" / "log.jsonl").read_text().splitlines()
+    seed2 = out / "runs" / "seed-2"
+    for task in TASKS:  # seed 2's student learns from seed 2's tuned teachers, not seed 1's
+        own = (seed2 / "teachers" / "teachers" / task / weights).read_bytes()
+        assert (seed2 / "bam" / "teachers" / task / weights).read_bytes() == own
+        assert own != (seed1 / "teachers" / "teachers" / task / weights).read_bytes()
+    log = (seed2 / "teachers" / "teachers" / "rte" / "log.jsonl").read_text().splitlines()
     peak = max(r["lr"] for r in map(json.loads, log) if "lr" in r)
     assert record["chosen"]["rte"]["lr"] / 2 < peak <= record["chosen"]["rte"]["lr"]
     assert results["tuning"]["teachers"]["chosen"] == record["chosen"]
