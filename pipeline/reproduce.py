@@ -80,7 +80,7 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "pcgrad": ("BAM, summed + PCGrad", {"mixing": "pcgrad"}),
     "fgm": ("BAM + FGM (ε 0.1)", {"adversarial": "fgm"}),
     "fgsm": ("BAM + FGSM (ε 0.0015)", {"adversarial": "fgsm", "adv_epsilon": 0.0015}),  # ≈ FGM ε 0.1's norm
-    "pgd": ("BAM + PGD (ε 0.1, α 0.03, K 3)", {"adversarial": "pgd"}),
+    "pgd": ("BAM + PGD (ε 0.1, α 0.05, K 3)", {"adversarial": "pgd"}),
     "supcon": ("BAM + SupCon (weight 0.1)", {"supcon_weight": 0.1}),
     "siamese": ("BAM, siamese pair heads", {"pair_mode": "siamese"}),
     "unfreeze": ("BAM + gradual unfreezing (0.1 epoch)", {"unfreeze_every": 0.1, "unfreeze_unit": "epochs"}),

@@ -12,7 +12,7 @@ NAME = "student"
 RESUMABLE = True
 # The multitask options (README "Options"), newer than the runs made before them: at these values (their defaults
 # when they were added) they stay out of the config subset, so those runs' student digests are unchanged (see
-# `without_defaults`). A default changed since (adv_epsilon 1.0 → 0.1, adv_alpha 0.3 → 0.03) keeps its old value
+# `without_defaults`). A default changed since (adv_epsilon 1.0 → 0.1, adv_alpha 0.3 → 0.03 → 0.05) keeps its old value
 # here, so a run made under the old default is not taken for one under the new.
 OPTIONS = {
     "mixing": "mixed",
