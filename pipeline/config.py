@@ -171,7 +171,8 @@ class StudentConfig:
     # FGM's 0.1 on a 12-token MiniLM sentence; 0.01 broke training on glue-small). Per example: a word embedding's
     # norm is about 1 in BERT-family models, so ε 0.1 moves a 12-token sentence's embeddings by about 3 % (README)
     adv_alpha: float = 0.05  # pgd: the size of each normalised step; with K·α > ε the projection onto the ball acts
-    # (at 0.1, 0.05 and 3 the last δ has FGM's norm ε, its direction refined by K steps; at K·α ≤ ε it never would)
+    # (at 0.1, 0.05 and 3 the last δ reaches the ball's edge, FGM's norm ε, unless the steps turn back; at K·α ≤ ε
+    # it never would)
     adv_steps: int = 3  # pgd: number of steps K
     supcon_weight: float = 0.0  # weight of the supervised contrastive loss on classification tasks (0 = off)
     supcon_temperature: float = 0.1  # its temperature τ
