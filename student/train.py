@@ -116,7 +116,11 @@ def train_student(ctx: Context) -> dict[str, object]:
         dynamic_ncols=True,
     )
     names, adv = [t.name for t in tasks], sc.adversarial != "none"
-    started, window, adv_window = time.time(), {n: [0.0, 0] for n in names}, {n: [0.0, 0] for n in names}
+
+    def empty_window() -> dict[str, list]:  # per task: summed loss and examples since the last log line
+        return {n: [0.0, 0] for n in names}
+
+    started, window, adv_window = time.time(), empty_window(), empty_window()
     ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
 
     def state() -> dict:  # a checkpoint's state: with the training seconds so far, so wall_s spans resumes
@@ -131,9 +135,10 @@ def train_student(ctx: Context) -> dict[str, object]:
         logged as `loss`; the pass at the final adversarial δ is logged as `adv_loss`; PGD's probes are not logged."""
         loss, per_task = forward_loss(model, batch, tasks, lam, sc, acc, contrastive=kind == "clean")
         logged = {"clean": window, "adversarial": adv_window}.get(kind)
-        for name, (total, count) in per_task.items() if logged is not None else ():
-            logged[name][0] += total
-            logged[name][1] += count
+        if logged is not None:
+            for name, (total, count) in per_task.items():
+                logged[name][0] += total
+                logged[name][1] += count
         return loss * (len(batch["task_ids"]) * acc.num_processes / sc.batch_size)
 
     start_tracking(acc, cfg, "student", "student")
@@ -192,7 +197,7 @@ def train_student(ctx: Context) -> dict[str, object]:
                         f"{adv_loss} {record['examples_per_s']:.1f} ex/s"
                     )
                 log_record(acc, log_path, record, "student")
-                window, adv_window = {n: [0.0, 0] for n in names}, {n: [0.0, 0] for n in names}
+                window, adv_window = empty_window(), empty_window()
             if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < total_steps:
                 save_checkpoint(ckpt_root, done, model, optimizer, acc, state(), sc.keep_checkpoints)
             if stop.should_stop(acc):
