@@ -287,16 +287,20 @@ def run_key(
     out: Path,
     tuned: bool = True,
     setting: dict[str, Any] | None = None,
-    legacy: bool = False,
+    legacy: str = "",
 ) -> str:
-    """What makes two runs the same: the config subsets their stages' digests are made of (so settings that do not
-    change results, and options left at their defaults, do not count), with the data by content (`data_identity`);
-    a variant made from another run adds that run's key (not the folder it starts from, so a moved OUT keeps its
-    keys). `scfg` is the seed's config; `tuned` and `setting` as in `variant_config`; `legacy`: the key as earlier
-    versions made it, with the data folder's absolute path (`same_key`)."""
+    """What makes two runs the same: the config subsets their numbers depend on, as their stages' digests are made
+    of them (so settings that do not change results, and options left at their defaults, do not count): the
+    teachers' for a variant reporting them or a student learning from them, not for Multi's (λ = 1, it never reads
+    them); with the data by content (`data_identity`); a variant made from another run adds that run's key (not
+    the folder it starts from, so a moved OUT keeps its keys). `scfg` is the seed's config; `tuned` and `setting`
+    as in `variant_config`; `legacy`: the key in a spelling of earlier versions (`LEGACY`)."""
     cfg, stages = variant_config(scfg, variant, out, tuned, setting), get_stages()
-    names = ("teachers",) if reports_teachers(variant) else ("teachers", "student")
-    key: dict[str, Any] = {"data": data_identity(cfg, legacy)} | {
+    if reports_teachers(variant):
+        names: tuple[str, ...] = ("teachers",)
+    else:
+        names = ("teachers", "student") if legacy or uses_teachers(cfg, variant) else ("student",)
+    key: dict[str, Any] = {"data": data_identity(cfg, legacy == "path")} | {
         name: stages[name].config_subset(cfg) for name in names
     }
     if variant in PARENT:
@@ -304,6 +308,31 @@ def run_key(
     elif variant in DERIVED:
         key |= {"variant": variant}
     return digest(key)
+
+
+# The spellings of run keys made by earlier versions (`run_key`'s `legacy`), still matched where they hold and written
+# back in today's: "teachers", the teachers' settings in every student's key, also Multi's; "path", that and the GLUE
+# folder's absolute path instead of its files' content.
+LEGACY = ("teachers", "path")
+
+
+def uses_teachers(cfg: RunConfig, variant: str) -> bool:
+    """Whether the numbers of `variant` (its config `cfg`) depend on the seed's teachers: they are the teachers'
+    (Single, BAM-ft), or a student's that learns from them (all but Multi)."""
+    return reports_teachers(variant) or "distill" in get_stages()["student"].needs(cfg)
+
+
+def learns_from_teachers(cfg: RunConfig, variant: str, out: Path) -> bool:
+    """Whether `variant`'s runs depend on the seed's teachers, so that choosing them anew makes the runs anew: not
+    Multi's, nor Multi→Multi's (taught by Multi's model)."""
+    parent = PARENT.get(variant, variant)  # BAM-ft: its teachers start from BAM's model, which learnt from them
+    return uses_teachers(variant_config(seed_config(cfg, TUNE_SEED), parent, out), parent)
+
+
+def legacy_keys(make: Callable[..., str]) -> Callable[[], tuple[str, ...]]:
+    """The keys `make` (a key function taking `legacy`) gives in the spellings of `LEGACY`: computed once, and only
+    when asked for (most records carry today's key)."""
+    return functools.cache(lambda: tuple(make(legacy=spelling) for spelling in LEGACY))
 
 
 def data_identity(cfg: RunConfig, legacy: bool = False) -> dict[str, Any]:
@@ -318,10 +347,10 @@ def data_identity(cfg: RunConfig, legacy: bool = False) -> dict[str, Any]:
     return {**subset, "data": data, "files": stage.sources(cfg)}
 
 
-def same_key(recorded: str, key: str, legacy: Callable[[], str]) -> bool:
-    """Whether a key read from a file is `key`, or the `legacy` spelling of it (made with the data folder's path;
-    computed only when needed). Records matched by their legacy key are written back with `key`."""
-    return recorded == key or recorded == legacy()
+def same_key(recorded: str, key: str, legacy: Callable[[], tuple[str, ...]]) -> bool:
+    """Whether a key read from a file is `key`, or one of its `legacy` spellings (`legacy_keys`, computed only when
+    needed). Records matched by a legacy key are written back with `key`."""
+    return recorded == key or recorded in legacy()
 
 
 _RECORDED: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # path → (its version, its content)
@@ -352,7 +381,7 @@ def finished_run(
     run = collect_run(scfg, out, seed, variant)
     if run is None:
         old, key = recorded.get((variant, seed)), run_key(scfg, variant, out)
-        legacy = functools.cache(functools.partial(run_key, scfg, variant, out, legacy=True))
+        legacy = legacy_keys(functools.partial(run_key, scfg, variant, out))
         if old is not None and same_key(old["key"], key, legacy):
             return {**old, "key": key}
         if seed == TUNE_SEED:  # a tuned variant's first-seed run is its chosen tuning run
@@ -441,7 +470,7 @@ def tuning_file(out: Path, variant: str) -> Path:
     return out / "tuning" / f"{variant}.json"
 
 
-def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = (), legacy: bool = False) -> str:
+def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = (), legacy: str = "") -> str:
     """What a tuning record was made for: the variant's key untuned, for any seed (the choice holds for all); the
     teachers': their data and settings without the per-task values of the tuned `keys` (so the config with the
     choice in it, `with_tuned_teachers`, has the record's base too). `legacy` as in `run_key`."""
@@ -450,11 +479,11 @@ def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = (), legacy:
     return run_key(seed_config(cfg, 0), variant, out, tuned=False, legacy=legacy)
 
 
-def _teachers_key(cfg: RunConfig, legacy: bool = False) -> str:
+def _teachers_key(cfg: RunConfig, legacy: str = "") -> str:
     """What the teachers of `cfg` are made of: their data (`data_identity`) and settings, and teachers.init_from's
     model by content."""
     stages = get_stages()
-    subsets = {"data": data_identity(cfg, legacy), TEACHERS: stages[TEACHERS].config_subset(cfg)}
+    subsets = {"data": data_identity(cfg, legacy == "path"), TEACHERS: stages[TEACHERS].config_subset(cfg)}
     return digest({**subsets, "sources": stages[TEACHERS].sources(cfg)})
 
 
@@ -467,7 +496,7 @@ def tuning_record(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | N
     if record is None:
         return None
     base = tuning_base(cfg, variant, out, record.get("grid", {}))
-    legacy = functools.partial(tuning_base, cfg, variant, out, record.get("grid", {}), legacy=True)
+    legacy = legacy_keys(functools.partial(tuning_base, cfg, variant, out, record.get("grid", {})))
     return {**record, "base": base} if same_key(record.get("base"), base, legacy) else None
 
 
@@ -482,7 +511,7 @@ def recorded_tuning_runs(out: Path) -> list[dict[str, Any]]:
     return _recorded(out).get("tuning_runs", [])
 
 
-def tuning_run_key(cfg: RunConfig, variant: str, out: Path, setting: dict[str, Any], legacy: bool = False) -> str:
+def tuning_run_key(cfg: RunConfig, variant: str, out: Path, setting: dict[str, Any], legacy: str = "") -> str:
     """What makes two tuning runs the same: a student variant's run key at the setting; the teachers' data and
     settings at the setting (with teachers.init_from's model). `legacy` as in `run_key`."""
     scfg = seed_config(cfg, TUNE_SEED)
@@ -491,8 +520,10 @@ def tuning_run_key(cfg: RunConfig, variant: str, out: Path, setting: dict[str, A
     return _teachers_key(teacher_setting(scfg, setting), legacy)
 
 
-def _recorded_tuning_run(out: Path, variant: str, key: str, legacy: Callable[[], str]) -> dict[str, Any] | None:
-    """results.json's tuning run of `variant` with this key (or its legacy spelling), with `key` in it."""
+def _recorded_tuning_run(
+    out: Path, variant: str, key: str, legacy: Callable[[], tuple[str, ...]]
+) -> dict[str, Any] | None:
+    """results.json's tuning run of `variant` with this key (or a legacy spelling of it), with `key` in it."""
     found = (r for r in recorded_tuning_runs(out) if r["variant"] == variant and same_key(r["key"], key, legacy))
     run = next(found, None)
     return None if run is None else {**run, "key": key}
@@ -526,19 +557,19 @@ def tuning_run(cfg: RunConfig, out: Path, variant: str, setting: dict[str, Any])
     if run is not None:
         return {"setting": setting, **run, "key": key}
     return _recorded_tuning_run(
-        out, variant, key, functools.cache(functools.partial(tuning_run_key, cfg, variant, out, setting, legacy=True))
+        out, variant, key, legacy_keys(functools.partial(tuning_run_key, cfg, variant, out, setting))
     )
 
 
-def record_tuning_run(out: Path, run: dict[str, Any], legacy: str | None = None) -> None:
+def record_tuning_run(out: Path, run: dict[str, Any], legacy: tuple[str, ...] = ()) -> None:
     """Add a finished tuning run to results.json's "tuning_runs" (the rest of the file as it is), unless it is there:
     also one finished before, in its folder (a call killed before recording it, or made by an older version). One
-    recorded under its `legacy` key (`run_key`) is replaced by it."""
+    recorded under a `legacy` key of it (`legacy_keys`) is replaced by it."""
     if any((r["variant"], r["key"]) == (run["variant"], run["key"]) for r in recorded_tuning_runs(out)):
         return
     path = out / "results.json"
     results = read_json(path) if path.is_file() else {"runs": []}
-    kept = [r for r in results.get("tuning_runs", []) if (r["variant"], r["key"]) != (run["variant"], legacy)]
+    kept = [r for r in results.get("tuning_runs", []) if r["variant"] != run["variant"] or r["key"] not in legacy]
     results["tuning_runs"] = [*kept, run]
     write_json(path, results)
 
@@ -599,7 +630,9 @@ def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[An
                 run_variant(scfg, out, TUNE_SEED, variant, accelerator, setting)
                 run = tuning_run(cfg, out, variant, setting)
             if accelerator.is_main_process:
-                record_tuning_run(out, run, tuning_run_key(cfg, variant, out, setting, legacy=True))
+                record_tuning_run(
+                    out, run, legacy_keys(functools.partial(tuning_run_key, cfg, variant, out, setting))()
+                )
                 write()
         if accelerator.is_main_process:
             record = make_tuning_record(cfg, variant, out, grid)
@@ -693,7 +726,7 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
             run_stages(tcfg, folder, accelerator, target=TEACHERS)
             run = tuning_run(cfg, out, TEACHERS, setting)
         if accelerator.is_main_process:
-            record_tuning_run(out, run, tuning_run_key(cfg, TEACHERS, out, setting, legacy=True))
+            record_tuning_run(out, run, legacy_keys(functools.partial(tuning_run_key, cfg, TEACHERS, out, setting))())
         accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         record = make_teacher_record(cfg, out, grid)
@@ -779,10 +812,14 @@ def plan(
         return cost_factor(to_dict(variant_config(seed_config(cfg, TUNE_SEED), variant, out, setting=setting).student))
 
     teachers_pending = not teachers_tuned(cfg, out, teacher_grid or {})
-    # a student's tuning record holds for the teachers it was made with: tuned anew once they are (maybe) others
+    # what the teachers' choice changes: every run learning from them (not Multi's), and a student's tuning record,
+    # which holds for the teachers it was made with (tuned anew once they are, maybe, others)
+    learns = {v: learns_from_teachers(cfg, v, out) for v in variants}
     steps = []
     untuned = [
-        v for v in variants if not tuning_done(cfg, v, out, grid) or (teachers_pending and variant_grid(v, grid))
+        v
+        for v in variants
+        if not tuning_done(cfg, v, out, grid) or (teachers_pending and learns[v] and variant_grid(v, grid))
     ]
     if teachers_pending:  # first: what the first seed's teachers will be depends on them
         for setting in settings(teacher_grid):
@@ -796,7 +833,8 @@ def plan(
             seconds, how = expect("student", student_cost(variant, setting))
             done = made(cfg, out, variant, setting)
             name = f"tune {variant} {setting_label(setting)}"
-            tuning.append({"seed": TUNE_SEED, "variant": name, "done": done, "seconds": seconds, "how": how})
+            tuning.append({"seed": TUNE_SEED, "variant": name, "done": done, "seconds": seconds, "how": how,
+                           "learns": learns[variant]})  # fmt: skip
     for seed in seeds:
         scfg = seed_config(cfg, seed)
         base = out / "runs" / f"seed-{seed}" / "teachers"
@@ -808,7 +846,8 @@ def plan(
         seconds, how = expect("teachers")
         if not done and (behind := records_behind(target, scfg, base)):  # e.g. made before GLUE files were hashed
             seconds, how = 60.0, f"{', '.join(behind)} again, made before its inputs were checked; no more if unchanged"
-        steps.append({"seed": seed, "variant": "teachers", "done": done, "seconds": seconds, "how": how})
+        steps.append({"seed": seed, "variant": "teachers", "done": done, "seconds": seconds, "how": how,
+                      "learns": any(learns.values())})  # fmt: skip
         if seed == TUNE_SEED:
             steps += tuning
         for variant in variants:
@@ -823,10 +862,13 @@ def plan(
                 seconds, how = 0.0, "the chosen tuning run, hard-linked"
             elif variant in untuned:
                 how += "; at most, once tuned"
-            steps.append({"seed": seed, "variant": variant, "done": done, "seconds": seconds, "how": how})
-    if teachers_pending:  # every run is made anew from the tuned teachers (unless each task keeps the config's)
-        tuned = len(settings(teacher_grid))
+            steps.append({"seed": seed, "variant": variant, "done": done, "seconds": seconds, "how": how,
+                          "learns": learns[variant]})  # fmt: skip
+    if teachers_pending:  # every run that learns from them is made anew from the tuned teachers (unless each task
+        tuned = len(settings(teacher_grid))  # keeps the config's); Multi's hold
         for step in steps[tuned:]:
+            if not step.get("learns", True):
+                continue
             if step["variant"] == "teachers" and step["seed"] == TUNE_SEED:
                 step["seconds"], step["how"] = 0.0, "the tuned teachers, hard-linked"
             else:
@@ -1114,6 +1156,9 @@ def reproduce(
                 f"the teachers are tuned over {key} {tuned_keys[key]}"
             )
     untuned, cfg = cfg, with_tuned_teachers(cfg, out)  # a choice made before holds (until a new grid)
+    if accelerator.is_main_process and not dry_run:
+        rekey(cfg, out)
+    accelerator.wait_for_everyone()
     steps = plan(cfg, out, seed_list, variants, grid, teacher_grid, untuned)
     chosen = [f"{v} {setting_label(c)}" for v in variants if (c := tuned_choice(cfg, v, out)) is not None]
     if (record := tuning_record(cfg, TEACHERS, out)) is not None:
@@ -1193,6 +1238,45 @@ def run_variant(
     run_stages(vcfg, run_dir, accelerator, target="teachers" if reports_teachers(variant) else "report")
 
 
+def rekey(cfg: RunConfig, out: Path) -> None:
+    """The students' records keyed in an older spelling (`LEGACY`) that still hold for `cfg` — results.json's runs,
+    tuning runs and tuning records, and OUT/tuning/'s files — written back with today's keys: before teachers tuned
+    anew change what the older spelling would be (Multi's included the teachers', today's does not)."""
+
+    def new_key(recorded: Any, make: Callable[..., str]) -> str | None:
+        key = make()
+        return key if recorded != key and same_key(recorded, key, legacy_keys(make)) else None
+
+    path = out / "results.json"
+    results, changed = read_json(path) if path.is_file() else {}, False
+    for run in results.get("runs", []):
+        if run.get("variant") in EVERY and "key" in run:
+            key = new_key(run["key"], functools.partial(run_key, seed_config(cfg, run["seed"]), run["variant"], out))
+            if key is not None:
+                run["key"], changed = key, True
+    for run in results.get("tuning_runs", []):
+        if run.get("variant") in EVERY:
+            key = new_key(run["key"], functools.partial(tuning_run_key, cfg, run["variant"], out, run["setting"]))
+            if key is not None:
+                run["key"], changed = key, True
+    files = {f.stem: read_json(f) for f in sorted((out / "tuning").glob("*.json"))} if (out / "tuning").is_dir() else {}
+    for where, records in (("results", results.get("tuning", {})), ("files", files)):
+        for variant, record in records.items():
+            if variant not in EVERY:
+                continue
+            base = new_key(
+                record.get("base"), functools.partial(tuning_base, cfg, variant, out, record.get("grid", {}))
+            )
+            if base is None:
+                continue
+            record["base"] = base
+            if where == "files":
+                write_json(tuning_file(out, variant), record)
+            changed = True
+    if changed and path.is_file():
+        write_json(path, results)
+
+
 def restore_tuning(out: Path) -> None:
     """Tuning records that results.json holds but OUT/tuning/ does not (e.g. OUT made anew from a committed
     results.json): written back, so its tuned runs keep their keys."""
@@ -1243,7 +1327,7 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
             continue
         scfg = seed_config(cfg, seed)
         key = run_key(scfg, variant, out)
-        if same_key(run["key"], key, functools.partial(run_key, scfg, variant, out, legacy=True)):
+        if same_key(run["key"], key, legacy_keys(functools.partial(run_key, scfg, variant, out))):
             runs.append({**run, "key": key})
     order = list(EVERY)
     runs.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))

@@ -672,11 +672,11 @@ def test_run_keys_count_the_glue_files_by_content_not_by_their_folder(tmp_path: 
     out.mkdir()
     key = run_key(here, "bam", out)
     assert run_key(moved, "bam", out) == key != run_key(edited, "bam", out)
-    assert run_key(here, "bam", out, legacy=True) != run_key(moved, "bam", out, legacy=True)  # the path counted
+    assert run_key(here, "bam", out, legacy="path") != run_key(moved, "bam", out, legacy="path")  # the path counted
     assert run_key(here, "multi", out) != key  # still one key per variant
 
     # a run recorded under its legacy key: found where the folder is the same, and handed on with the new key
-    old = {"variant": "bam", "seed": 1, "average": 50.0, "tasks": {}, "key": run_key(here, "bam", out, legacy=True)}
+    old = {"variant": "bam", "seed": 1, "average": 50.0, "tasks": {}, "key": run_key(here, "bam", out, legacy="path")}
     found = finished_run(here, out, 1, "bam", {("bam", 1): old})
     assert found is not None and found["key"] == key and found["average"] == 50.0
     assert finished_run(moved, out, 1, "bam", {("bam", 1): old}) is None  # legacy keys hold only at their path
@@ -684,11 +684,85 @@ def test_run_keys_count_the_glue_files_by_content_not_by_their_folder(tmp_path: 
 
     # a tuning run recorded under its legacy key, likewise; recording it again replaces that entry
     setting = {"lr": 0.001}
-    legacy = tuning_run_key(here, "bam", out, setting, legacy=True)
+    legacy = tuning_run_key(here, "bam", out, setting, legacy="path")
     recorded = {"variant": "bam", "seed": 1, "setting": setting, "average": 40.0, "tasks": {}, "key": legacy}
     (out / "results.json").write_text(json.dumps({"runs": [], "tuning_runs": [recorded]}))
     run = tuning_run(here, out, "bam", setting)
     assert run is not None and run["key"] == tuning_run_key(here, "bam", out, setting) != legacy
-    record_tuning_run(out, run, legacy)
+    record_tuning_run(out, run, (legacy,))
     assert [r["key"] for r in recorded_tuning_runs(out)] == [run["key"]]
     assert tuning_run(moved, out, "bam", setting)["average"] == 40.0
+
+
+def test_multis_key_and_record_hold_when_the_teachers_change(tmp_path: Path, capsys) -> None:
+    """Multi (λ = 1) never reads the teachers: other teacher settings leave its key, its recorded run and its tuning
+    as they are, while every variant learning from them (or reporting them) gets a new key. Multi's records keyed
+    the older way (teacher settings included) are still matched, and written back without them."""
+    from pipeline.config import to_dict
+    from pipeline.reproduce import (
+        finished_run,
+        recorded_runs,
+        rekey,
+        run_key,
+        seed_config,
+        tuned_choice,
+        tuning_base,
+        tuning_record,
+        tuning_run_key,
+    )
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = seed_config(load_config(SMOKE), 1)
+    other = seed_config(load_config(SMOKE, ["--teachers.lr=0.001", "--teachers.per_task.rte.epochs=2"]), 1)
+    assert run_key(other, "multi", out) == run_key(cfg, "multi", out)
+    for variant in ("single", "bam", "no-annealing", "single-single", "bam-ft"):
+        assert run_key(other, variant, out) != run_key(cfg, variant, out), variant
+    assert run_key(cfg, "multi", out, legacy="teachers") != run_key(cfg, "multi", out)  # the older spelling
+    assert run_key(cfg, "bam", out, legacy="teachers") == run_key(cfg, "bam", out)  # BAM's was already this
+
+    old = {"variant": "multi", "seed": 1, "average": 60.0, "tasks": {}, "wall_s": 60.0, "config": to_dict(cfg)}
+    old["key"] = run_key(cfg, "multi", out, legacy="teachers")
+    found = finished_run(cfg, out, 1, "multi", {("multi", 1): old})
+    assert found is not None and found["key"] == run_key(cfg, "multi", out) and found["average"] == 60.0
+    assert finished_run(other, out, 1, "multi", {("multi", 1): found}) == found  # whatever the teachers now
+
+    # records of an older version (a tuned Multi: its tuning record, tuning run and run) are written back with
+    # today's keys before the teachers are tuned anew, and hold after
+    grid = {"lr": [0.002, 0.001]}
+    base = tuning_base(cfg, "multi", out, grid, legacy="teachers")
+    tuning = {"grid": grid, "chosen": {"lr": 0.001}, "base": base, "runs": []}
+    (out / "tuning").mkdir()
+    (out / "tuning" / "multi.json").write_text(json.dumps(tuning))
+    old_tuning_run = {
+        **old,
+        "setting": {"lr": 0.001},
+        "key": tuning_run_key(cfg, "multi", out, {"lr": 0.001}, "teachers"),
+    }
+    old_run = {**old, "key": run_key(cfg, "multi", out, legacy="teachers")}
+    assert old_run["key"] != old["key"]  # tuned: another key
+    results = {"runs": [old_run], "tuning": {"multi": tuning}, "tuning_runs": [old_tuning_run]}
+    (out / "results.json").write_text(json.dumps(results))
+    rekey(cfg, out)
+    assert tuning_record(other, "multi", out) is not None and tuned_choice(other, "multi", out) == {"lr": 0.001}
+    again = json.loads((out / "results.json").read_text())
+    assert again["runs"][0]["key"] == run_key(other, "multi", out) != old_run["key"]
+    assert again["tuning"]["multi"]["base"] == tuning_base(other, "multi", out, grid) != base
+    assert again["tuning_runs"][0]["key"] == tuning_run_key(other, "multi", out, {"lr": 0.001})
+    assert finished_run(other, out, 1, "multi", recorded_runs(out))["average"] == 60.0
+    shutil.rmtree(out / "tuning")
+    (out / "results.json").unlink()  # untuned again
+
+    # a dry run tuning the teachers plans Multi's recorded runs as done, BAM's as to run once they are tuned
+    runs = []
+    for seed in (1, 2):
+        scfg = seed_config(load_config(SMOKE), seed)
+        runs += [{**old, "variant": v, "seed": seed, "key": run_key(scfg, v, out)} for v in ("multi", "bam")]
+    (out / "results.json").write_text(json.dumps({"runs": runs}))
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "multi,bam"]
+    assert main([*argv, "--tune", "teachers.lr=0.002,0.001", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    for seed in (1, 2):
+        assert f"seed {seed}  multi         done" in printed
+        assert f"seed {seed}  bam           to run" in printed
+    assert "multi         to run" not in printed
