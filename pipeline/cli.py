@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the runs, results.json, table.md and plots")
     p.add_argument("--data-dir", help="folder in the GLUE TSV layout (sets data.data_dir)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N for every variant (default 3)")
+    p.add_argument("--only-seeds", metavar="S1,S2,...",
+                   help="run only these of the seeds 1..N (e.g. one per process or machine, all in the same --out); "
+                   "the table reports every finished run of the N")  # fmt: skip
     p.add_argument("--variants", help="comma-separated subset of: single, multi, bam, no-layerwise, no-sampling, "
                    "no-annealing (default: these); the paper's variants made of several runs single-single, "
                    "multi-multi, bam-ft; and the multitask options round-robin, summed, pcgrad, fgm, fgsm, pgd, "
@@ -189,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             return run_predict(args.model, args.task, args.input, args.output, args.batch_size)
         cfg, run_dir = resolve(args, extra)
         if args.command == "reproduce-glue":
-            from pipeline.reproduce import parse_tune, parse_variants, reproduce
+            from pipeline.reproduce import parse_seeds, parse_tune, parse_variants, reproduce
 
             command = "python -m pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
             variants, (grid, teacher_grid) = parse_variants(args.variants), parse_tune(args.tune, cfg)
             accelerator = make_accelerator(precision=cfg.model.precision)
-            reproduce(cfg, run_dir, args.seeds, variants, accelerator, command, args.dry_run, grid, teacher_grid)
+            only = parse_seeds(args.seeds, args.only_seeds) if args.only_seeds is not None else None
+            reproduce(cfg, run_dir, args.seeds, variants, accelerator, command, args.dry_run, grid, teacher_grid, only)
             accelerator.end_training()
         elif args.command == "run":
             cmd_run(cfg, run_dir, args.stage, args.force, args.report_to)

@@ -7,12 +7,16 @@
     python -m pipeline reproduce-glue ... --seeds 1 --variants bam,summed,pcgrad,fgm,supcon   # multitask options
     python -m pipeline reproduce-glue ... --tune student.lr=5e-5,1e-4,2e-4   # each student variant tuned on dev
     python -m pipeline reproduce-glue ... --tune teachers.lr=2e-5,5e-5,1e-4  # each task's teacher tuned on dev
+    python -m pipeline reproduce-glue ... --seeds 3 --only-seeds 2       # one seed of three; another process: 3
 
 Every (variant, seed) is an ordinary run folder, `OUT/runs/seed-<s>/<variant>/`, driven by the staged DAG, so a
 killed call resumes where it stopped (finished runs are skipped, an interrupted student resumes from its checkpoint).
 Teachers are trained once per seed in `OUT/runs/seed-<s>/teachers/` and hard-linked into each variant's folder
 (stage outputs are only ever replaced, never written in place, so a link cannot be changed through another folder).
 Seed s sets `teachers.seed` and `student.seed`; the data (and SST-2's capped subset) are the same for every seed.
+Several calls (processes, or machines sharing the folder) can fill one OUT with different seeds (`--only-seeds`):
+each claims its seeds (and the first seed while tuning is pending) for its whole run (OUT/locks/, released when
+the process ends, also when it dies), and results.json is read and written under a lock of its own.
 
 Writes OUT/results.json (every run's metrics, config, seed and wall time), OUT/table.md (median over seeds per task
 with the min–max spread, gains over Single and Multi, paired t-tests across seeds with Holm–Bonferroni over tasks),
@@ -22,6 +26,7 @@ files for the best variant in OUT/submission/.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 from scipy import stats
 
 from pipeline.config import (
@@ -103,6 +109,49 @@ def parse_variants(text: str | None) -> list[str]:
     if unknown or not names:
         raise ReproduceError(f"--variants: unknown {unknown or text!r}; choose from {', '.join(EVERY)}")
     return [v for v in EVERY if v in names]  # table order
+
+
+def parse_seeds(seeds: int, only: str | None = None) -> list[int]:
+    """Seeds 1..`seeds`, or the comma-separated `only` of them (`--only-seeds 2,3`)."""
+    if seeds < 1:
+        raise ReproduceError(f"--seeds must be >= 1, got {seeds}")
+    if only is None:
+        return list(range(1, seeds + 1))
+    try:
+        chosen = sorted({int(s) for s in only.split(",") if s.strip()})
+    except ValueError:
+        raise ReproduceError(f"--only-seeds: expected comma-separated integers, got {only!r}") from None
+    outside = [s for s in chosen if not 1 <= s <= seeds]
+    if outside or not chosen:
+        raise ReproduceError(f"--only-seeds: {outside or only!r} not among the seeds 1..{seeds} of --seeds {seeds}")
+    return chosen
+
+
+@functools.cache
+def _lock(path: str) -> FileLock:
+    """One lock object per file in this process (so holding it again here does not wait on itself)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path)
+
+
+def results_lock(out: Path) -> FileLock:
+    """Held while results.json is read to be rewritten and written: calls filling one OUT keep each other's runs."""
+    return _lock(str(out.resolve() / "locks" / "results.lock"))
+
+
+def claim_seeds(out: Path, seeds: list[int], stack: contextlib.ExitStack) -> None:
+    """Claim `seeds` of OUT for this process until `stack` closes; a seed another process holds is an error (the
+    lock is the kernel's: it goes with the process, also one that was killed)."""
+    for seed in seeds:
+        lock = _lock(str(out.resolve() / "locks" / f"seed-{seed}.lock"))
+        try:
+            stack.enter_context(lock.acquire(timeout=0))
+        except Timeout:
+            raise ReproduceError(
+                f"seed {seed} of {out} is being run by another process (it holds {lock.lock_file}); give each "
+                "call its own seeds with --only-seeds"
+                + (f" (seed {TUNE_SEED} runs in every call while tuning is pending)" if seed == TUNE_SEED else "")
+            ) from None
 
 
 def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
@@ -565,13 +614,14 @@ def record_tuning_run(out: Path, run: dict[str, Any], legacy: tuple[str, ...] = 
     """Add a finished tuning run to results.json's "tuning_runs" (the rest of the file as it is), unless it is there:
     also one finished before, in its folder (a call killed before recording it, or made by an older version). One
     recorded under a `legacy` key of it (`legacy_keys`) is replaced by it."""
-    if any((r["variant"], r["key"]) == (run["variant"], run["key"]) for r in recorded_tuning_runs(out)):
-        return
-    path = out / "results.json"
-    results = read_json(path) if path.is_file() else {"runs": []}
-    kept = [r for r in results.get("tuning_runs", []) if r["variant"] != run["variant"] or r["key"] not in legacy]
-    results["tuning_runs"] = [*kept, run]
-    write_json(path, results)
+    with results_lock(out):
+        if any((r["variant"], r["key"]) == (run["variant"], run["key"]) for r in recorded_tuning_runs(out)):
+            return
+        path = out / "results.json"
+        results = read_json(path) if path.is_file() else {"runs": []}
+        kept = [r for r in results.get("tuning_runs", []) if r["variant"] != run["variant"] or r["key"] not in legacy]
+        results["tuning_runs"] = [*kept, run]
+        write_json(path, results)
 
 
 def tuned_choice(cfg: RunConfig, variant: str, out: Path) -> dict[str, Any] | None:
@@ -1136,13 +1186,15 @@ def reproduce(
     dry_run: bool = False,
     grid: dict[str, list[Any]] | None = None,
     teacher_grid: dict[str, list[Any]] | None = None,
+    only: list[int] | None = None,
 ) -> dict[str, Any] | None:
-    """Run (or, with dry_run, only print) every variant over seeds 1..`seeds`: the teachers first tuned per task
-    over `teacher_grid`, then each student variant over `grid` (`parse_tune`), when they are given; returns the
-    results."""
-    if seeds < 1:
-        raise ReproduceError(f"--seeds must be >= 1, got {seeds}")
-    seed_list, grid, teacher_grid = list(range(1, seeds + 1)), grid or {}, teacher_grid or {}
+    """Run (or, with dry_run, only print) every variant over seeds 1..`seeds` (or the `only` of them; the table
+    reports every finished run of the N): the teachers first tuned per task over `teacher_grid`, then each student
+    variant over `grid` (`parse_tune`), when they are given; returns the results."""
+    every = parse_seeds(seeds)
+    seed_list, grid, teacher_grid = sorted(only) if only else every, grid or {}, teacher_grid or {}
+    if not set(seed_list) <= set(every):
+        raise ReproduceError(f"--only-seeds: {seed_list} not among the seeds 1..{seeds} of --seeds {seeds}")
     check_grid(cfg, out, variants, grid)
     if accelerator.is_main_process and not dry_run:
         restore_tuning(out)
@@ -1156,45 +1208,56 @@ def reproduce(
                 f"the teachers are tuned over {key} {tuned_keys[key]}"
             )
     untuned, cfg = cfg, with_tuned_teachers(cfg, out)  # a choice made before holds (until a new grid)
-    if accelerator.is_main_process and not dry_run:
-        rekey(cfg, out)
-    accelerator.wait_for_everyone()
-    steps = plan(cfg, out, seed_list, variants, grid, teacher_grid, untuned)
-    chosen = [f"{v} {setting_label(c)}" for v in variants if (c := tuned_choice(cfg, v, out)) is not None]
-    if (record := tuning_record(cfg, TEACHERS, out)) is not None:
-        chosen.insert(0, "teachers " + ", ".join(f"{t} {setting_label(s)}" for t, s in record["chosen"].items()))
-    accelerator.print(
-        f"reproduce-glue: {len(variants)} variants × {seeds} seeds in {out}\n"
-        + (f"  tuned on seed {TUNE_SEED} dev (OUT/tuning/): {'; '.join(chosen)}\n" if chosen else "")
-        + format_plan(steps)
-    )
-    if dry_run:
-        return None
-    tune_teachers(untuned, out, teacher_grid, accelerator)
-    cfg = with_tuned_teachers(untuned, out)
-    adopt_tuned_teachers(cfg, out, accelerator)
-    tune(cfg, out, variants, grid, accelerator, lambda: write_results(cfg, out, seed_list, variants, command))
-    recorded = recorded_runs(out)
-    for seed in seed_list:
-        scfg = seed_config(cfg, seed)
-        pending = [v for v in variants if finished_run(scfg, out, seed, v, recorded) is None]
-        if not pending:
-            continue
-        base = out / "runs" / f"seed-{seed}" / "teachers"
-        first = out / "runs" / f"seed-{seed_list[0]}" / "teachers"
-        if seed != seed_list[0] and accelerator.is_main_process:
-            link_shared(scfg, first, base, ("data",))  # tokenised once for every seed
+    tuning = not teachers_tuned(untuned, out, teacher_grid) or not all(tuning_done(cfg, v, out, grid) for v in variants)
+    if tuning and TUNE_SEED not in seed_list:  # every other seed runs with the choice made on the first
+        accelerator.print(f"reproduce-glue: tuning is pending: seed {TUNE_SEED} runs first (it tunes on its dev)")
+        seed_list = [TUNE_SEED, *seed_list]
+    with contextlib.ExitStack() as claimed:
+        if accelerator.is_main_process and not dry_run:
+            claim_seeds(out, seed_list, claimed)
+            with results_lock(out):
+                rekey(cfg, out)
         accelerator.wait_for_everyone()
-        needs_distill = any(v not in ("single", "multi") for v in pending)
-        run_stages(scfg, base, accelerator, target="distill" if needs_distill else "teachers")
-        for variant in pending:
-            if variant == "single":
+        steps = plan(cfg, out, seed_list, variants, grid, teacher_grid, untuned)
+        chosen = [f"{v} {setting_label(c)}" for v in variants if (c := tuned_choice(cfg, v, out)) is not None]
+        if (record := tuning_record(cfg, TEACHERS, out)) is not None:
+            chosen.insert(0, "teachers " + ", ".join(f"{t} {setting_label(s)}" for t, s in record["chosen"].items()))
+        which = f"{seeds} seeds" if seed_list == every else f"seeds {', '.join(map(str, seed_list))} of {seeds}"
+        accelerator.print(
+            f"reproduce-glue: {len(variants)} variants × {which} in {out}\n"
+            + (f"  tuned on seed {TUNE_SEED} dev (OUT/tuning/): {'; '.join(chosen)}\n" if chosen else "")
+            + format_plan(steps)
+        )
+        if dry_run:
+            return None
+        write = functools.partial(write_results, cfg, out, every, variants, command)
+        if TUNE_SEED in seed_list:
+            tune_teachers(untuned, out, teacher_grid, accelerator)
+            cfg = with_tuned_teachers(untuned, out)
+            adopt_tuned_teachers(cfg, out, accelerator)
+            write = functools.partial(write_results, cfg, out, every, variants, command)
+            tune(cfg, out, variants, grid, accelerator, write)
+        recorded = recorded_runs(out)
+        for seed in seed_list:
+            scfg = seed_config(cfg, seed)
+            pending = [v for v in variants if finished_run(scfg, out, seed, v, recorded) is None]
+            if not pending:
                 continue
-            accelerator.print(f"reproduce-glue: seed {seed}, {variant}")
-            run_variant(scfg, out, seed, variant, accelerator)
-            if accelerator.is_main_process:
-                write_results(cfg, out, seed_list, variants, command)
-    results = write_results(cfg, out, seed_list, variants, command) if accelerator.is_main_process else None
+            base = out / "runs" / f"seed-{seed}" / "teachers"
+            if accelerator.is_main_process:  # tokenised once for every seed
+                for other in (s for s in every if s != seed):
+                    link_shared(scfg, out / "runs" / f"seed-{other}" / "teachers", base, ("data",))
+            accelerator.wait_for_everyone()
+            needs_distill = any(v not in ("single", "multi") for v in pending)
+            run_stages(scfg, base, accelerator, target="distill" if needs_distill else "teachers")
+            for variant in pending:
+                if variant == "single":
+                    continue
+                accelerator.print(f"reproduce-glue: seed {seed}, {variant}")
+                run_variant(scfg, out, seed, variant, accelerator)
+                if accelerator.is_main_process:
+                    write()
+        results = write() if accelerator.is_main_process else None
     if accelerator.is_main_process and cfg.data.data_dir and results["runs"]:
         best = _best_run(results["runs"])
         written = []
@@ -1315,6 +1378,11 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
     Runs results.json already holds for variants or seeds outside this call's selection stay in it while they are
     runs of this config (same key): a call for the options alone keeps the paper's variants, so one OUT can be
     filled by several calls; a call under another config drops them rather than mixing two configs."""
+    with results_lock(out):
+        return _write_results(cfg, out, seeds, variants, command)
+
+
+def _write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[str], command: str) -> dict[str, Any]:
     runs, recorded = [], recorded_runs(out)
     for seed in seeds:
         for variant in variants:

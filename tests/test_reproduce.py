@@ -766,3 +766,67 @@ def test_multis_key_and_record_hold_when_the_teachers_change(tmp_path: Path, cap
         assert f"seed {seed}  multi         done" in printed
         assert f"seed {seed}  bam           to run" in printed
     assert "multi         to run" not in printed
+
+
+def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None:
+    """--only-seeds: each call runs its seeds into the same OUT (one per process or machine); the table counts every
+    finished run of the N, the data are tokenised once, and a seed another process holds is refused, not shared."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single"]
+    assert main([*argv, "--only-seeds", "2"]) == 0
+    assert not (out / "runs" / "seed-1").exists()
+    first = json.loads((out / "results.json").read_text())
+    assert [(r["variant"], r["seed"]) for r in first["runs"]] == [("single", 2)]
+    assert main([*argv, "--only-seeds", "1"]) == 0
+    both = json.loads((out / "results.json").read_text())
+    assert sorted((r["variant"], r["seed"]) for r in both["runs"]) == [("single", 1), ("single", 2)]
+    assert both["runs"][1] == first["runs"][0]  # seed 2's record kept as it was
+    assert "| 2 |" in (out / "table.md").read_text()  # its row counts two seeds
+    data = sorted(
+        p.relative_to(out / "runs" / "seed-2") for p in (out / "runs" / "seed-2").glob("teachers/data/*/*/*.npy")
+    )
+    assert data and all(
+        os.path.samefile(out / "runs" / "seed-1" / p, out / "runs" / "seed-2" / p) for p in data
+    )  # seed 1 took seed 2's tokenised data
+
+    # another process holds seed 2: a call for it stops before touching anything; once that process is gone
+    # (killed: the kernel drops its lock), the call goes on
+    lock = out / "locks" / "seed-2.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import filelock, time; held = filelock.FileLock({str(lock)!r}); held.acquire(); "
+         "print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = (out / "results.json").read_bytes()
+        capsys.readouterr()
+        assert main([*argv, "--only-seeds", "2"]) == 2
+        err = capsys.readouterr().err
+        assert "seed 2 of" in err and "another process" in err and "seed-2.lock" in err
+        assert (out / "results.json").read_bytes() == before
+        assert main([*argv, "--only-seeds", "1"]) == 0  # seed 1 is free
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([*argv, "--only-seeds", "2"]) == 0
+
+
+def test_only_seeds_arguments(tmp_path: Path, capsys) -> None:
+    base = ["reproduce-glue", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--seeds", "3"]
+    assert main([*base, "--only-seeds", "4"]) == 2
+    assert "--only-seeds: [4] not among the seeds 1..3" in capsys.readouterr().err
+    assert main([*base, "--only-seeds", "2,x"]) == 2
+    assert "expected comma-separated integers, got '2,x'" in capsys.readouterr().err
+    assert main([*base, "--only-seeds", "3,2", "--variants", "single,bam", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "seeds 2, 3 of 3" in printed
+    assert sorted({line.split()[1] for line in printed.splitlines() if line.startswith("  seed ")}) == ["2", "3"]
+    # while a variant's tuning is pending, seed 1 runs too (the other seeds run with its choice)
+    assert main([*base, "--only-seeds", "3", "--variants", "bam", "--tune", "student.lr=1e-4,2e-4", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tuning is pending: seed 1 runs first" in printed
+    assert {line.split()[1] for line in printed.splitlines() if line.startswith("  seed ")} == {"1", "3"}
