@@ -18,7 +18,13 @@ from matplotlib.ticker import FormatStrFormatter
 from pipeline.store import atomic_path
 
 
-def plot_scores(scores: dict[str, dict[str, float]], path: Path, title: str, ylabel: str = "dev score") -> Path:
+def plot_scores(
+    scores: dict[str, dict[str, float]],
+    path: Path,
+    title: str,
+    ylabel: str = "dev score",
+    spread: dict[str, dict[str, tuple[float, float]]] | None = None,
+) -> Path:
     """Grouped bar chart: one group of bars per task, one colour per entry of `scores` (e.g. teacher / student).
 
     Args:
@@ -27,6 +33,8 @@ def plot_scores(scores: dict[str, dict[str, float]], path: Path, title: str, yla
         path: where the PNG goes.
         title: figure title.
         ylabel: label of the score axis.
+        spread: name → {task: (low, high)}, e.g. the min and max over seeds: a whisker on the bar (none where
+            low == high, e.g. a single seed).
     """
     tasks = list(dict.fromkeys(task for row in scores.values() for task in row if task != "avg"))
     if any("avg" in row for row in scores.values()):
@@ -38,18 +46,36 @@ def plot_scores(scores: dict[str, dict[str, float]], path: Path, title: str, yla
     fig = Figure(figsize=(max(6.0, 1.0 + len(tasks) * (0.5 + 0.35 * groups)), 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    spread = spread or {}
     values = [v for row in scores.values() for v in row.values()]
+    values += [v for row in spread.values() for pair in row.values() for v in pair]
     for i, (name, row) in enumerate(scores.items()):
         xs = [k + (i - (groups - 1) / 2) * width for k, task in enumerate(tasks) if task in row]
-        bars = ax.bar(xs, [row[task] for task in tasks if task in row], width, label=name)
-        # Upright labels fit above bars up to three per task; more bars need them turned to stay readable.
-        ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8, rotation=90 if groups > 3 else 0)
+        heights = [row[task] for task in tasks if task in row]
+        ax.bar(xs, heights, width, label=name)
+        ranges = [spread.get(name, {}).get(task) for task in tasks if task in row]
+        whiskers = [(x, h, r) for x, h, r in zip(xs, heights, ranges, strict=True) if r is not None and r[0] < r[1]]
+        if whiskers:
+            wx, wh, wr = zip(*whiskers, strict=True)
+            below, above = (
+                [h - r[0] for h, r in zip(wh, wr, strict=True)],
+                [r[1] - h for h, r in zip(wh, wr, strict=True)],
+            )
+            ax.errorbar(wx, wh, yerr=[below, above], fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+        # Upright labels fit above bars up to three per task; more bars need them turned to stay readable. A label
+        # goes past the bar's end, or its whisker's.
+        for x, h, r in zip(xs, heights, ranges, strict=True):
+            end = h if r is None else (max(h, r[1]) if h >= 0 else min(h, r[0]))
+            ax.annotate(f"{h:.1f}", (x, end), xytext=(0, 2 if h >= 0 else -2), textcoords="offset points",
+                        ha="center", va="bottom" if h >= 0 else "top", fontsize=8,
+                        rotation=90 if groups > 3 else 0)  # fmt: skip
     ax.set_xticks(range(len(tasks)), tasks)
     if tasks[-1] == "avg" and len(tasks) > 1:
         ax.axvline(len(tasks) - 1.5, color="grey", linestyle=":", linewidth=1)
     low, high = min(0.0, min(values)), max(values)
     # Head room for the value labels (turned ones need more) and for the legend above the bars.
-    ax.set_ylim(low - (5 if low < 0 else 0), high + (high - low) * (0.3 if groups > 3 else 0.18))
+    room = (high - low) * (0.3 if groups > 3 else 0.18)
+    ax.set_ylim(low - (room if low < 0 else 0), high + room)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -1432,8 +1432,17 @@ def write_plots(results: dict[str, Any], out: Path) -> None:
         medians = {
             v: {**{t: summary[v]["median"][t] for t in tasks}, "avg": summary[v]["median"]["average"]} for v in shown
         }
+        spread = {
+            v: {
+                c if c != "average" else "avg": (summary[v]["min"][c], summary[v]["max"][c])
+                for c in [*tasks, "average"]
+            }
+            for v in shown
+        }
+        several = any(len(summary[v]["seeds"]) > 1 for v in shown)
         name = "options.png" if prefix else "scores.png"
-        plot_scores(medians, out / "plots" / name, "GLUE dev, median over seeds")
+        title = "GLUE dev, median over seeds" + (" (whiskers: min–max)" if several else "")
+        plot_scores(medians, out / "plots" / name, title, spread=spread)
         logs = {}
         for run in results["runs"]:
             log = Path(run["run_dir"]) / "student" / "log.jsonl"

@@ -209,6 +209,28 @@ def test_plot_scores(tmp_path: Path) -> None:
         plot_scores({"teacher": {}}, tmp_path / "empty.png", "nothing")
 
 
+def test_plot_scores_draws_the_spread_as_whiskers(tmp_path: Path, monkeypatch) -> None:
+    """Over seeds: a whisker from each bar's min to its max; none where there is nothing to spread (one seed)."""
+    import pipeline.plots as plots
+
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    scores = {"single": {"cola": 20.0, "rte": 60.0}, "bam": {"cola": 25.0, "rte": 62.0}}
+    spread = {"single": {"cola": (20.0, 20.0), "rte": (55.0, 95.0)}, "bam": {"cola": (18.0, 30.0)}}
+    check_png(plots.plot_scores(scores, tmp_path / "s.png", "median", spread=spread))
+    ax = figures[0].axes[0]
+    segments = [
+        [tuple(map(float, point)) for point in segment]
+        for container in ax.containers
+        if type(container).__name__ == "ErrorbarContainer"
+        for segment in container.lines[2][0].get_segments()
+    ]
+    (single_rte,) = [s for s in segments if s[0][0] > 0.5 and s[0][0] < 1.0]
+    assert [y for _, y in single_rte] == [55.0, 95.0]
+    assert sorted(tuple(y for _, y in s) for s in segments) == [(18.0, 30.0), (55.0, 95.0)]  # not single's CoLA
+    assert ax.get_ylim()[1] > 95.0  # the whisker fits
+
+
 def test_plot_training_curves(smoke_run: Path, tmp_path: Path) -> None:
     from pipeline.plots import plot_training_curves
 
