@@ -15,8 +15,9 @@ Teachers are trained once per seed in `OUT/runs/seed-<s>/teachers/` and hard-lin
 (stage outputs are only ever replaced, never written in place, so a link cannot be changed through another folder).
 Seed s sets `teachers.seed` and `student.seed`; the data (and SST-2's capped subset) are the same for every seed.
 Several calls (processes, or machines sharing the folder) can fill one OUT with different seeds (`--only-seeds`):
-each claims its seeds (and the first seed while tuning is pending) for its whole run (OUT/locks/, released when
-the process ends, also when it dies), and results.json is read and written under a lock of its own.
+each claims its seeds (and the first seed, while tuning is pending, with OUT/locks/tuning.lock until the choice is
+made) for its whole run (OUT/locks/, the kernel's locks, released when the process ends, also when it dies), and
+results.json and OUT/tuning/ are rewritten under a lock of their own.
 
 Writes OUT/results.json (every run's metrics, config, seed and wall time), OUT/table.md (median over seeds per task
 with the min–max spread, gains over Single and Multi, paired t-tests across seeds with Holm–Bonferroni over tasks),
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
 from scipy import stats
 
@@ -127,31 +129,60 @@ def parse_seeds(seeds: int, only: str | None = None) -> list[int]:
     return chosen
 
 
+LOCK_WAIT = 600.0  # seconds a call waits for results.json's lock before it says which file holds it
+
+
 @functools.cache
 def _lock(path: str) -> FileLock:
-    """One lock object per file in this process (so holding it again here does not wait on itself)."""
+    """One lock object per file in this process (so holding it again here does not wait on itself). The kernel's
+    lock (flock), never a lock file that a killed process would leave behind: a folder whose filesystem has no
+    flock is an error (`lock_error`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path)
+    return FileLock(path, fallback_to_soft=False)
 
 
-def results_lock(out: Path) -> FileLock:
-    """Held while results.json is read to be rewritten and written: calls filling one OUT keep each other's runs."""
-    return _lock(str(out.resolve() / "locks" / "results.lock"))
+def lock_error(lock: FileLock, err: Exception) -> ReproduceError:
+    return ReproduceError(f"cannot lock {lock.lock_file}: {err} (OUT must be on a filesystem with flock)")
 
 
-def claim_seeds(out: Path, seeds: list[int], stack: contextlib.ExitStack) -> None:
+@contextlib.contextmanager
+def results_lock(out: Path):
+    """Held while results.json or OUT/tuning/ is read to be rewritten and written: calls filling one OUT keep each
+    other's runs."""
+    lock = _lock(str(out.resolve() / "locks" / "results.lock"))
+    try:
+        lock.acquire(timeout=LOCK_WAIT)
+    except Timeout:
+        raise ReproduceError(f"waited {LOCK_WAIT:.0f} s for {lock.lock_file}, held by another call") from None
+    except (OSError, NotImplementedError) as err:
+        raise lock_error(lock, err) from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _try_lock(out: Path, name: str, stack: contextlib.ExitStack, why: str) -> None:
+    lock = _lock(str(out.resolve() / "locks" / f"{name}.lock"))
+    try:
+        stack.enter_context(lock.acquire(timeout=0))
+    except Timeout:
+        raise ReproduceError(f"{why} (another process holds {lock.lock_file})") from None
+    except (OSError, NotImplementedError) as err:
+        raise lock_error(lock, err) from err
+
+
+def claim_seeds(out: Path, seeds: list[int], stack: contextlib.ExitStack, tuning: contextlib.ExitStack | None) -> None:
     """Claim `seeds` of OUT for this process until `stack` closes; a seed another process holds is an error (the
-    lock is the kernel's: it goes with the process, also one that was killed)."""
+    lock is the kernel's: it goes with the process, also one that was killed). With `tuning` (a call that tunes on
+    the first seed, then among `seeds`), OUT/locks/tuning.lock is held until that stack closes (once the choice is
+    made); meanwhile a call for other seeds is refused, as it would run without the choice."""
+    busy = f"another call is tuning on seed {TUNE_SEED} of {out}: start this one once it has made its choice"
+    with contextlib.ExitStack() as probe:  # without tuning: taken and let go at once, only to see if one is
+        _try_lock(out, "tuning", tuning if tuning is not None else probe, busy)
     for seed in seeds:
-        lock = _lock(str(out.resolve() / "locks" / f"seed-{seed}.lock"))
-        try:
-            stack.enter_context(lock.acquire(timeout=0))
-        except Timeout:
-            raise ReproduceError(
-                f"seed {seed} of {out} is being run by another process (it holds {lock.lock_file}); give each "
-                "call its own seeds with --only-seeds"
-                + (f" (seed {TUNE_SEED} runs in every call while tuning is pending)" if seed == TUNE_SEED else "")
-            ) from None
+        busy = f"seed {seed} of {out} is being run by another call; give each call its own seeds with --only-seeds"
+        _try_lock(out, f"seed-{seed}", stack, busy)
 
 
 def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
@@ -686,7 +717,8 @@ def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[An
                 write()
         if accelerator.is_main_process:
             record = make_tuning_record(cfg, variant, out, grid)
-            write_json(tuning_file(out, variant), record)
+            with results_lock(out):
+                write_json(tuning_file(out, variant), record)
             scores = ", ".join(f"{setting_label(r['setting'])}: {r['average']:.2f}" for r in record["runs"])
             accelerator.print(f"reproduce-glue: {variant} tuned: {scores}; chosen {setting_label(record['chosen'])}")
         accelerator.wait_for_everyone()
@@ -780,7 +812,8 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
         accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         record = make_teacher_record(cfg, out, grid)
-        write_json(tuning_file(out, TEACHERS), record)
+        with results_lock(out):
+            write_json(tuning_file(out, TEACHERS), record)
         chosen = "; ".join(f"{t} {setting_label(s)}" for t, s in record["chosen"].items())
         accelerator.print(f"reproduce-glue: teachers tuned, per task: {chosen}")
     accelerator.wait_for_everyone()
@@ -1197,7 +1230,8 @@ def reproduce(
         raise ReproduceError(f"--only-seeds: {seed_list} not among the seeds 1..{seeds} of --seeds {seeds}")
     check_grid(cfg, out, variants, grid)
     if accelerator.is_main_process and not dry_run:
-        restore_tuning(out)
+        with results_lock(out):
+            restore_tuning(out)
     accelerator.wait_for_everyone()
     record = tuning_record(cfg, TEACHERS, out)  # the teachers' choice, when OUT has one, replaces per-task values too
     tuned_keys = {**(record["grid"] if record is not None else {}), **teacher_grid}
@@ -1212,12 +1246,20 @@ def reproduce(
     if tuning and TUNE_SEED not in seed_list:  # every other seed runs with the choice made on the first
         accelerator.print(f"reproduce-glue: tuning is pending: seed {TUNE_SEED} runs first (it tunes on its dev)")
         seed_list = [TUNE_SEED, *seed_list]
-    with contextlib.ExitStack() as claimed:
+    with contextlib.ExitStack() as claimed, contextlib.ExitStack() as tuning_claim:
+        refused = None
         if accelerator.is_main_process and not dry_run:
-            claim_seeds(out, seed_list, claimed)
-            with results_lock(out):
-                rekey(cfg, out)
-        accelerator.wait_for_everyone()
+            try:
+                claim_seeds(out, seed_list, claimed, tuning_claim if tuning else None)
+            except ReproduceError as err:
+                refused = str(err)
+            else:
+                with results_lock(out):
+                    rekey(cfg, out)
+        if accelerator.num_processes > 1:  # every rank stops, not only the main one
+            refused = broadcast_object_list([refused])[0]
+        if refused is not None:
+            raise ReproduceError(refused)
         steps = plan(cfg, out, seed_list, variants, grid, teacher_grid, untuned)
         chosen = [f"{v} {setting_label(c)}" for v in variants if (c := tuned_choice(cfg, v, out)) is not None]
         if (record := tuning_record(cfg, TEACHERS, out)) is not None:
@@ -1237,6 +1279,7 @@ def reproduce(
             adopt_tuned_teachers(cfg, out, accelerator)
             write = functools.partial(write_results, cfg, out, every, variants, command)
             tune(cfg, out, variants, grid, accelerator, write)
+        tuning_claim.close()  # the choice is made: calls for other seeds may start
         recorded = recorded_runs(out)
         for seed in seed_list:
             scfg = seed_config(cfg, seed)
@@ -1246,7 +1289,10 @@ def reproduce(
             base = out / "runs" / f"seed-{seed}" / "teachers"
             if accelerator.is_main_process:  # tokenised once for every seed
                 for other in (s for s in every if s != seed):
-                    link_shared(scfg, out / "runs" / f"seed-{other}" / "teachers", base, ("data",))
+                    try:
+                        link_shared(scfg, out / "runs" / f"seed-{other}" / "teachers", base, ("data",))
+                    except FileNotFoundError:  # being made anew by the call that holds that seed: tokenised here
+                        pass
             accelerator.wait_for_everyone()
             needs_distill = any(v not in ("single", "multi") for v in pending)
             run_stages(scfg, base, accelerator, target="distill" if needs_distill else "teachers")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -768,12 +771,25 @@ def test_multis_key_and_record_hold_when_the_teachers_change(tmp_path: Path, cap
     assert "multi         to run" not in printed
 
 
+@contextlib.contextmanager
+def lock_held_elsewhere(path: Path):
+    """`path` locked by another process (as a concurrent call would hold it) until the block ends: then killed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import filelock, time; held = filelock.FileLock({str(path)!r}); held.acquire(); "
+         "print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None:
     """--only-seeds: each call runs its seeds into the same OUT (one per process or machine); the table counts every
     finished run of the N, the data are tokenised once, and a seed another process holds is refused, not shared."""
-    import subprocess
-    import sys
-
     out = tmp_path / "out"
     argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single"]
     assert main([*argv, "--only-seeds", "2"]) == 0
@@ -783,8 +799,8 @@ def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None
     assert main([*argv, "--only-seeds", "1"]) == 0
     both = json.loads((out / "results.json").read_text())
     assert sorted((r["variant"], r["seed"]) for r in both["runs"]) == [("single", 1), ("single", 2)]
-    assert both["runs"][1] == first["runs"][0]  # seed 2's record kept as it was
-    assert "| 2 |" in (out / "table.md").read_text()  # its row counts two seeds
+    assert both["runs"][1] == first["runs"][0]  # seed 2's record as it was
+    assert both["summary"]["single"]["seeds"] == [1, 2]
     data = sorted(
         p.relative_to(out / "runs" / "seed-2") for p in (out / "runs" / "seed-2").glob("teachers/data/*/*/*.npy")
     )
@@ -794,24 +810,20 @@ def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None
 
     # another process holds seed 2: a call for it stops before touching anything; once that process is gone
     # (killed: the kernel drops its lock), the call goes on
-    lock = out / "locks" / "seed-2.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import filelock, time; held = filelock.FileLock({str(lock)!r}); held.acquire(); "
-         "print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        before = (out / "results.json").read_bytes()
+    before = (out / "results.json").read_bytes()
+    with lock_held_elsewhere(out / "locks" / "seed-2.lock"):
         capsys.readouterr()
         assert main([*argv, "--only-seeds", "2"]) == 2
         err = capsys.readouterr().err
-        assert "seed 2 of" in err and "another process" in err and "seed-2.lock" in err
+        assert "seed 2 of" in err and "another call" in err and "seed-2.lock" in err
         assert (out / "results.json").read_bytes() == before
         assert main([*argv, "--only-seeds", "1"]) == 0  # seed 1 is free
-    finally:
-        holder.kill()
-        holder.wait()
+    assert main([*argv, "--only-seeds", "2"]) == 0
+
+    # another call is tuning on seed 1: a call for seed 2 would run without the choice, so it waits its turn
+    with lock_held_elsewhere(out / "locks" / "tuning.lock"):
+        assert main([*argv, "--only-seeds", "2"]) == 2
+        assert "another call is tuning on seed 1" in capsys.readouterr().err
     assert main([*argv, "--only-seeds", "2"]) == 0
 
 
