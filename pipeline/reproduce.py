@@ -19,8 +19,9 @@ each claims its seeds (and the first seed, while tuning is pending, with OUT/loc
 made) for its whole run (OUT/locks/, the kernel's locks, released when the process ends, also when it dies), and
 results.json and OUT/tuning/ are rewritten under a lock of their own.
 
-Writes OUT/results.json (every run's metrics, config, seed and wall time), OUT/table.md (median over seeds per task
-with the min–max spread, gains over Single and Multi, paired t-tests across seeds with Holm–Bonferroni over tasks),
+Writes OUT/results.json (every run's metrics, config, seed, wall time and where it ran), OUT/table.md (median over
+seeds per task with the min–max spread, gains over Single and Multi, paired t-tests across seeds with Holm–Bonferroni
+over tasks),
 OUT/plots/scores.png and OUT/plots/training.png, and, when the GLUE folder has test files, leaderboard submission
 files for the best variant in OUT/submission/.
 """
@@ -325,20 +326,22 @@ def collect_run(
         teachers = {t.name: read_json(run_dir / "teachers" / t.name / "metrics.json") for t in tasks}
         entries = {t.name: _task_entry(t, teachers[t.name]["dev"]) for t in tasks}
         wall = sum(m["wall_s"] for m in teachers.values())
+        compute = {name: m.get("compute") for name, m in teachers.items()}
     elif variant == "single-single":
-        entries, wall = {}, 0.0
+        entries, wall, compute = {}, 0.0, {}
         for t in tasks:
             tcfg, tdir = task_config(cfg, t.name), run_dir / t.name
             if stage_status("evaluate", tcfg, tdir)[0] != "done":
                 return None
             entries[t.name] = _task_entry(t, read_json(tdir / "metrics.json")["tasks"][t.name]["student"])
             wall += _student_wall(tdir)
+            compute[t.name] = _student_compute(tdir)
     else:
         if stage_status("evaluate", cfg, run_dir)[0] != "done":
             return None
         metrics = read_json(run_dir / "metrics.json")["tasks"]
         entries = {t.name: _task_entry(t, metrics[t.name]["student"]) for t in tasks}
-        wall = _student_wall(run_dir)
+        wall, compute = _student_wall(run_dir), _student_compute(run_dir)
         from pipeline.plots import training_curve  # matplotlib's import, on the first finished student only
 
         curve = training_curve(run_dir / "student" / "log.jsonl")  # kept for the plots once the folder is gone
@@ -348,11 +351,18 @@ def collect_run(
         "average": statistics.mean(e["score"] for e in entries.values()),
         "tasks": entries,
         "wall_s": wall,
+        "compute": compute,  # where the wall time was spent (a teacher's or a student's `compute_record`; per task)
         "run_dir": str(run_dir),
         "config": to_dict(cfg),
         "key": run_key(scfg, variant, out, setting=setting),
         **({"curve": curve} if not reports_teachers(variant) and variant != "single-single" else {}),
     }
+
+
+def _student_compute(run_dir: Path) -> dict[str, Any] | None:
+    """The student's `compute_record` (None for runs made before it was recorded)."""
+    summary = run_dir / "student" / "summary.json"
+    return read_json(summary).get("compute") if summary.is_file() else None
 
 
 def _student_wall(run_dir: Path) -> float:

@@ -27,6 +27,18 @@ _ALBERT_GROUP = re.compile(r"\.albert_layer_groups\.(\d+)\.")
 _INPUT_SIDE = re.compile(r"^encoder\.encoder\.(LayerNorm|conv)\.")  # DeBERTa-v2: beside rel_embeddings
 
 
+def compute_record(acc: Accelerator, start_step: int) -> dict[str, Any]:
+    """Where a training ran, to read its wall time by: the device type, the processes, torch's threads per process
+    and the mixed precision of the process that finished it, and the step it resumed from (0: not resumed)."""
+    return {
+        "device": acc.device.type,
+        "processes": acc.num_processes,
+        "threads": torch.get_num_threads(),
+        "precision": acc.mixed_precision,
+        "resumed_from_step": start_step,
+    }
+
+
 def get_lr_multiplier(step: int, total_steps: int, warmup_steps: int) -> float:
     """Linear warm-up to 1 over `warmup_steps`, then linear decay to 0 at `total_steps`."""
     if step < warmup_steps:

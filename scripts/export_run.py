@@ -52,6 +52,14 @@ def _provenance(results: dict) -> list[str]:
     ]
 
 
+def threads(run: dict) -> str:
+    """The torch threads a run's training had (its teachers' or its students' per task; "?": not recorded)."""
+    compute = run.get("compute") or {}
+    parts = [compute] if "threads" in compute else list(compute.values())
+    counts = sorted({c["threads"] for c in parts if c})
+    return ", ".join(map(str, counts)) + (" + ?" if counts and None in parts else "") if counts else "?"
+
+
 def export_reproduce(run: Path, to: Path) -> None:
     """table.md, results.json and the plots of a reproduce-glue folder, and RUN.md listing the finished runs."""
     for rel in REPRODUCE_FILES:
@@ -59,15 +67,18 @@ def export_reproduce(run: Path, to: Path) -> None:
             (to / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run / rel, to / rel)
     results = read_json(run / "results.json")
-    rows = [f"| {r['variant']} | {r['seed']} | {r['average']:.2f} | {r['wall_s'] / 60:.1f} |" for r in results["runs"]]
+    rows = [
+        f"| {r['variant']} | {r['seed']} | {r['average']:.2f} | {r['wall_s'] / 60:.1f} | {threads(r)} |"
+        for r in results["runs"]
+    ]
     lines = [
         f"# reproduce-glue `{run.name}`",
         "",
         *_provenance(results),
         "Finished runs (wall time: the teachers' training for `single`, the student stage otherwise):",
         "",
-        "| variant | seed | dev average | wall time (min) |",
-        "|---|---:|---:|---:|",
+        "| variant | seed | dev average | wall time (min) | torch threads |",
+        "|---|---:|---:|---:|---:|",
         *rows,
         "",
         "The table is in `table.md`; every run's metrics and config in `results.json`.",

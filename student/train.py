@@ -36,6 +36,7 @@ from pipeline.training import (
     GracefulStop,
     TrainingInterrupted,
     backward_if_trained,
+    compute_record,
     drop_frozen_grads,
     evaluate,
     freeze_deeper,
@@ -233,6 +234,7 @@ def train_student(ctx: Context) -> dict[str, object]:
         "dev": metrics,
         "dev_examples": dev_examples,
         "wall_s": round(before + time.time() - started, 2),  # training time, over resumes
+        "compute": compute_record(acc, start_step),
         "command": current_command(),
     }
     if acc.is_main_process:

@@ -29,6 +29,7 @@ from pipeline.tasks import get_task
 from pipeline.training import (
     GracefulStop,
     TrainingInterrupted,
+    compute_record,
     evaluate,
     get_lr_multiplier,
     log_record,
@@ -167,6 +168,7 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
                 "steps": total_steps,
                 "train_examples": len(train),
                 "wall_s": round(before + time.time() - started, 2),  # training time, over resumes
+                "compute": compute_record(acc, start_step),
             },
         )
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the finished model supersedes them

@@ -256,6 +256,8 @@ def test_interrupted_student_resumes_to_the_same_weights(
     ], "the resumed run saw other examples or another λ schedule"
     summaries = [json.loads((r / "student" / "summary.json").read_text()) for r in (uninterrupted_student, killed)]
     assert summaries[0]["examples_per_task"] == summaries[1]["examples_per_task"]
+    assert summaries[0]["compute"]["resumed_from_step"] == 0
+    assert summaries[1]["compute"]["resumed_from_step"] == saved[-1]  # its wall time is two processes'
     # wall_s is the training time over both processes: the killed one's seconds up to its checkpoint count too
     rerun = json.loads((killed / "manifests" / "student.json").read_text())["wall_s"]
     assert elapsed < summaries[1]["wall_s"] <= elapsed + rerun
@@ -280,6 +282,7 @@ def test_two_processes_match_one(smoke_run: Path, tmp_path: Path) -> None:
     one_summary = json.loads((smoke_run / "student" / "summary.json").read_text())
     two_summary = json.loads((two / "student" / "summary.json").read_text())
     assert two_summary["processes"] == 2 and one_summary["processes"] == 1
+    assert two_summary["compute"]["processes"] == 2 and one_summary["compute"]["processes"] == 1
     assert two_summary["examples_per_task"] == one_summary["examples_per_task"]
     assert two_summary["total_steps"] == one_summary["total_steps"]
     assert two_summary["dev_examples"] == one_summary["dev_examples"] == {t: {"dev": 48} for t in TASKS}

@@ -144,9 +144,17 @@ def test_runs_and_shared_teachers(repro: Path) -> None:
     w1 = (repro / "runs/seed-1/teachers/teachers/sst2/model/model.safetensors").read_bytes()
     w2 = (repro / "runs/seed-2/teachers/teachers/sst2/model/model.safetensors").read_bytes()
     assert w1 != w2
+    import torch
+
     for run in results["runs"]:
         assert {"variant", "seed", "average", "tasks", "wall_s", "config"} <= set(run)
         assert run["config"]["student"]["seed"] == run["seed"]
+        # where its wall time was spent: the student's training, or each task's teacher's
+        parts = list(run["compute"].values()) if run["variant"] == "single" else [run["compute"]]
+        assert len(parts) == (len(TASKS) if run["variant"] == "single" else 1)
+        for part in parts:
+            assert part == {"device": "cpu", "processes": 1, "threads": torch.get_num_threads(), "precision": "no",
+                            "resumed_from_step": 0}  # fmt: skip
 
 
 def test_medians_come_from_each_runs_own_metrics(repro: Path) -> None:
@@ -625,13 +633,15 @@ def test_export_of_a_reproduce_folder_with_its_options(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    def run(variant: str, score: float) -> dict:
+    def run(variant: str, score: float, compute: dict | None = None) -> dict:
         tasks = {t: {"score": score, "f1": score, "accuracy": score} for t in TASKS}
-        return {"variant": variant, "seed": 1, "average": score, "tasks": tasks, "wall_s": 60.0 * score}
+        return {"variant": variant, "seed": 1, "average": score, "tasks": tasks, "wall_s": 60.0 * score,
+                **({"compute": compute} if compute is not None else {})}  # fmt: skip
 
     src = tmp_path / "repro"
     src.mkdir()  # no runs/: an OUT whose runs all come from a committed results.json is exported the same way
-    runs = [run("single", 60.0), run("bam", 70.0), run("fgm", 71.0)]
+    teachers = {t: {"threads": 1 if t == "rte" else 2} for t in TASKS}
+    runs = [run("single", 60.0, teachers), run("bam", 70.0, {"threads": 2}), run("fgm", 71.0)]  # fgm's: not recorded
     (src / "results.json").write_text(json.dumps({"command": "the command", "machine": "the machine", "runs": runs}))
     (src / "table.md").write_text(render_table(runs, TASKS, "the command", "the machine"))
     script = ROOT / "scripts" / "export_run.py"
@@ -641,6 +651,7 @@ def test_export_of_a_reproduce_folder_with_its_options(tmp_path: Path) -> None:
     assert (tmp_path / "to" / "table.md").read_text() == (src / "table.md").read_text()
     rows = [line for line in (tmp_path / "to" / "RUN.md").read_text().splitlines() if line.startswith("| ")][1:]
     assert [r.split(" | ")[0][2:] for r in rows] == ["single", "bam", "fgm"]
+    assert [r.rstrip(" |").split(" | ")[-1] for r in rows] == ["1, 2", "2", "?"]  # the torch threads of each run
     readme = (tmp_path / "options" / "README.md").read_text()
     assert f"| {OPTIONS['fgm'][0]} | 71.0 |" in readme and f"| {VARIANTS['bam'][0]} | 70.0 |" in readme
     assert "Student wall time (min): fgm 71.0." in readme
