@@ -21,9 +21,8 @@ results.json and OUT/tuning/ are rewritten under a lock of their own.
 
 Writes OUT/results.json (every run's metrics, config, seed, wall time and where it ran), OUT/table.md (median over
 seeds per task with the min–max spread, gains over Single and Multi, paired t-tests across seeds with Holm–Bonferroni
-over tasks),
-OUT/plots/scores.png and OUT/plots/training.png, and, when the GLUE folder has test files, leaderboard submission
-files for the best variant in OUT/submission/.
+over tasks), OUT/plots/scores.png and OUT/plots/training.png, and, when the GLUE folder has test files, leaderboard
+submission files for the best variant in OUT/submission/.
 """
 
 from __future__ import annotations
