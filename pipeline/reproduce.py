@@ -411,11 +411,12 @@ def uses_teachers(cfg: RunConfig, variant: str) -> bool:
     return reports_teachers(variant) or "distill" in get_stages()["student"].needs(cfg)
 
 
-def learns_from_teachers(cfg: RunConfig, variant: str, out: Path) -> bool:
+def learns_from_teachers(cfg: RunConfig, variant: str, out: Path, tuned: bool = True) -> bool:
     """Whether `variant`'s runs depend on the seed's teachers, so that choosing them anew makes the runs anew: not
-    Multi's, nor Multi→Multi's (taught by Multi's model)."""
+    Multi's, nor Multi→Multi's (taught by Multi's model). `tuned=False`: with the config's own student settings, as
+    its tuning record counts them (`tuning_base`), whatever its choice."""
     parent = PARENT.get(variant, variant)  # BAM-ft: its teachers start from BAM's model, which learnt from them
-    return uses_teachers(variant_config(seed_config(cfg, TUNE_SEED), parent, out), parent)
+    return uses_teachers(variant_config(seed_config(cfg, TUNE_SEED), parent, out, tuned=tuned), parent)
 
 
 def legacy_keys(make: Callable[..., str]) -> Callable[[], tuple[str, ...]]:
@@ -907,12 +908,15 @@ def plan(
     # what the teachers' choice changes: every run learning from them (not Multi's), and a student's tuning record,
     # which holds for the teachers it was made with (tuned anew once they are, maybe, others)
     learns = {v: learns_from_teachers(cfg, v, out) for v in variants}
+    # a tuning record counts the teachers when the variant's untuned config learns from them, whatever it chose
+    record_learns = {v: learns_from_teachers(cfg, v, out, tuned=False) for v in variants}
     steps = []
     untuned = [
         v
         for v in variants
-        if not tuning_done(cfg, v, out, grid) or (teachers_pending and learns[v] and variant_grid(v, grid))
+        if not tuning_done(cfg, v, out, grid) or (teachers_pending and record_learns[v] and variant_grid(v, grid))
     ]
+    learns |= {v: learns[v] or record_learns[v] for v in untuned}  # tuned anew: perhaps to a choice that learns
     if teachers_pending:  # first: what the first seed's teachers will be depends on them
         for setting in settings(teacher_grid):
             seconds, how = expect("teachers")

@@ -853,3 +853,31 @@ def test_only_seeds_arguments(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "tuning is pending: seed 1 runs first" in printed
     assert {line.split()[1] for line in printed.splitlines() if line.startswith("  seed ")} == {"1", "3"}
+
+
+def test_a_tuned_choice_without_teachers_is_tuned_again_when_the_teachers_are(tmp_path: Path, capsys) -> None:
+    """A student tuned over λ that chose 1.0 (no distillation) still had its grid's other settings learn from the
+    teachers: its tuning record counts them, so tuning the teachers plans its tuning and runs anew."""
+    from pipeline.config import to_dict
+    from pipeline.reproduce import run_key, seed_config, tuning_base
+
+    out = tmp_path / "out"
+    (out / "tuning").mkdir(parents=True)
+    cfg, grid = load_config(SMOKE), {"fixed_lambda": [0.5, 1.0]}
+    record = {"variant": "bam", "seed": 1, "grid": grid, "chosen": {"fixed_lambda": 1.0}, "runs": [],
+              "base": tuning_base(cfg, "bam", out, grid)}  # fmt: skip
+    (out / "tuning" / "bam.json").write_text(json.dumps(record))
+    runs = [
+        {"variant": "bam", "seed": s, "average": 60.0, "tasks": {}, "wall_s": 60.0, "config": to_dict(cfg),
+         "key": run_key(seed_config(cfg, s), "bam", out)}
+        for s in (1, 2)
+    ]  # fmt: skip
+    (out / "results.json").write_text(json.dumps({"runs": runs, "tuning": {"bam": record}}))
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "bam",
+            "--tune", "student.fixed_lambda=0.5,1.0", "--dry-run"]  # fmt: skip
+    assert main(argv) == 0
+    assert "0 of 4 steps to run" in capsys.readouterr().out  # tuned, and run with the choice: all done
+    assert main([*argv, "--tune", "teachers.lr=0.002,0.001"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed 1  tune bam fixed_lambda=0.5" in printed and "seed 1  tune bam fixed_lambda=1.0" in printed
+    assert "bam           done" not in printed and "done" not in printed.split("tune bam", 1)[1]
