@@ -136,40 +136,33 @@ LOCK_WAIT = 600.0  # seconds a call waits for results.json's lock before it says
 def _lock(path: str) -> FileLock:
     """One lock object per file in this process (so holding it again here does not wait on itself). The kernel's
     lock (flock), never a lock file that a killed process would leave behind: a folder whose filesystem has no
-    flock is an error (`lock_error`)."""
+    flock is an error (`_acquire`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return FileLock(path, fallback_to_soft=False)
-
-
-def lock_error(lock: FileLock, err: Exception) -> ReproduceError:
-    return ReproduceError(f"cannot lock {lock.lock_file}: {err} (OUT must be on a filesystem with flock)")
 
 
 @contextlib.contextmanager
 def results_lock(out: Path):
     """Held while results.json or OUT/tuning/ is read to be rewritten and written: calls filling one OUT keep each
     other's runs."""
-    lock = _lock(str(out.resolve() / "locks" / "results.lock"))
-    try:
-        lock.acquire(timeout=LOCK_WAIT)
-    except Timeout:
-        raise ReproduceError(f"waited {LOCK_WAIT:.0f} s for {lock.lock_file}, held by another call") from None
-    except (OSError, NotImplementedError) as err:
-        raise lock_error(lock, err) from err
-    try:
+    with _acquire(out, "results", LOCK_WAIT, f"waited {LOCK_WAIT:.0f} s for it, held by another call"):
         yield
-    finally:
-        lock.release()
+
+
+def _acquire(out: Path, name: str, timeout: float, why: str):
+    """OUT/locks/<name>.lock, taken within `timeout` seconds (0: now or never), as a context manager; else an error
+    saying `why` and which file."""
+    lock = _lock(str(out.resolve() / "locks" / f"{name}.lock"))
+    try:
+        return lock.acquire(timeout=timeout)
+    except Timeout:
+        raise ReproduceError(f"{why} ({lock.lock_file})") from None
+    except (OSError, NotImplementedError) as err:
+        raise ReproduceError(f"cannot lock {lock.lock_file}: {err} (OUT must be on a filesystem with flock)") from err
 
 
 def _try_lock(out: Path, name: str, stack: contextlib.ExitStack, why: str) -> None:
-    lock = _lock(str(out.resolve() / "locks" / f"{name}.lock"))
-    try:
-        stack.enter_context(lock.acquire(timeout=0))
-    except Timeout:
-        raise ReproduceError(f"{why} (another process holds {lock.lock_file})") from None
-    except (OSError, NotImplementedError) as err:
-        raise lock_error(lock, err) from err
+    stack.enter_context(_acquire(out, name, 0, f"{why}; another process holds it"))
 
 
 def claim_seeds(out: Path, seeds: list[int], stack: contextlib.ExitStack, tuning: contextlib.ExitStack | None) -> None:
@@ -253,12 +246,16 @@ def _link_files(src: Path, dst: Path, keep: Callable[[Path], bool], copy: tuple[
                 os.link(path, target)
 
 
-def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = SHARED) -> None:
+def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = SHARED) -> list[str]:
     """Hard-link the finished shared stages of `src` into `dst`: each stage that is not already done there and whose
-    inputs in `dst` are the ones it was made from (else it would be stale there)."""
-    registry, memo, src_memo = get_stages(), {}, {}
+    inputs in `dst` are the ones it was made from (else it would be stale there). Returns the `stages` done in
+    `dst` now (linked, or done before)."""
+    registry, memo, src_memo, done = get_stages(), {}, {}, []
     for name in stages:
-        if stage_status(name, cfg, src, src_memo)[0] != "done" or stage_status(name, cfg, dst, memo)[0] == "done":
+        if stage_status(name, cfg, dst, memo)[0] == "done":
+            done.append(name)
+            continue
+        if stage_status(name, cfg, src, src_memo)[0] != "done":
             continue
         if read_manifest(src, name)["digest"] != stage_record(name, cfg, dst)["digest"]:
             continue
@@ -271,6 +268,8 @@ def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = 
         manifest.unlink(missing_ok=True)
         os.link(src / "manifests" / f"{name}.json", manifest)
         memo.clear()
+        done.append(name)
+    return done
 
 
 # ---- one run's numbers -------------------------------------------------------------------------------------------
@@ -864,6 +863,14 @@ def cost_factor(student: dict[str, Any]) -> float:
     return factor * (2.5 if student.get("mixing") == "pcgrad" else 1.0)
 
 
+def run_threads(run: dict[str, Any]) -> set[int | None]:
+    """The torch threads per process of a recorded run's training: the student's, or each task's teacher's (None:
+    not recorded; a resumed training counts the process that finished it)."""
+    compute = run.get("compute") or {}
+    parts = [compute] if "threads" in compute else list(compute.values())
+    return {part.get("threads") if part else None for part in parts} or {None}
+
+
 def plan(
     cfg: RunConfig,
     out: Path,
@@ -876,8 +883,11 @@ def plan(
     """Every step in order, whether it is done, and the seconds it is expected to take (None: unknown). `cfg`: with
     the teachers' choice in it, when there is one (`with_tuned_teachers`); `unchosen`: without it (the teachers'
     tuning runs train from it; default `cfg`)."""
+    import torch
+
     rows, recorded, grid = _train_rows(cfg, out, seeds), recorded_runs(out), grid or {}
-    measured: dict[str, list[float]] = {}
+    measured: dict[str, list[tuple[float, set[int | None]]]] = {}
+    now = torch.get_num_threads()
     finished: dict[tuple[str, int], bool] = {}
     for seed in seeds:
         for variant in variants:
@@ -886,7 +896,7 @@ def plan(
             if run is not None:  # a student's time as BAM's would be: options cost more
                 kind = "teachers" if reports_teachers(variant) else "student"
                 factor = 1.0 if kind == "teachers" else cost_factor(run["config"]["student"])
-                measured.setdefault(kind, []).append(run["wall_s"] / factor)
+                measured.setdefault(kind, []).append((run["wall_s"] / factor, run_threads(run)))
     examples = None
     if rows is not None:
         teacher_ex = sum(cfg.teachers.for_task(t).epochs * n for t, n in rows.items())  # a task's own epochs
@@ -895,8 +905,12 @@ def plan(
 
     def expect(kind: str, factor: float = 1.0) -> tuple[float | None, str]:
         more = f" × {factor:g} for its option" if factor != 1 else ""
-        if measured.get(kind):
-            return statistics.median(measured[kind]) * factor, "measured" + more
+        if measured.get(kind):  # runs at this call's torch threads, when there are: wall time depends on them
+            same = [seconds for seconds, threads in measured[kind] if threads == {now}]
+            seconds = same or [seconds for seconds, _ in measured[kind]]
+            threads = f"{now} torch thread{'s' if now != 1 else ''}"
+            where = f" at {threads}" if same else f", at other torch threads than this call's {threads}"
+            return statistics.median(seconds) * factor, "measured" + where + more
         if examples is not None:
             return examples[kind] / ASSUMED_RATE * factor, f"assumed {ASSUMED_RATE:.0f} ex/s{more}"
         return None, "unknown until the data stage has run"
@@ -1303,7 +1317,8 @@ def reproduce(
             if accelerator.is_main_process:  # tokenised once for every seed
                 for other in (s for s in every if s != seed):
                     try:
-                        link_shared(scfg, out / "runs" / f"seed-{other}" / "teachers", base, ("data",))
+                        if link_shared(scfg, out / "runs" / f"seed-{other}" / "teachers", base, ("data",)):
+                            break  # done here: from that seed, or before
                     except FileNotFoundError:  # being made anew by the call that holds that seed: tokenised here
                         pass
             accelerator.wait_for_everyone()
@@ -1425,7 +1440,8 @@ def machine() -> str:
     import torch
 
     return (
-        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
+        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s) in the call that wrote this "
+        "(each run's own: its compute record), "
         f"{torch.cuda.device_count()} GPUs, torch {torch.__version__}, {platform.platform()}; "
         f"{time.strftime('%Y-%m-%d')}"
     )

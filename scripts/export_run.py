@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.reproduce import run_threads
 from pipeline.store import read_json, write_text
 from stages import STAGES
 
@@ -54,10 +55,9 @@ def _provenance(results: dict) -> list[str]:
 
 def threads(run: dict) -> str:
     """The torch threads a run's training had (its teachers' or its students' per task; "?": not recorded)."""
-    compute = run.get("compute") or {}
-    parts = [compute] if "threads" in compute else list(compute.values())
-    counts = sorted({c["threads"] for c in parts if c})
-    return ", ".join(map(str, counts)) + (" + ?" if counts and None in parts else "") if counts else "?"
+    recorded = run_threads(run)
+    counts = sorted(t for t in recorded if t is not None)
+    return ", ".join(map(str, counts)) + (" + ?" if counts and None in recorded else "") if counts else "?"
 
 
 def export_reproduce(run: Path, to: Path) -> None:

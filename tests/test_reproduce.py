@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -225,7 +226,7 @@ def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> 
     # a third seed is planned with a measured time estimate, and nothing runs in a dry run
     assert main([*argv[:-4], "--seeds", "3", "--variants", "single,bam", "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "2 of 6 steps to run" in printed and "(measured)" in printed
+    assert "2 of 6 steps to run" in printed and "(measured at " in printed
     assert not (repro / "runs" / "seed-3").exists()
 
 
@@ -242,6 +243,32 @@ def test_dry_run_scales_the_measured_time_by_each_options_cost(repro: Path) -> N
     assert steps["pgd"]["seconds"] == pytest.approx(4 * statistics.median(bam_walls))
     assert steps["fgm"]["seconds"] == pytest.approx(2 * statistics.median(bam_walls))
     assert "× 4 for its option" in steps["pgd"]["how"]
+
+
+def test_dry_run_estimates_from_runs_at_this_calls_torch_threads(repro: Path, tmp_path: Path) -> None:
+    """Wall time does not scale with torch's threads: the estimate takes the runs made at this call's threads when
+    there are any, else all of them, and says which."""
+    import torch
+
+    from pipeline.reproduce import plan
+
+    now = torch.get_num_threads()
+    results = json.loads((repro / "results.json").read_text())
+    out = tmp_path / "threads"
+    out.mkdir()
+
+    def estimate(threads: dict[int, int]) -> dict[str, Any]:
+        for run in results["runs"]:
+            if run["variant"] == "bam":
+                run["wall_s"], run["compute"]["threads"] = 100.0 * run["seed"], threads[run["seed"]]
+        (out / "results.json").write_text(json.dumps(results))
+        steps = plan(load_config(SMOKE), out, [1, 2, 3], ["single", "bam"])
+        return next(s for s in steps if s["seed"] == 3 and s["variant"] == "bam")
+
+    mixed = estimate({1: now + 1, 2: now})
+    assert mixed["seconds"] == pytest.approx(200.0) and f"measured at {now} torch thread" in mixed["how"]
+    other = estimate({1: now + 1, 2: now + 2})
+    assert other["seconds"] == pytest.approx(150.0) and f"other torch threads than this call's {now} " in other["how"]
 
 
 def test_dry_run_expects_a_minute_when_only_the_data_stages_record_is_behind(repro: Path, monkeypatch) -> None:
