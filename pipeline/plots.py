@@ -7,13 +7,14 @@ plot being rewritten while someone looks at it is never half a file.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 
 from pipeline.store import atomic_path
 
@@ -85,6 +86,13 @@ def plot_scores(
     return _save(fig, path)
 
 
+def _two_five(y: float, _: int) -> str:
+    """A minor tick's label on a log axis spanning more than a decade: at 2 and 5 times a power of ten only, so the
+    labels do not run into each other."""
+    mantissa = round(y / 10 ** math.floor(math.log10(y) + 1e-9))
+    return f"{y:.2g}" if mantissa in (2, 5) else ""
+
+
 def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
     """Training curves of one or more students, from their `student/log.jsonl` (label → path) or a curve kept in
     results.json (label → `training_curve`'s columns).
@@ -130,7 +138,8 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
         if positive:
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+            low, high = ax.get_ylim()
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g") if high / low <= 10 else FuncFormatter(_two_five))
             ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_title(f"{task}: training loss", fontsize=10)
         ax.grid(alpha=0.3)
