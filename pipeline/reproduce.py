@@ -141,12 +141,10 @@ def _lock(path: str) -> FileLock:
     return FileLock(path, fallback_to_soft=False)
 
 
-@contextlib.contextmanager
 def results_lock(out: Path):
     """Held while results.json or OUT/tuning/ is read to be rewritten and written: calls filling one OUT keep each
     other's runs."""
-    with _acquire(out, "results", LOCK_WAIT, f"waited {LOCK_WAIT:.0f} s for it, held by another call"):
-        yield
+    return _acquire(out, "results", LOCK_WAIT, f"waited {LOCK_WAIT:.0f} s for it, held by another call")
 
 
 def _acquire(out: Path, name: str, timeout: float, why: str):

@@ -246,8 +246,8 @@ def test_dry_run_scales_the_measured_time_by_each_options_cost(repro: Path) -> N
 
 
 def test_dry_run_estimates_from_runs_at_this_calls_torch_threads(repro: Path, tmp_path: Path) -> None:
-    """Wall time does not scale with torch's threads: the estimate takes the runs made at this call's threads when
-    there are any, else all of them, and says which."""
+    """Wall time depends on torch's threads: the estimate takes the runs made at this call's threads when there are
+    any, else all of them, and says which."""
     import torch
 
     from pipeline.reproduce import plan
