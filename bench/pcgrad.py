@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from report import provenance, save_result  # noqa: E402  (bench/report.py: the script's folder is on sys.path)
 
-from pipeline.model import bundled_minilm_path, load_encoder  # noqa: E402
+from pipeline.core.model import bundled_minilm_path, load_encoder  # noqa: E402
 from student.pcgrad import projected_sum  # noqa: E402
 
 

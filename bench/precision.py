@@ -3,7 +3,7 @@
     python bench/precision.py [--steps 20] [--warmup 3] [--examples 2000] [--rounds 2] [--out bench/results]
 
 The student is set up as bench/run.py's (the bundled MiniLM, glue-small's hyperparameters, SST-2 and MRPC, stand-in
-teacher targets, annealed λ); prediction is `pipeline.training.predict` over the same SST-2 rows (eval batch 128),
+teacher targets, annealed λ); prediction is `pipeline.core.training.predict` over the same SST-2 rows (eval batch 128),
 as the distill stage runs it. Each measurement runs in its own spawned process (Accelerate fixes one precision per
 process), fp32 and bf16 in turn for `--rounds` rounds, so drifts in machine speed hit both alike; the figure is each
 precision's total time over its rounds, and the ratio bf16 / fp32 examples per second. Also reported: how far the
@@ -30,10 +30,10 @@ from report import provenance, save_result  # noqa: E402
 from run import EVAL_BATCH, SEED, Bench, Ours, head, load_data, random_teacher, rates  # noqa: E402
 
 from pipeline.cli import make_accelerator  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.model import build_model, bundled_minilm_path, load_tokenizer  # noqa: E402
-from pipeline.tasks import get_task  # noqa: E402
-from pipeline.training import predict  # noqa: E402
+from pipeline.core.config import load_config  # noqa: E402
+from pipeline.core.model import build_model, bundled_minilm_path, load_tokenizer  # noqa: E402
+from pipeline.core.tasks import get_glue_task  # noqa: E402
+from pipeline.core.training import predict  # noqa: E402
 
 NAMES = ["sst2", "mrpc"]
 
@@ -46,7 +46,7 @@ def child(b: Bench, precision: str, what: str) -> dict:
     transformers.logging.disable_progress_bar()
     if what == "train":
         return Ours(b, b.names, "student", random_teacher(b, b.names), precision).run(b, None)
-    task, split = get_task(b.names[0]), b.data[b.names[0]]
+    task, split = get_glue_task(b.names[0]), b.data[b.names[0]]
     model, acc = build_model(b.path, [task], b.cfg.model, SEED), make_accelerator(precision=precision)
     predict(model, head(split, 256), 0, [task], acc, EVAL_BATCH)  # warm-up
     start = time.perf_counter()
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     glue_dir = Path(os.environ.get("GLUE_DIR", "/work/shared/data/glue"))
-    missing = [n for n in NAMES if not (glue_dir / get_task(n).glue_dir / "train.tsv").is_file()]
+    missing = [n for n in NAMES if not (glue_dir / get_glue_task(n).glue_dir / "train.tsv").is_file()]
     if missing:
         sys.exit(f"bench: no GLUE train file for {missing} in {glue_dir}; set GLUE_DIR")
     load, path = os.getloadavg()[0], bundled_minilm_path()
@@ -72,7 +72,7 @@ def main() -> None:
     b = Bench(
         path, NAMES, load_data(glue_dir, NAMES, args.examples, load_tokenizer(path)), cfg, args.warmup, args.steps
     )
-    enc = build_model(path, [get_task(NAMES[0])], cfg.model, SEED).encoder
+    enc = build_model(path, [get_glue_task(NAMES[0])], cfg.model, SEED).encoder
     b.params = sum(x.numel() for x in enc.parameters()) - sum(x.numel() for x in enc.embeddings.parameters())
     b.peak = 1.0  # no matmul peak here: peak_fraction is not reported
     runs: dict[str, dict[str, list[dict]]] = {w: {"fp32": [], "bf16": []} for w in ("train", "predict")}

@@ -26,12 +26,12 @@ from transformers import BertConfig, BertModel
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.data import tokenize_split  # noqa: E402
-from pipeline.glue import read_tsv_split  # noqa: E402
-from pipeline.model import bundled_minilm_path, load_tokenizer  # noqa: E402
-from pipeline.tasks import get_task  # noqa: E402
-from student.sampling import task_probabilities  # noqa: E402
+from pipeline.core.config import load_config  # noqa: E402
+from pipeline.core.data import tokenize_split  # noqa: E402
+from pipeline.core.glue import read_tsv_split  # noqa: E402
+from pipeline.core.model import bundled_minilm_path, load_tokenizer  # noqa: E402
+from pipeline.core.sampling import task_probabilities  # noqa: E402
+from pipeline.core.tasks import get_glue_task  # noqa: E402
 
 H100_BF16_DENSE = 989e12  # FLOP/s, NVIDIA H100 SXM, dense (no sparsity)
 OFFICIAL_ROWS = {  # GLUE train rows; dev rows (MNLI: matched + mismatched)
@@ -51,7 +51,7 @@ def bert_large_non_embedding_params() -> int:
 
 
 def mean_tokens(task_name: str, glue_dir: Path, tokenizer, max_length: int) -> tuple[float, str]:
-    task = get_task(task_name)
+    task = get_glue_task(task_name)
     for split in ("train", task.dev_splits[0]):
         if (glue_dir / task.glue_dir / f"{split}.tsv").is_file():
             tokenized = tokenize_split(read_tsv_split(task, split, glue_dir), tokenizer, max_length, task.name, split)

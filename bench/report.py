@@ -106,7 +106,8 @@ def write_report(r: dict, out: Path, stamp: str) -> None:
         f"number of examples of each task, each at that task's measured rate: best {mix['best']:.1f} ex/s, (a) "
         f"{mix['default']:.1f} ex/s. Teachers are compared with the Trainer on their own task.\n",
         "## Distill (soft-target caching, eval batch 128)\n",
-        "ours = pipeline.training.predict (length-sorted); trainer = Trainer.predict with dynamic padding (sequential "
+        "ours = pipeline.core.training.predict (length-sorted); trainer = Trainer.predict with dynamic padding "
+        "(sequential "
         "order); trainer_length_grouped = Trainer.predict with the length-grouped sampler, for reference only (its "
         "outputs come back in a shuffled order, unusable for caching).\n",
     ]

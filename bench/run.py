@@ -36,15 +36,15 @@ from transformers import AutoModelForSequenceClassification as HFModel
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
 from pipeline.cli import make_accelerator
-from pipeline.config import RunConfig, load_config
-from pipeline.data import TokenizedSplit, collate, tokenize_split
-from pipeline.glue import read_tsv_split
-from pipeline.model import build_model, bundled_minilm_path, load_tokenizer
-from pipeline.store import load_soft_targets, save_soft_targets
-from pipeline.tasks import get_task
-from pipeline.training import get_lr_multiplier, make_optimizer, model_inputs, predict, set_lr, to_device
-from student.loss import annealing_lambda, multitask_loss
-from student.sampling import group_by_length, multitask_plan, rank_slice, single_task_plan, steps_for
+from pipeline.core.config import RunConfig, load_config
+from pipeline.core.data import TokenizedSplit, collate, tokenize_split
+from pipeline.core.glue import read_tsv_split
+from pipeline.core.loss import annealing_lambda, multitask_loss
+from pipeline.core.model import build_model, bundled_minilm_path, load_tokenizer
+from pipeline.core.sampling import group_by_length, multitask_plan, rank_slice, single_task_plan, steps_for
+from pipeline.core.store import load_soft_targets, save_soft_targets
+from pipeline.core.tasks import get_glue_task
+from pipeline.core.training import get_lr_multiplier, make_optimizer, model_inputs, predict, set_lr, to_device
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH, MAX_LEN, EVAL_BATCH, SEED, MNLI_ROWS = 32, 128, 128, 0, 392_702
@@ -58,7 +58,7 @@ class Bench:
 
     path: str  # the bundled MiniLM
     names: list[str]  # ["sst2", pair task]
-    data: dict[str, TokenizedSplit]  # seeded train subsets, tokenised by pipeline.data.tokenize_split
+    data: dict[str, TokenizedSplit]  # seeded train subsets, tokenised by pipeline.core.data.tokenize_split
     cfg: RunConfig  # configs/glue-small.yaml: student/teacher hyperparameters, model head settings
     warmup: int
     steps: int
@@ -94,7 +94,7 @@ def load_data(glue_dir: Path, names: list[str], n: int, tokenizer) -> dict[str, 
     """A fixed seeded subset of n train rows per task, tokenised as the data stage does."""
     out = {}
     for name in names:
-        task = get_task(name)
+        task = get_glue_task(name)
         rows = read_tsv_split(task, "train", glue_dir)
         keep = np.sort(np.random.default_rng(SEED).choice(len(rows), size=min(n, len(rows)), replace=False))
         out[name] = tokenize_split([rows[i] for i in keep], tokenizer, MAX_LEN, task.name, "train")
@@ -111,7 +111,7 @@ def head(s: TokenizedSplit, n: int) -> TokenizedSplit:
 def random_teacher(b: Bench, names: list[str]) -> list[np.ndarray]:
     """Stand-in soft targets: float32 [N, C_τ] per task, as the distill stage would store them."""
     rng = np.random.default_rng(SEED)
-    return [rng.standard_normal((len(b.data[n]), get_task(n).num_labels), dtype=np.float32) for n in names]
+    return [rng.standard_normal((len(b.data[n]), get_glue_task(n).num_labels), dtype=np.float32) for n in names]
 
 
 # ---- 1. matmul peak --------------------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class Ours:
     ):
         sc = getattr(b.cfg, section)
         set_seed(sc.seed)
-        self.tasks, self.splits, self.teacher = [get_task(n) for n in names], [b.data[n] for n in names], teacher
+        self.tasks, self.splits, self.teacher = [get_glue_task(n) for n in names], [b.data[n] for n in names], teacher
         self.acc, self.clip = make_accelerator(precision=precision), sc.max_grad_norm
         model = build_model(b.path, self.tasks, b.cfg.model, seed=sc.seed)
         self.max_outputs = model.max_outputs if section == "student" else 1  # teachers/train.py: collate's default
@@ -205,7 +205,7 @@ def trainer_train(b: Bench, tokenizer, name: str, dynamic: bool) -> dict:
     """dynamic False: every example padded to 128 (run_glue's default); True: DataCollatorWithPadding +
     train_sampling_strategy="group_by_length" (transformers 5.x's spelling of group_by_length=True)."""
     torch.manual_seed(SEED)
-    model = HFModel.from_pretrained(b.path, num_labels=get_task(name).num_labels)
+    model = HFModel.from_pretrained(b.path, num_labels=get_glue_task(name).num_labels)
     masks, clock = [], StepClock()  # one mask per forward = per optimizer step (no accumulation)
     model.register_forward_pre_hook(lambda m, args, kw: masks.append(kw["attention_mask"]), with_kwargs=True)
     sampling = "group_by_length" if dynamic else "random"
@@ -261,10 +261,10 @@ def bench_training(b: Bench, tokenizer) -> tuple[dict, dict, dict]:
 
 
 def bench_distill(b: Bench, tokenizer) -> dict:
-    """pipeline.training.predict vs Trainer.predict, eval batch 128, dynamic padding, the same examples."""
+    """pipeline.core.training.predict vs Trainer.predict, eval batch 128, dynamic padding, the same examples."""
     out = {"ours": {}, "trainer": {}, "trainer_length_grouped": {}}
     for name in b.names:
-        task, split, acc = get_task(name), b.data[name], make_accelerator()
+        task, split, acc = get_glue_task(name), b.data[name], make_accelerator()
         tokens, model = int(split.offsets[-1]), build_model(b.path, [task], b.cfg.model, SEED)
         predict(model, head(split, 256), 0, [task], acc, EVAL_BATCH)  # warm-up
         sec = timed(lambda: predict(model, split, 0, [task], acc, EVAL_BATCH))
@@ -307,7 +307,8 @@ def bench_overhead(b: Bench) -> dict:
 
 
 def bench_store(fetches: int) -> dict:
-    """MNLI-sized soft targets through pipeline.store; fetches read rows one by one, as pipeline.data.collate does."""
+    """MNLI-sized soft targets through pipeline.core.store; fetches read rows one by one, as pipeline.core.data.collate
+    does."""
     rng, ids, fingerprint = np.random.default_rng(SEED), [f"mnli:train:{i}" for i in range(MNLI_ROWS)], "0" * 64
     out = {"rows": MNLI_ROWS, "columns": 3, "fetches": fetches}
     with tempfile.TemporaryDirectory() as tmp:
@@ -406,7 +407,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     a = parse_args()
     glue_dir, names = Path(os.environ.get("GLUE_DIR", "/work/shared/data/glue")), ["sst2", a.pair_task]
-    missing = [str(f) for n in names if not (f := glue_dir / get_task(n).glue_dir / "train.tsv").is_file()]
+    missing = [str(f) for n in names if not (f := glue_dir / get_glue_task(n).glue_dir / "train.tsv").is_file()]
     if missing:
         sys.exit(f"bench: no GLUE train file {', '.join(missing)}; set GLUE_DIR to a folder in the GLUE TSV layout")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -423,7 +424,7 @@ def main() -> None:
     r["settings"] |= {"encoder": path, "hyperparameters": config}
     cfg, tokenizer = load_config(ROOT / config, [f"--data.tasks={names!r}"]), load_tokenizer(path)
     b = Bench(path, names, load_data(glue_dir, names, a.examples, tokenizer), cfg, a.warmup, a.steps)
-    enc = build_model(path, [get_task(names[0])], cfg.model, SEED).encoder
+    enc = build_model(path, [get_glue_task(names[0])], cfg.model, SEED).encoder
     b.params = sum(x.numel() for x in enc.parameters()) - sum(x.numel() for x in enc.embeddings.parameters())
     r["non_embedding_params"] = b.params
     print("[bench] 1/7 matmul peak")

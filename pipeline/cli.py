@@ -12,28 +12,30 @@
     python -m pipeline reproduce-glue ... --tune teachers.lr=5e-5,1e-4        # each task's teacher tuned on dev
 
 Overrides are `--section.key=value` (values parsed as Python literals); they win over the YAML file, which wins
-over the defaults in pipeline/config.py.
+over the defaults in pipeline/core/config.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import yaml
 
-from pipeline.config import ConfigError, RunConfig, load_config, mixed_precision, to_dict
-from pipeline.glue import DataError
-from pipeline.model import ModelLoadError
-from pipeline.reproduce import TEACHER_KEYS, ReproduceError
-from pipeline.store import StoreError
-from pipeline.training import TrainingInterrupted
-
-# --report-to choices → Accelerate trackers
-TRACKERS = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"]}
+from pipeline.core.accel import TRACKERS, make_accelerator
+from pipeline.core.config import ConfigError, RunConfig, load_config, to_dict
+from pipeline.core.glue import DataError
+from pipeline.core.model import ModelLoadError, load_tokenizer
+from pipeline.core.predict import load_student, predict_texts, read_inputs, task_specs
+from pipeline.core.store import StoreError, write_text
+from pipeline.core.tasks import get_glue_task
+from pipeline.core.training import TrainingInterrupted
+from pipeline.dag import run_stages, stage_order, stage_status
+from pipeline.experiments import TEACHER_KEYS, ReproduceError
+from stages import STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                 default="none",
                 help="also send training curves to TensorBoard / W&B (all = both), logged under RUN/tracking/",
             )
-    p = sub.add_parser("reproduce-glue", help="Single vs Multi vs BAM and ablations over seeds (pipeline/reproduce.py)")
+    p = sub.add_parser("reproduce-glue", help="Single vs Multi vs BAM and ablations over seeds (pipeline/experiments/)")
     p.add_argument("--config", type=Path, required=True, help="YAML run config, e.g. configs/glue-small.yaml")
     p.add_argument("--out", type=Path, required=True, help="folder for the runs, results.json, table.md and plots")
     p.add_argument("--data-dir", help="folder in the GLUE TSV layout (sets data.data_dir)")
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "grid; every seed then runs with the best; e.g. --tune student.lr=5e-5,1e-4,2e-4 --tune "
                    "teachers.lr=5e-5,1e-4")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan, what is done and the time it expects")
-    p = sub.add_parser("predict", help="run a trained model on new text (see pipeline/predict.py)")
+    p = sub.add_parser("predict", help="run a trained model on new text (see pipeline/core/predict.py)")
     p.add_argument("--model", required=True, help="a saved model folder, e.g. artifacts/RUN/student/model")
     p.add_argument("--task", required=True, help="which head to use, e.g. sst2")
     p.add_argument("--input", required=True, help="TSV, CSV or JSONL file, or - for JSON Lines on stdin")
@@ -98,64 +100,31 @@ def resolve(args: argparse.Namespace, extra: list[str], for_status: bool = False
     return cfg, run_dir
 
 
-def make_accelerator(report_to: str = "none", run_dir: Path | None = None, precision: str | None = "fp32"):
-    """The Accelerator all stages share; `report_to` (a key of TRACKERS) picks the trackers, which write under
-    `run_dir/tracking/`, outside every stage's outputs; `precision` (the config's `model.precision`) its mixed
-    precision. The config decides, since the digests count it: `accelerate launch` asking for another is an error.
-    None: whatever `accelerate launch` asks for (prediction, which no digest records)."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import (
-        DistributedDataParallelKwargs,
-        InitProcessGroupKwargs,
-        ProjectConfiguration,
-        is_tensorboard_available,
-        is_wandb_available,
-    )
-
-    trackers = TRACKERS[report_to]
-    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
-    missing = [name for name in trackers if not available[name]()]
-    if missing:  # Accelerate would drop them silently
-        raise ConfigError(
-            f"--report-to {report_to} needs the package {' and '.join(missing)}, which is not installed "
-            f"(pip install {' '.join(missing)})"
-        )
-    project = None
-    if run_dir is not None:
-        project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tracking"))
-
-    # Several processes but no GPU (e.g. `accelerate launch --multi_gpu` on a CPU machine): Accelerate only sets
-    # up gloo ranks (MULTI_CPU) when asked for the CPU explicitly; otherwise each rank would train alone.
-    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    # Heads of tasks absent from a batch get no gradient; DDP must be told so.
-    # Only the main process reads and tokenises the data while the others wait: allow hours, not NCCL's minutes.
-    handlers = [
-        DistributedDataParallelKwargs(find_unused_parameters=True),
-        InitProcessGroupKwargs(timeout=timedelta(hours=3)),
-    ]
-    mixed = None if precision is None else mixed_precision(precision)
-    if mixed == "fp16" and not torch.cuda.is_available():  # Accelerate would run fp32 and call it fp16
-        raise ConfigError("model.precision fp16 needs a GPU; on a CPU use bf16 (or fp32)")
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch` (its flag or config file)
-    if None not in (launched, mixed) and launched != mixed:
-        ours = {mixed_precision(p): p for p in ("fp32", "bf16", "fp16")}
-        fix = f"--model.precision={ours[launched]} after the module, or " if launched in ours else ""
-        raise ConfigError(
-            f"accelerate launch asks for mixed precision {launched!r}, the config's model.precision is {precision!r}: "
-            f"make them agree ({fix}--mixed_precision {mixed} for accelerate launch)"
-        )
-    return Accelerator(
-        cpu=cpu, mixed_precision=mixed, kwargs_handlers=handlers, log_with=trackers or None, project_config=project
-    )
+def run_predict(model_dir: str, task_name: str, input_path: str, output: str | None, batch_size: int) -> int:
+    accelerator = make_accelerator(precision=None)
+    model = load_student(model_dir).to(accelerator.device)
+    specs = {task.name: task for task in task_specs(model)}
+    if task_name not in specs:
+        try:
+            task_name = get_glue_task(task_name).name  # "SST-2" → "sst2"
+        except ValueError:
+            pass
+    if task_name not in specs:
+        raise DataError(f"{model_dir} has no head for '{task_name}' (it has: {', '.join(model.task_names)})")
+    task = specs[task_name]
+    tokenizer = load_tokenizer(model_dir)
+    results = predict_texts(model, tokenizer, task, read_inputs(input_path, task), accelerator, batch_size)
+    lines = "".join(json.dumps(r) + "\n" for r in results)
+    if output is None:
+        sys.stdout.write(lines)
+    else:
+        write_text(output, lines)
+    return 0
 
 
 def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool, report_to: str = "none") -> None:
-    from pipeline.dag import run_stages
-    from pipeline.store import write_text
-
     accelerator = make_accelerator(report_to, run_dir, cfg.model.precision)
-    ran = run_stages(cfg, run_dir, accelerator, target=stage, force=force)
+    ran = run_stages(STAGES, cfg, run_dir, accelerator, target=stage, force=force)
     if accelerator.is_main_process:  # written after success, so a failed run never replaces a good record
         write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     accelerator.print(f"done: ran {', '.join(ran) or 'nothing (all up to date)'}; run folder {run_dir}")
@@ -164,15 +133,13 @@ def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool, repor
 
 def cmd_status(cfg: RunConfig, run_dir: Path) -> None:
     """Each stage in running order with the stages it needs (the DAG), whether it is done, and why not."""
-    from pipeline.dag import get_stages, stage_order, stage_status
-
     memo: dict = {}
-    needs = {name: ", ".join(get_stages()[name].needs(cfg)) or "-" for name in stage_order(cfg)}
+    needs = {name: ", ".join(STAGES[name].needs(cfg)) or "-" for name in stage_order(STAGES, cfg)}
     width = max(len(n) for n in needs.values())
     print(f"run folder {run_dir}")
     print(f"  {'stage':<9} {'needs':<{width}} {'state':<8} why")
     for name, upstream in needs.items():
-        state, why = stage_status(name, cfg, run_dir, memo)
+        state, why = stage_status(STAGES, name, cfg, run_dir, memo)
         print(f"  {name:<9} {upstream:<{width}} {state:<8} {why}")
 
 
@@ -187,12 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             if extra:
                 raise ConfigError(f"unrecognised arguments: {' '.join(extra)}")
-            from pipeline.predict import run_predict
-
             return run_predict(args.model, args.task, args.input, args.output, args.batch_size)
         cfg, run_dir = resolve(args, extra)
         if args.command == "reproduce-glue":
-            from pipeline.reproduce import parse_seeds, parse_tune, parse_variants, reproduce
+            from pipeline.experiments import parse_seeds, parse_tune, parse_variants, reproduce
 
             command = "python -m pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
             variants, (grid, teacher_grid) = parse_variants(args.variants), parse_tune(args.tune, cfg)

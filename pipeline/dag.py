@@ -1,7 +1,8 @@
 """The staged DAG: what is done, what is stale and why, and running what is needed in order.
 
 A stage's digest is sha256 of {its config subset, the digests of its input stages' output files, the checksums of
-the files outside the run folder it reads (its optional `sources`), the code version}.
+the files outside the run folder it reads (its optional `sources`), the run-folder format}. The stages are handed
+in (`stages/`'s `STAGES`, or any mapping of names to stage modules): the engine knows none of them.
 A stage is done when `manifests/<stage>.json` holds that digest, every file it lists still has its checksum, and
 every stage it needs is done. A changed config key makes that stage stale, and everything downstream with it; once
 it reruns, the stages after it see different input files and rerun too (identical outputs need no rerun).
@@ -12,61 +13,53 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 
-from pipeline import __version__
-from pipeline.config import ConfigError, RunConfig, mixed_precision
-from pipeline.store import StoreError, digest, manifest_path, read_manifest, verify_files, write_manifest
+from pipeline.core.config import ConfigError, RunConfig, mixed_precision
+from pipeline.core.context import Context, Stage
+from pipeline.core.store import (
+    FORMAT_VERSION,
+    digest,
+    format_of,
+    manifest_path,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
+
+Stages = Mapping[str, Stage]
 
 
-@dataclass
-class Context:
-    """What a stage's `run` gets: the resolved config, the run folder, the accelerator and its own digest."""
-
-    cfg: RunConfig
-    run_dir: Path
-    accelerator: Accelerator
-    digest: str
-
-
-def get_stages() -> dict[str, Any]:
-    from stages import STAGES
-
-    return STAGES
-
-
-def stage_record(name: str, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+def stage_record(stages: Stages, name: str, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """The record a stage's digest is computed from: its config subset, the digest of each input stage's output
     files (from that stage's manifest: what is on disk now, not what its config says), the checksum of each file it
-    reads from outside the run folder (`sources`, e.g. a custom task's data), and the code version."""
-    stage = get_stages()[name]
+    reads from outside the run folder (`sources`, e.g. a custom task's data), and the run-folder format."""
+    stage = stages[name]
     inputs = {}
     for up in stage.needs(cfg):
         manifest = read_manifest(run_dir, up)
         inputs[up] = digest(manifest["files"]) if manifest is not None else "missing"
     if hasattr(stage, "sources"):
         inputs |= stage.sources(cfg)
-    record = {"stage": name, "config": stage.config_subset(cfg), "inputs": inputs, "version": __version__}
+    record = {"stage": name, "config": stage.config_subset(cfg), "inputs": inputs, "format_version": FORMAT_VERSION}
     return {**record, "digest": digest(record)}
 
 
-def nested_outputs(name: str, cfg: RunConfig) -> set[str]:
+def nested_outputs(stages: Stages, name: str, cfg: RunConfig) -> set[str]:
     """Paths other stages declare inside this stage's folders (the report's model card in `student/model/`):
     they belong to the stage that declares them, not to this one's manifest."""
-    stages = get_stages()
     own = stages[name].makes(cfg)
     others = {rel for other, stage in stages.items() if other != name for rel in stage.makes(cfg)}
     return {rel for rel in others if any(rel.startswith(f"{mine}/") for mine in own)}
 
 
-def stage_order(cfg: RunConfig, target: str | None = None) -> list[str]:
+def stage_order(stages: Stages, cfg: RunConfig, target: str | None = None) -> list[str]:
     """Topological order of `target` and everything it needs (all stages when target is None)."""
-    stages = get_stages()
     if target is not None and target not in stages:
         raise ValueError(f"unknown stage '{target}' (stages: {', '.join(stages)})")
     graph = {name: set(stage.needs(cfg)) for name, stage in stages.items()}
@@ -82,19 +75,24 @@ def stage_order(cfg: RunConfig, target: str | None = None) -> list[str]:
     return [n for n in order if n in wanted]
 
 
-def stage_status(name: str, cfg: RunConfig, run_dir: Path, memo: dict | None = None) -> tuple[str, str]:
+def stage_status(
+    stages: Stages, name: str, cfg: RunConfig, run_dir: Path, memo: dict | None = None
+) -> tuple[str, str]:
     """("done" | "stale" | "missing", why). A stage is done only when everything it needs is done too."""
     memo = {} if memo is None else memo
     if name in memo:
         return memo[name]
     manifest = read_manifest(run_dir, name)
-    upstream = [(up, stage_status(up, cfg, run_dir, memo)[0]) for up in get_stages()[name].needs(cfg)]
+    upstream = [(up, stage_status(stages, up, cfg, run_dir, memo)[0]) for up in stages[name].needs(cfg)]
     not_done = [f"'{up}' is {state}" for up, state in upstream if state != "done"]
     if manifest is None:
         result = ("missing", "never finished (no manifest)")
+    elif format_of(manifest) != FORMAT_VERSION:
+        result = ("stale", f"made by run-folder format {format_of(manifest)}, this version writes {FORMAT_VERSION}: "
+                  "it reruns (or use --out for a new folder)")  # fmt: skip
     elif not_done:
         result = ("stale", "needs " + ", ".join(not_done))
-    elif manifest.get("digest") != (expected := stage_record(name, cfg, run_dir))["digest"]:
+    elif manifest.get("digest") != (expected := stage_record(stages, name, cfg, run_dir))["digest"]:
         result = ("stale", _why_stale(manifest, expected))
     else:
         bad = verify_files(run_dir, manifest)
@@ -106,34 +104,8 @@ def stage_status(name: str, cfg: RunConfig, run_dir: Path, memo: dict | None = N
     return result
 
 
-def records_behind(name: str, cfg: RunConfig, run_dir: Path) -> list[str] | None:
-    """The stages of `name`'s run (itself and what it needs) whose manifests were made before the code checked
-    something it checks now: they differ from the current record only by inputs they do not list (e.g. the checksums
-    of the files a stage reads, once added). None when any stage is missing, changed or stale for another reason.
-    Such a stage reruns; with those inputs as they were, its outputs come out the same and nothing after it reruns."""
-    behind = []
-    for stage in stage_order(cfg, name):
-        manifest = read_manifest(run_dir, stage)
-        if manifest is None or verify_files(run_dir, manifest):
-            return None
-        new = stage_record(stage, cfg, run_dir)
-        if manifest.get("digest") == new["digest"]:
-            continue
-        old_inputs = manifest.get("inputs", {})
-        if (
-            digest(manifest.get("config")) != digest(new["config"])
-            or manifest.get("version") != new["version"]
-            or any(new["inputs"].get(key) != value for key, value in old_inputs.items())
-        ):
-            return None
-        behind.append(stage)
-    return behind
-
-
 def _why_stale(old: dict[str, Any], new: dict[str, Any]) -> str:
     reasons = []
-    if old.get("version") != new["version"]:
-        reasons.append(f"code version {old.get('version')} → {new['version']}")
     for key in sorted(set(_flatten(old.get("config", {}))) | set(_flatten(new["config"]))):
         a, b = _flatten(old.get("config", {})).get(key), _flatten(new["config"]).get(key)
         if a != b:
@@ -162,7 +134,12 @@ def _remove(path: Path) -> None:
 
 
 def run_stages(
-    cfg: RunConfig, run_dir: Path, accelerator: Accelerator, target: str | None = None, force: bool = False
+    stages: Stages,
+    cfg: RunConfig,
+    run_dir: Path,
+    accelerator: Accelerator,
+    target: str | None = None,
+    force: bool = False,
 ) -> list[str]:
     """Run `target` (or every stage) and whatever it needs that is missing or stale; returns the stages run.
 
@@ -173,27 +150,21 @@ def run_stages(
     if accelerator.mixed_precision != mixed:
         raise ConfigError(
             f"the Accelerator's mixed precision is {accelerator.mixed_precision!r}, the config's model.precision "
-            f"{cfg.model.precision!r}: make the Accelerator with pipeline.cli.make_accelerator(precision=...)"
+            f"{cfg.model.precision!r}: make the Accelerator with pipeline.core.accel.make_accelerator(precision=...)"
         )
-    stages = get_stages()
     ran = []
     # Statuses of stages already handled stay valid (each rerun stage is recorded as done below), so every
     # stage's files are checksummed once per call, not once per downstream stage.
     memo: dict[str, tuple[str, str]] = {}
-    for name in stage_order(cfg, target):
+    for name in stage_order(stages, cfg, target):
         forced = force and (target is None or name == target)
-        try:
-            state, why = stage_status(name, cfg, run_dir, memo)
-        except StoreError:
-            if not forced:
-                raise
-            state, why = "stale", "forced over a manifest this version cannot read"
+        state, why = stage_status(stages, name, cfg, run_dir, memo)
         if state == "done" and not forced:
             accelerator.print(f"[{name}] skip: {why}")
             continue
         accelerator.print(f"[{name}] run: {'forced' if forced and state == 'done' else why}")
         stage = stages[name]
-        record = stage_record(name, cfg, run_dir)
+        record = stage_record(stages, name, cfg, run_dir)
         # The old manifest (and, unless the stage resumes, its outputs) are set aside rather than deleted: if the
         # stage fails, e.g. on bad input, they are put back and the previous results are intact.
         set_aside: list[tuple[Path, Path]] = []
@@ -220,7 +191,7 @@ def run_stages(
         if accelerator.is_main_process:
             finished = time.strftime("%Y-%m-%d %H:%M:%S")
             extra = {"result": result, "wall_s": round(time.time() - start, 2), "finished": finished}
-            write_manifest(run_dir, name, stage.makes(cfg), {**record, **extra}, nested_outputs(name, cfg))
+            write_manifest(run_dir, name, stage.makes(cfg), {**record, **extra}, nested_outputs(stages, name, cfg))
             for _, backup in set_aside:
                 _remove(backup)
         accelerator.wait_for_everyone()

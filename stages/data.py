@@ -1,5 +1,5 @@
-"""Stage `data`: read every task's splits (GLUE TSV folder, the Hub, generated, or a custom task's files), cap,
-tokenise, store."""
+"""Stage `data`: every task's spec (a custom task's labels or range learnt from its training split), and its splits
+(GLUE TSV folder, the Hub, generated, or a custom task's files) read, capped, tokenised and stored."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import RunConfig, to_dict
-from pipeline.custom import read_custom_split
-from pipeline.dag import Context
-from pipeline.data import save_split, split_dir, tokenize_split
-from pipeline.glue import Example, read_split, split_path
-from pipeline.model import build_tiny_random, load_tokenizer, resolve_model_path
-from pipeline.store import source_sha256, write_json
-from pipeline.synthetic import SYNTHETIC_TASKS, write_synthetic_glue
-from pipeline.tasks import TaskSpec, get_task
+from pipeline.core.config import RunConfig, to_dict
+from pipeline.core.context import Context
+from pipeline.core.custom import read_custom_split, resolve_task
+from pipeline.core.data import save_split, split_dir, tokenize_split
+from pipeline.core.glue import Example, read_split, split_path
+from pipeline.core.model import build_tiny_random, load_tokenizer, resolve_model_path
+from pipeline.core.store import source_sha256, write_json
+from pipeline.core.synthetic import SYNTHETIC_TASKS, write_synthetic_glue
+from pipeline.core.tasks import TaskSpec, get_glue_task, write_task_specs
 
 NAME = "data"
 
@@ -42,7 +42,7 @@ def sources(cfg: RunConfig) -> dict[str, str]:
     found = {str(path): source_sha256(path) if path.is_file() else "missing" for path in files}
     if cfg.data.data_dir is not None and cfg.data.source == "glue":
         root = Path(cfg.data.data_dir)
-        for task in (get_task(t) for t in cfg.data.tasks if t not in cfg.data.custom_tasks):
+        for task in (get_glue_task(t) for t in cfg.data.tasks if t not in cfg.data.custom_tasks):
             for split in task.splits:
                 path = split_path(task, split, root)
                 found[f"glue:{path.relative_to(root)}"] = source_sha256(path) if path.is_file() else "missing"
@@ -57,7 +57,8 @@ def run(ctx: Context) -> dict:
     cfg, acc = ctx.cfg, ctx.accelerator
     if not acc.is_main_process:  # one process reads and tokenises; the others wait for the manifest
         return {}
-    tasks = [get_task(name) for name in cfg.data.tasks]
+    custom = cfg.data.custom_tasks
+    tasks = [resolve_task(n, custom[n]) if n in custom else get_glue_task(n) for n in cfg.data.tasks]
     data_dir = cfg.data.data_dir
     if cfg.data.source == "synthetic":
         data_dir = ctx.run_dir / "data" / "synthetic-glue"
@@ -90,6 +91,7 @@ def run(ctx: Context) -> dict:
         sizes.setdefault(task, {})[split] = {"rows": len(tokenized), "tokens": int(tokenized.offsets[-1])}
         acc.print(f"[data] {task}/{split}: {len(tokenized)} examples, {int(tokenized.offsets[-1])} tokens")
     write_json(ctx.run_dir / "data" / "sizes.json", sizes)
+    write_task_specs(ctx.run_dir, tasks)  # what every later stage, predict and reproduce-glue know the tasks by
     return {"sizes": sizes}
 
 

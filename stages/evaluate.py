@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from statistics import mean
 
-from pipeline.config import MODEL_NEUTRAL, RunConfig, without_defaults
-from pipeline.dag import Context
-from pipeline.data import load_split
-from pipeline.metrics import main_score
-from pipeline.model import load_model
-from pipeline.store import read_json, write_json
-from pipeline.tasks import get_task
-from pipeline.training import evaluate
+from pipeline.core.config import RunConfig
+from pipeline.core.context import Context
+from pipeline.core.data import load_split
+from pipeline.core.metrics import main_score
+from pipeline.core.model import load_model
+from pipeline.core.store import read_json, write_json
+from pipeline.core.tasks import read_task_specs
+from pipeline.core.training import evaluate
 
 NAME = "evaluate"
 
@@ -21,7 +21,7 @@ def needs(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def config_subset(cfg: RunConfig) -> dict:
-    return without_defaults({"precision": cfg.model.precision}, MODEL_NEUTRAL)  # the forward passes it scores
+    return {"precision": cfg.model.precision}  # the forward passes it scores
 
 
 def makes(cfg: RunConfig) -> list[str]:
@@ -30,7 +30,7 @@ def makes(cfg: RunConfig) -> list[str]:
 
 def run(ctx: Context) -> dict:
     acc = ctx.accelerator
-    tasks = [get_task(name) for name in ctx.cfg.data.tasks]
+    tasks = read_task_specs(ctx.run_dir, ctx.cfg.data.tasks)
     model = load_model(ctx.run_dir / "student" / "model").to(acc.device)
     if model.task_names != [t.name for t in tasks]:
         raise RuntimeError(f"student heads {model.task_names} do not match data.tasks {[t.name for t in tasks]}")

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.card import render_card
-from pipeline.config import RunConfig, StudentConfig, to_dict
-from pipeline.dag import Context
-from pipeline.plots import plot_scores, plot_training_curves
-from pipeline.store import read_json, write_text
-from pipeline.tasks import get_task
-from stages.student import OPTIONS
+from pipeline.core.card import render_card
+from pipeline.core.config import OPTIONS, RunConfig, StudentConfig, to_dict
+from pipeline.core.context import Context
+from pipeline.core.plots import plot_scores, plot_training_curves
+from pipeline.core.store import read_json, write_text
+from pipeline.core.tasks import TaskSpec, read_task_specs
 
 NAME = "report"
 CARD = "student/model/README.md"
@@ -81,7 +80,7 @@ def render(metrics: dict, cfg: RunConfig) -> str:
     return "\n".join(lines)
 
 
-def render_student_card(metrics: dict, cfg: RunConfig, model_dir: Path, command: str) -> str:
+def render_student_card(metrics: dict, cfg: RunConfig, tasks: list[TaskSpec], model_dir: Path, command: str) -> str:
     """The student's model card: its tasks, its dev scores beside its teachers', its config and command."""
     s = cfg.student
     if s.fixed_lambda is None:
@@ -114,7 +113,6 @@ def render_student_card(metrics: dict, cfg: RunConfig, model_dir: Path, command:
     avg = metrics["average"]
     scores.append(f"| **average** | | **{avg['teacher']:.1f}** | **{avg['student']:.1f}** | **{avg['gain']:+.1f}** | |")
     config = {"student": to_dict(s), "model": to_dict(cfg.model), "data": {"tasks": list(cfg.data.tasks)}}
-    tasks = [get_task(name) for name in cfg.data.tasks]
     return render_card(f"BAM! student: {cfg.name}", about, model_dir, tasks, scores, config, command)
 
 
@@ -140,6 +138,7 @@ def run(ctx: Context) -> dict:
     plot_scores(score_table(metrics, cfg), run_dir / "plots" / "scores.png", title, ylabel)
     plot_training_curves({"student": run_dir / "student" / "log.jsonl"}, run_dir / "plots" / "training.png")
     command = read_json(run_dir / "student" / "summary.json").get("command", "(not recorded)")
-    write_text(run_dir / CARD, render_student_card(metrics, cfg, run_dir / "student" / "model", command))
+    tasks = read_task_specs(run_dir, cfg.data.tasks)
+    write_text(run_dir / CARD, render_student_card(metrics, cfg, tasks, run_dir / "student" / "model", command))
     write_text(run_dir / "report.md", render(metrics, cfg))
     return {}

@@ -1,18 +1,26 @@
-"""Stage `teachers`: one single-task teacher per task. A finished teacher is kept when the stage reruns and its own
-task's inputs are unchanged (its data, the teacher and model settings, the code version): after a crash in a later
-teacher, and when tasks are added to or removed from `data.tasks`. An interrupted one resumes from its checkpoint."""
+"""Stage `teachers`: one single-task teacher per task (teachers/train.py). A finished teacher is kept when the stage
+reruns and its own task's inputs are unchanged (its data, the teacher and model settings, the run-folder format):
+after a crash in a later teacher, and when tasks are added to or removed from `data.tasks`. An interrupted one
+resumes from its checkpoint."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-import pipeline
-from pipeline.config import RunConfig, model_subset, to_dict
-from pipeline.dag import Context
-from pipeline.predict import save_task_specs
-from pipeline.store import digest, done_intact, read_json, read_manifest, source_sha256, write_done
-from pipeline.tasks import get_task
+from pipeline.core.config import RunConfig, to_dict
+from pipeline.core.context import Context
+from pipeline.core.predict import save_task_specs
+from pipeline.core.store import (
+    FORMAT_VERSION,
+    digest,
+    done_intact,
+    read_json,
+    read_manifest,
+    source_sha256,
+    write_done,
+)
+from pipeline.core.tasks import read_task_specs
 from teachers.train import train_teacher
 
 NAME = "teachers"
@@ -28,16 +36,13 @@ def config_subset(cfg: RunConfig) -> dict:
     # settings that do not change the outputs; init_from counts by its files' content (`sources`), not its path
     for key in ("eval_batch_size", "checkpoint_every", "keep_checkpoints", "init_from"):
         teachers.pop(key)
-    # each task's own settings where they differ from the section's (none: left out, as before per-task settings
-    # existed, so older teachers stay done; a value equal to the section's changes nothing)
-    teachers.pop("per_task")
+    # each task's own settings where they differ from the section's (a value equal to the section's changes nothing)
     per_task = {}
     for task, own in sorted(cfg.teachers.per_task.items()):
         if differs := {k: v for k, v in own.given().items() if v != teachers[k]}:
             per_task[task] = differs
-    if per_task:
-        teachers["per_task"] = per_task
-    return {"teachers": teachers, "model": model_subset(cfg), "tasks": list(cfg.data.tasks)}
+    teachers["per_task"] = per_task
+    return {"teachers": teachers, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
 
 
 def sources(cfg: RunConfig) -> dict[str, str]:
@@ -54,23 +59,23 @@ def makes(cfg: RunConfig) -> list[str]:
     return [f"teachers/{t}" for t in cfg.data.tasks]
 
 
-def task_digest(ctx: Context, task: str) -> str:
+def task_digest(cfg: RunConfig, run_dir: Path, task: str) -> str:
     """What one teacher depends on: the stage's settings without the task list, the task's own tokenised files and
-    the data stage's shared ones (as its manifest records them), its declaration, the init_from model and the code
-    version. Other tasks, and their own teacher settings, do not count."""
-    subset = config_subset(_for_task(ctx.cfg, task))
+    the data stage's shared ones (as its manifest records them), its declaration, the init_from model and the
+    run-folder format. Other tasks, and their own teacher settings, do not count."""
+    subset = config_subset(_for_task(cfg, task))
     del subset["tasks"]
-    files = read_manifest(ctx.run_dir, "data")["files"]
-    own = {rel: sha for rel, sha in files.items() if _belongs(rel, task, ctx.cfg.data.tasks)}
-    custom = ctx.cfg.data.custom_tasks.get(task)
+    files = read_manifest(run_dir, "data")["files"]
+    own = {rel: sha for rel, sha in files.items() if _belongs(rel, task, cfg.data.tasks)}
+    custom = cfg.data.custom_tasks.get(task)
     return digest(
         {
             "config": subset,
             "task": task,
             "custom": to_dict(custom) if custom is not None else None,
             "data": digest(own),
-            **sources(ctx.cfg),
-            "version": pipeline.__version__,
+            **sources(cfg),
+            "format_version": FORMAT_VERSION,
         }
     )
 
@@ -89,19 +94,18 @@ def _belongs(rel: str, task: str, tasks: tuple[str, ...]) -> bool:
 
 
 def run(ctx: Context) -> dict:
-    scores = {}
-    for task in ctx.cfg.data.tasks:
-        out_dir = ctx.run_dir / "teachers" / task
+    scores, acc = {}, ctx.accelerator
+    for task in read_task_specs(ctx.run_dir, ctx.cfg.data.tasks):
+        out_dir = ctx.run_dir / "teachers" / task.name
         done = out_dir / "done.json"
-        own = task_digest(ctx, task)
-        if done_intact(done, (own, ctx.digest), out_dir):  # ctx.digest: a teacher made before per-task digests
-            ctx.accelerator.print(f"[teachers] {task}: already trained for this config, kept")
+        own = task_digest(ctx.cfg, ctx.run_dir, task.name)
+        if done_intact(done, (own,), out_dir):
+            acc.print(f"[teachers] {task.name}: already trained for this config, kept")
         else:
-            own_ctx = dataclasses.replace(ctx, cfg=_for_task(ctx.cfg, task), digest=own)  # checkpoints carry `own`
-            train_teacher(own_ctx, task, out_dir)
-            if ctx.accelerator.is_main_process:
-                save_task_specs(out_dir / "model", [get_task(task)])  # the model then predicts label names alone
+            train_teacher(_for_task(ctx.cfg, task.name), task, ctx.run_dir, out_dir, acc, resume_key=own)
+            if acc.is_main_process:
+                save_task_specs(out_dir / "model", [task])  # the model then predicts label names alone
                 write_done(done, own, out_dir, sorted((out_dir / "model").iterdir()))
-            ctx.accelerator.wait_for_everyone()
-        scores[task] = read_json(out_dir / "metrics.json")["score"]
+            acc.wait_for_everyone()
+        scores[task.name] = read_json(out_dir / "metrics.json")["score"]
     return {"score": scores}

@@ -21,8 +21,8 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 
-from pipeline.config import StudentConfig
-from pipeline.training import backward_if_trained
+from pipeline.core.config import StudentConfig
+from pipeline.core.training import backward_if_trained
 
 
 class EmbeddingPerturbation:

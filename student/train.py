@@ -18,21 +18,24 @@ import shutil
 import time
 from contextlib import nullcontext
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from pipeline.card import current_command
-from pipeline.checkpoint import resume, save_checkpoint
-from pipeline.config import ConfigError, StudentConfig, to_dict
-from pipeline.dag import Context
-from pipeline.data import collate, load_split
-from pipeline.model import build_model, load_tokenizer, resolve_model_path, save_model
-from pipeline.store import load_soft_targets, write_json
-from pipeline.tasks import TaskSpec, get_task
-from pipeline.training import (
+from pipeline.core.card import current_command
+from pipeline.core.checkpoint import resume, save_checkpoint
+from pipeline.core.config import ConfigError, RunConfig, StudentConfig, to_dict
+from pipeline.core.data import collate, load_split
+from pipeline.core.loss import annealing_lambda, multitask_loss, supervised_contrastive_loss
+from pipeline.core.model import build_model, load_tokenizer, resolve_model_path, save_model
+from pipeline.core.sampling import examples_per_step, rank_slice, steps_for, student_plan, task_probabilities
+from pipeline.core.store import load_soft_targets, write_json
+from pipeline.core.tasks import TaskSpec
+from pipeline.core.training import (
     GracefulStop,
     TrainingInterrupted,
     backward_if_trained,
@@ -52,29 +55,28 @@ from pipeline.training import (
     trainable_depth,
 )
 from student.adversarial import adversarial_backward
-from student.loss import annealing_lambda, multitask_loss, supervised_contrastive_loss
 from student.pcgrad import pcgrad_backward
-from student.sampling import examples_per_step, rank_slice, steps_for, student_plan, task_probabilities
 
 
-def train_student(ctx: Context) -> dict[str, object]:
-    """Train the student; writes `student/model/`, `student/log.jsonl` (every `log_every` steps, then the dev
-    metrics) and `student/summary.json`, and sends the log's records to the trackers."""
-    cfg, acc, sc = ctx.cfg, ctx.accelerator, ctx.cfg.student
-    out_dir = ctx.run_dir / "student"
-    tasks = [get_task(name) for name in cfg.data.tasks]
-    train = [load_split(ctx.run_dir, t.name, "train") for t in tasks]
+def train_student(
+    cfg: RunConfig, tasks: list[TaskSpec], run_dir: Path, out_dir: Path, acc: Accelerator, resume_key: str
+) -> dict[str, object]:
+    """Train the student on `tasks`' splits stored in `run_dir` (and, unless λ is fixed at 1, their soft targets in
+    `run_dir/distill/`) with `cfg.student`; writes `out_dir/model/`, `out_dir/log.jsonl` (every `log_every` steps,
+    then the dev metrics) and `out_dir/summary.json`, and sends the log's records to the trackers. Resumes from a
+    checkpoint in `out_dir` made for `resume_key`."""
+    sc = cfg.student
+    train = [load_split(run_dir, t.name, "train") for t in tasks]
     uses_teacher = sc.fixed_lambda != 1.0
     teacher = None
     if uses_teacher:  # verified join: ids, order and data fingerprint must match, or this raises
         teacher = [
-            load_soft_targets(ctx.run_dir / "distill" / t.name, "train", s.ids, s.fingerprint)
-            for t, s in zip(tasks, train)
+            load_soft_targets(run_dir / "distill" / t.name, "train", s.ids, s.fingerprint) for t, s in zip(tasks, train)
         ]
 
     # setup
     set_seed(sc.seed)
-    model_path = resolve_model_path(cfg.model, ctx.run_dir)
+    model_path = resolve_model_path(cfg.model, run_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     check_options(sc, tasks, train, acc.num_processes)
     model = build_model(model_path, tasks, cfg.model, seed=sc.seed, pair_mode=sc.pair_mode)
@@ -102,7 +104,7 @@ def train_student(ctx: Context) -> dict[str, object]:
 
     # resume
     ckpt_root = out_dir / "checkpoints"
-    start_step, before = resume(out_dir, ctx.digest, model, optimizer, acc, "[student]", total_steps)
+    start_step, before = resume(out_dir, resume_key, model, optimizer, acc, "[student]", total_steps)
 
     # loop
     model.train()
@@ -122,7 +124,7 @@ def train_student(ctx: Context) -> dict[str, object]:
         return {n: [0.0, 0] for n in names}
 
     started, window, adv_window = time.time(), empty_window(), empty_window()
-    ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+    ckpt_state = {"digest": resume_key, "total_steps": total_steps, "config": to_dict(cfg)}
 
     def state() -> dict:  # a checkpoint's state: with the training seconds so far, so wall_s spans resumes
         return {**ckpt_state, "elapsed_s": before + time.time() - started}
@@ -215,7 +217,7 @@ def train_student(ctx: Context) -> dict[str, object]:
     metrics, dev_examples = {}, {}
     for i, task in enumerate(tasks):
         for split in task.dev_splits:
-            dev = load_split(ctx.run_dir, task.name, split)
+            dev = load_split(run_dir, task.name, split)
             desc = f"student {task.name}/{split}"
             metrics.setdefault(task.name, {})[split] = evaluate(model, dev, i, tasks, acc, sc.eval_batch_size, desc)
             dev_examples.setdefault(task.name, {})[split] = len(dev)  # predict() checks it covered each row once

@@ -9,24 +9,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.dag import Context
-from pipeline.data import load_split
-from pipeline.model import load_model
-from pipeline.store import save_soft_targets
-from pipeline.tasks import get_task
-from pipeline.training import predict
+from accelerate import Accelerator
+
+from pipeline.core.data import load_split
+from pipeline.core.model import load_model
+from pipeline.core.store import save_soft_targets
+from pipeline.core.tasks import TaskSpec
+from pipeline.core.training import predict
 
 
-def distill_task(ctx: Context, task_name: str, teacher_dir: Path, out_dir: Path) -> dict[str, int]:
-    """Write `out_dir/<split>.npy` (teacher logits or scaled regression output, float32), ids and a record."""
-    acc = ctx.accelerator
-    task = get_task(task_name)
-    model = load_model(teacher_dir / "model").to(acc.device)
+def distill_task(
+    task: TaskSpec, teacher: Path, run_dir: Path, out_dir: Path, acc: Accelerator, batch_size: int
+) -> dict[str, int]:
+    """Write `out_dir/<split>.npy` (the teacher model's logits or scaled regression output, float32), ids and a
+    record, for the task's train and dev splits as stored in `run_dir`; returns the rows per split."""
+    model = load_model(teacher).to(acc.device)
     rows = {}
     for split in ("train", *task.dev_splits):
-        data = load_split(ctx.run_dir, task.name, split)
+        data = load_split(run_dir, task.name, split)
         desc = f"distill {task.name}/{split}"
-        outputs = predict(model, data, 0, [task], acc, ctx.cfg.teachers.eval_batch_size, desc=desc)
+        outputs = predict(model, data, 0, [task], acc, batch_size, desc=desc)
         if acc.is_main_process:
             save_soft_targets(out_dir, split, data.ids, outputs, data.fingerprint)
         rows[split] = len(data)

@@ -14,19 +14,21 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from pipeline.card import current_command, metrics_table, render_card
-from pipeline.checkpoint import resume, save_checkpoint
-from pipeline.config import to_dict
-from pipeline.dag import Context
-from pipeline.data import collate, load_split
-from pipeline.metrics import main_score
-from pipeline.model import build_model, build_model_from, load_tokenizer, resolve_model_path, save_model
-from pipeline.store import write_json, write_text
-from pipeline.tasks import get_task
-from pipeline.training import (
+from pipeline.core.card import current_command, metrics_table, render_card
+from pipeline.core.checkpoint import resume, save_checkpoint
+from pipeline.core.config import RunConfig, to_dict
+from pipeline.core.data import collate, load_split
+from pipeline.core.loss import multitask_loss
+from pipeline.core.metrics import main_score
+from pipeline.core.model import build_model, build_model_from, load_tokenizer, resolve_model_path, save_model
+from pipeline.core.sampling import group_by_length, rank_slice, single_task_plan, steps_for
+from pipeline.core.store import write_json, write_text
+from pipeline.core.tasks import TaskSpec
+from pipeline.core.training import (
     GracefulStop,
     TrainingInterrupted,
     compute_record,
@@ -41,22 +43,23 @@ from pipeline.training import (
     stop_tracking,
     to_device,
 )
-from student.loss import multitask_loss
-from student.sampling import group_by_length, rank_slice, single_task_plan, steps_for
 
 
-def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict[str, float]]:
-    """Fine-tune the teacher of `task_name`; writes `out_dir/model/` (with its card), `metrics.json` and
-    `log.jsonl` (every 10 steps, then the dev metrics), and sends the same records to the trackers."""
-    cfg, acc, tc = ctx.cfg, ctx.accelerator, ctx.cfg.teachers
-    task = get_task(task_name)
+def train_teacher(
+    cfg: RunConfig, task: TaskSpec, run_dir: Path, out_dir: Path, acc: Accelerator, resume_key: str
+) -> dict[str, dict[str, float]]:
+    """Fine-tune the teacher of `task` on its splits stored in `run_dir` with `cfg.teachers` (the task's own
+    settings); writes `out_dir/model/` (with its card), `metrics.json` and `log.jsonl` (every 10 steps, then the
+    dev metrics), and sends the same records to the trackers. Resumes from a checkpoint in `out_dir` made for
+    `resume_key` (what the teacher depends on: another key is another teacher)."""
+    tc = cfg.teachers
     tasks = [task]
-    train = load_split(ctx.run_dir, task.name, "train")
-    devs = {split: load_split(ctx.run_dir, task.name, split) for split in task.dev_splits}
+    train = load_split(run_dir, task.name, "train")
+    devs = {split: load_split(run_dir, task.name, split) for split in task.dev_splits}
 
     # setup
     set_seed(tc.seed)
-    model_path = resolve_model_path(cfg.model, ctx.run_dir)
+    model_path = resolve_model_path(cfg.model, run_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     if tc.init_from is None:
         model = build_model(model_path, tasks, cfg.model, seed=tc.seed)
@@ -73,7 +76,7 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
 
     # resume
     ckpt_root = out_dir / "checkpoints"
-    start_step, before = resume(out_dir, ctx.digest, model, optimizer, acc, f"[teachers] {task.name}:", total_steps)
+    start_step, before = resume(out_dir, resume_key, model, optimizer, acc, f"[teachers] {task.name}:", total_steps)
 
     # loop
     model.train()
@@ -90,7 +93,7 @@ def train_teacher(ctx: Context, task_name: str, out_dir: Path) -> dict[str, dict
     started, examples = time.time(), 0
     track = f"teachers/{task.name}"
     start_tracking(acc, cfg, "teachers", track)
-    ckpt_state = {"digest": ctx.digest, "total_steps": total_steps, "config": to_dict(cfg)}
+    ckpt_state = {"digest": resume_key, "total_steps": total_steps, "config": to_dict(cfg)}
 
     def state() -> dict:  # a checkpoint's state: with the training seconds so far, so wall_s spans resumes
         return {**ckpt_state, "elapsed_s": before + time.time() - started}

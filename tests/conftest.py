@@ -18,7 +18,7 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 def run_smoke(out: Path, *overrides: str, stage: str | None = None, force: bool = False) -> list[str]:
     """Run the smoke config in-process; returns the names of the stages that ran."""
     from pipeline.cli import make_accelerator
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.dag import run_stages
 
     cfg = load_config(SMOKE, list(overrides))

@@ -24,9 +24,9 @@ from conftest import SMOKE, run_smoke
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.core.config import ConfigError, RunConfig, load_config
+from pipeline.core.store import StoreError, file_sha256
 from pipeline.dag import stage_order, stage_status
-from pipeline.store import StoreError, file_sha256
 
 STAGES = ["data", "teachers", "distill", "student", "evaluate", "report"]
 
@@ -180,7 +180,7 @@ def test_missing_header_column_names_column_and_file(finished_run: Path, tmp_pat
 
 
 def test_unknown_task_is_named_with_the_known_tasks(finished_run: Path, capsys) -> None:
-    from pipeline.tasks import TASKS
+    from pipeline.core.tasks import TASKS
 
     before = snapshot(finished_run)
     rc, err = cli(["run", "--config", SMOKE, "--out", finished_run, "--data.tasks=['sst2','nope']"], capsys)
@@ -275,8 +275,8 @@ def test_other_max_length_makes_data_and_later_stale_and_old_soft_targets_are_re
 ) -> None:
     """24 truncates no smoke example (the longest has 19 tokens), 12 truncates most; either way the old store
     was made for another max length and must not be joined with the new data."""
-    from pipeline.data import load_split
-    from pipeline.store import load_soft_targets, read_json
+    from pipeline.core.data import load_split
+    from pipeline.core.store import load_soft_targets, read_json
 
     override = f"--data.max_length={max_length}"
     cfg = load_config(SMOKE, [override])
@@ -316,7 +316,7 @@ def test_other_max_length_makes_data_and_later_stale_and_old_soft_targets_are_re
 
 
 def _plant_future_manifest(run: Path, stage: str) -> Path:
-    from pipeline.store import read_json, write_json
+    from pipeline.core.store import read_json, write_json
 
     path = run / "manifests" / f"{stage}.json"
     write_json(path, {**read_json(path), "format_version": 999})
@@ -350,7 +350,7 @@ def test_pickled_weights_in_a_run_folder_are_refused(smoke_copy: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from pipeline.model import ModelLoadError, load_model
+    from pipeline.core.model import ModelLoadError, load_model
 
     model_dir = smoke_copy / "teachers" / "sst2" / "model"
     torch.save(load_file(str(model_dir / "model.safetensors")), model_dir / "pytorch_model.bin")  # a pickle
@@ -381,8 +381,8 @@ def test_planted_pickle_is_never_opened(smoke_copy: Path, tmp_path: Path) -> Non
     memo: dict = {}
     assert all(stage_status(name, cfg, smoke_copy, memo)[0] == "done" for name in STAGES)
     assert run_smoke(smoke_copy) == []
-    from pipeline.data import load_split
-    from pipeline.store import load_soft_targets
+    from pipeline.core.data import load_split
+    from pipeline.core.store import load_soft_targets
 
     for split in ("train", "dev"):  # the soft-target store's own reader, on the folder holding the pickle
         data = load_split(smoke_copy, "sst2", split)
@@ -395,7 +395,7 @@ def test_planted_pickle_is_never_opened(smoke_copy: Path, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("mmap", [True, False])
 def test_object_npy_is_refused(tmp_path: Path, mmap: bool) -> None:
-    from pipeline.store import read_npy
+    from pipeline.core.store import read_npy
 
     path = tmp_path / "train.npy"
     np.save(path, np.array([{"a": 1}, None, "x"], dtype=object), allow_pickle=True)
@@ -497,9 +497,9 @@ def test_init_from_a_model_with_another_vocabulary_is_an_error(tmp_path: Path) -
     words; the error names teachers.init_from. The same vocabulary loads, with the saved head for the task."""
     import torch
 
-    from pipeline.config import ModelConfig
-    from pipeline.model import build_model, build_model_from, build_tiny_random, load_tokenizer, save_model
-    from pipeline.tasks import get_task
+    from pipeline.core.config import ModelConfig
+    from pipeline.core.model import build_model, build_model_from, build_tiny_random, load_tokenizer, save_model
+    from pipeline.core.tasks import get_task
 
     cfg, tasks = ModelConfig(tiny_hidden_size=16, tiny_layers=1, tiny_heads=2), [get_task("sst2"), get_task("rte")]
     for name, words in (("ours", "good bad film"), ("other", "cat dog bird fish")):
@@ -519,7 +519,7 @@ def test_init_from_a_model_with_another_vocabulary_is_an_error(tmp_path: Path) -
 
 
 def test_input_hashes_are_remembered_only_while_the_file_is_unchanged(tmp_path: Path, monkeypatch) -> None:
-    import pipeline.store as store
+    import pipeline.core.store as store
 
     hashed, clock = [], {"later": 0}
     monkeypatch.setattr(store, "file_sha256", lambda p: hashed.append(p) or file_sha256(p))

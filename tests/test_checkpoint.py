@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from pipeline.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from pipeline.cli import make_accelerator
-from pipeline.model import MultiTaskModel
-from pipeline.tasks import get_task
-from pipeline.training import make_optimizer
+from pipeline.core.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
+from pipeline.core.model import MultiTaskModel
+from pipeline.core.tasks import get_task
+from pipeline.core.training import make_optimizer
 
 
 def tiny_model(seed: int) -> MultiTaskModel:
@@ -26,7 +26,7 @@ def tiny_model(seed: int) -> MultiTaskModel:
 
 def train_steps(model, optimizer, steps: int) -> None:
     tasks = [get_task("sst2"), get_task("stsb")]
-    from student.loss import multitask_loss
+    from pipeline.core.loss import multitask_loss
 
     for _ in range(steps):
         ids = torch.randint(5, 40, (4, 7))
@@ -128,7 +128,7 @@ def test_fp16_loss_scale_is_saved_and_restored(tmp_path: Path) -> None:
 
 
 def test_fp16_on_a_cpu_is_refused() -> None:
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: fp16 is allowed")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.core.config import ConfigError, RunConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
@@ -91,7 +91,7 @@ def test_lists_become_tuples(tmp_path: Path) -> None:
     # unquoted, as typed in a shell: YAML flow lists and mappings
     cfg = load_config(None, ["--data.tasks=[sst2, RTE]", "--data.max_train_examples={sst2: 100}"])
     assert cfg.data.tasks == ("sst2", "rte") and cfg.data.max_train_examples == {"sst2": 100}
-    from pipeline.config import parse_overrides
+    from pipeline.core.config import parse_overrides
 
     assert parse_overrides(["--a.b=[no, on, 1e-4, null, 'x y']"]) == {"a": {"b": ["no", "on", 1e-4, None, "x y"]}}
     with pytest.raises(ConfigError, match=r"'data.tasks': '\[sst2, \{' is neither a Python literal nor a YAML"):
@@ -220,7 +220,7 @@ def test_shipped_configs_are_found() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_config_parses(path: Path, tmp_path: Path) -> None:
-    from pipeline.synthetic import write_custom_examples
+    from pipeline.core.synthetic import write_custom_examples
 
     # as in a fresh checkout after `python examples/custom-tasks/generate.py` (the samples are not tracked)
     (tmp_path / "configs").mkdir()

@@ -16,11 +16,11 @@ import yaml
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from pipeline.config import ConfigError, CustomTaskConfig, load_config
-from pipeline.custom import read_custom_split, resolve_task
-from pipeline.data import scaled_labels, unscale
-from pipeline.glue import DataError, Example
-from pipeline.metrics import compute_metrics
+from pipeline.core.config import ConfigError, CustomTaskConfig, load_config
+from pipeline.core.custom import read_custom_split, resolve_task
+from pipeline.core.data import scaled_labels, unscale
+from pipeline.core.glue import DataError, Example
+from pipeline.core.metrics import compute_metrics
 
 # Texts that need quoting in CSV and TSV: the delimiters, quotes, a line break.
 ROWS = [
@@ -327,8 +327,8 @@ def mixed_run(tmp_path_factory) -> tuple[Path, Path]:
     """Two custom tasks (five-class sentences in CSV with an index column and a test file; sentence pairs scored in
     JSON Lines) beside the generated SST-2, one tiny student; returns (config, run folder)."""
     from pipeline.cli import make_accelerator
+    from pipeline.core.synthetic import NEUTRAL
     from pipeline.dag import run_stages
-    from pipeline.synthetic import NEUTRAL
 
     root = tmp_path_factory.mktemp("custom")
     rng = np.random.default_rng(0)
@@ -449,8 +449,8 @@ def test_shipped_example_reads_every_split(tmp_path: Path) -> None:
     from conftest import ROOT
 
     from pipeline.cli import make_accelerator
+    from pipeline.core.synthetic import write_custom_examples
     from pipeline.dag import run_stages
-    from pipeline.synthetic import write_custom_examples
 
     # the shipped config as it stands in a checkout, its samples written as examples/custom-tasks/generate.py does
     (tmp_path / "configs").mkdir()

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.glue import DataError, Example, read_split, read_tsv_split, split_path
-from pipeline.synthetic import NEGATIVE, POSITIVE, SYNTHETIC_TASKS, write_synthetic_glue
-from pipeline.tasks import TASKS, get_task
+from pipeline.core.glue import DataError, Example, read_split, read_tsv_split, split_path
+from pipeline.core.synthetic import NEGATIVE, POSITIVE, SYNTHETIC_TASKS, write_synthetic_glue
+from pipeline.core.tasks import TASKS, get_task
 
 GLUE_DIR = Path(os.environ.get("GLUE_DIR") or Path(__file__).resolve().parents[2] / "shared/data/glue")
 

@@ -16,10 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import BertConfig, BertModel
 
-from pipeline.config import ModelConfig
-from pipeline.model import MultiTaskModel, head_spec
-from pipeline.tasks import get_task
-from pipeline.training import (
+from pipeline.core.config import ModelConfig
+from pipeline.core.loss import (
+    annealing_lambda,
+    classification_loss,
+    multitask_loss,
+    regression_loss,
+    soft_cross_entropy,
+)
+from pipeline.core.model import MultiTaskModel, head_spec
+from pipeline.core.sampling import group_by_length, multitask_plan, rank_slice, single_task_plan, task_probabilities
+from pipeline.core.tasks import get_task
+from pipeline.core.training import (
     get_lr_multiplier,
     layerwise_param_groups,
     length_sorted_batches,
@@ -28,14 +36,6 @@ from pipeline.training import (
     parameter_depth,
     set_lr,
 )
-from student.loss import (
-    annealing_lambda,
-    classification_loss,
-    multitask_loss,
-    regression_loss,
-    soft_cross_entropy,
-)
-from student.sampling import group_by_length, multitask_plan, rank_slice, single_task_plan, task_probabilities
 
 ATOL = 1e-5
 GARBAGE = 1e4  # written into padding columns: it must not reach any loss or gradient
@@ -566,7 +566,7 @@ def test_albert_layer_groups_sit_at_their_top_layer() -> None:
 def test_padding_uses_the_encoders_pad_token() -> None:
     """RoBERTa-style vocabularies pad with id 1, not 0: the model reads its pad id from the encoder config and
     `collate` pads input ids with it (the attention mask still marks the padding)."""
-    from pipeline.data import TokenizedSplit, collate
+    from pipeline.core.data import TokenizedSplit, collate
 
     model = _other_encoder("roberta")
     assert model.pad_id == model.encoder.config.pad_token_id == 1

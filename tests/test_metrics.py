@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from pipeline.metrics import compute_metrics, main_score
-from pipeline.tasks import TASKS
+from pipeline.core.metrics import compute_metrics, main_score
+from pipeline.core.tasks import TASKS
 
 
 def _logits(classes: list[int], num_labels: int = 2) -> np.ndarray:

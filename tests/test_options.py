@@ -18,17 +18,11 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
 from pipeline.cli import main, make_accelerator
-from pipeline.config import ConfigError, ModelConfig, RunConfig, StudentConfig, load_config, validate
-from pipeline.dag import get_stages, stage_status
-from pipeline.data import TokenizedSplit, collate
-from pipeline.model import MultiTaskModel, head_spec
-from pipeline.tasks import get_task
-from pipeline.training import drop_frozen_grads, freeze_deeper, make_optimizer, model_inputs, set_lr, trainable_depth
-from stages.student import OPTIONS
-from student.adversarial import adversarial_backward
-from student.loss import multitask_loss, supervised_contrastive_loss
-from student.pcgrad import pcgrad_backward, project_conflicting
-from student.sampling import (
+from pipeline.core.config import ConfigError, ModelConfig, RunConfig, StudentConfig, load_config, validate
+from pipeline.core.data import TokenizedSplit, collate
+from pipeline.core.loss import multitask_loss, supervised_contrastive_loss
+from pipeline.core.model import MultiTaskModel, head_spec
+from pipeline.core.sampling import (
     examples_per_step,
     group_by_length,
     multitask_plan,
@@ -36,6 +30,19 @@ from student.sampling import (
     student_plan,
     summed_plan,
 )
+from pipeline.core.tasks import get_task
+from pipeline.core.training import (
+    drop_frozen_grads,
+    freeze_deeper,
+    make_optimizer,
+    model_inputs,
+    set_lr,
+    trainable_depth,
+)
+from pipeline.dag import get_stages, stage_status
+from stages.student import OPTIONS
+from student.adversarial import adversarial_backward
+from student.pcgrad import pcgrad_backward, project_conflicting
 from student.train import check_options, forward_loss
 
 GLUE_SMALL = ROOT / "configs" / "glue-small.yaml"

@@ -15,9 +15,9 @@ import pytest
 from conftest import ROOT, SMOKE, run_smoke
 from safetensors.numpy import load_file
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
+from pipeline.core.store import StoreError
 from pipeline.dag import stage_status
-from pipeline.store import StoreError
 
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
 GLUE_DIRS = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
@@ -158,8 +158,8 @@ def test_half_finished_stage_is_not_done(smoke_copy: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["other_data", "reordered", "missing_rows"])
 def test_soft_targets_that_do_not_match_the_data_are_refused(smoke_copy: Path, damage: str) -> None:
-    from pipeline.data import load_split
-    from pipeline.store import load_soft_targets, read_json, write_json
+    from pipeline.core.data import load_split
+    from pipeline.core.store import load_soft_targets, read_json, write_json
 
     data = load_split(smoke_copy, "mrpc", "train")
     store = smoke_copy / "distill" / "mrpc"
@@ -297,8 +297,8 @@ def test_changed_teacher_outputs_make_distill_stale(smoke_copy: Path) -> None:
     fix and `--force`) makes the cached soft targets stale."""
     from safetensors.numpy import save_file
 
+    from pipeline.core.store import read_json, write_manifest
     from pipeline.dag import stage_record
-    from pipeline.store import read_json, write_manifest
 
     path = smoke_copy / "teachers" / "rte" / "model" / "heads.safetensors"
     heads = load_file(str(path))
@@ -331,8 +331,8 @@ def test_records_behind_names_stages_made_before_a_check_the_code_now_makes(smok
 def test_soft_targets_follow_the_teachers_model_not_its_log_or_record(smoke_copy: Path, capsys) -> None:
     """A teacher's log and done record can change while its model stays (a record written anew for the same teacher):
     its soft targets are kept, so the student, whose inputs are the same files, is not redone."""
+    from pipeline.core.store import read_json, write_manifest
     from pipeline.dag import stage_record
-    from pipeline.store import read_json, write_manifest
 
     folder = smoke_copy / "teachers" / "rte"
     with open(folder / "log.jsonl", "a", encoding="utf-8") as log:
@@ -360,7 +360,7 @@ def test_bf16_runs_end_to_end_and_counts_in_every_digest_after_the_data(smoke_ru
     from accelerate.state import AcceleratorState
 
     from pipeline.cli import make_accelerator
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
     from pipeline.dag import run_stages
     from stages import STAGES
 
@@ -393,7 +393,7 @@ def test_bf16_runs_end_to_end_and_counts_in_every_digest_after_the_data(smoke_ru
 
 def test_accelerate_launch_asking_for_another_precision_is_refused(monkeypatch) -> None:
     from pipeline.cli import make_accelerator
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     with pytest.raises(ConfigError, match=r"model.precision is 'fp32'.*--model.precision=bf16"):

@@ -21,9 +21,9 @@ def run_predict(capsys, *args: str) -> tuple[int, list[dict], str]:
 
 def test_reloaded_student_reproduces_its_dev_metrics(smoke_run: Path, capsys) -> None:
     """Saved → reloaded → predicted from the raw TSV gives the dev scores measured in memory."""
-    from pipeline.glue import read_tsv_split
-    from pipeline.metrics import compute_metrics
-    from pipeline.tasks import get_task
+    from pipeline.core.glue import read_tsv_split
+    from pipeline.core.metrics import compute_metrics
+    from pipeline.core.tasks import get_task
 
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     model = str(smoke_run / "student" / "model")

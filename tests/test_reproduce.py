@@ -18,9 +18,10 @@ import pytest
 from safetensors.numpy import load_file
 
 from pipeline.cli import main, make_accelerator
-from pipeline.config import RunConfig, load_config, validate
-from pipeline.metrics import main_score
-from pipeline.reproduce import (
+from pipeline.core.config import RunConfig, load_config, validate
+from pipeline.core.metrics import main_score
+from pipeline.core.tasks import get_task
+from pipeline.experiments import (
     DERIVED,
     OPTIONS,
     VARIANTS,
@@ -33,7 +34,6 @@ from pipeline.reproduce import (
     variant_config,
     write_submission,
 )
-from pipeline.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -94,7 +94,7 @@ def test_options_table_sets_each_option_beside_bam() -> None:
 
 
 def test_options_get_their_own_plot(tmp_path: Path) -> None:
-    from pipeline.reproduce import summarise, write_plots
+    from pipeline.experiments import summarise, write_plots
 
     def run(variant: str, score: float) -> dict:
         tasks = {t: {"score": score, "f1": score, "accuracy": score} for t in TASKS}
@@ -201,8 +201,8 @@ def test_table_layout(repro: Path) -> None:
         png = (repro / "plots" / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
     # each student run keeps its training curve, so the plots outlive the run folders
-    from pipeline.plots import training_curve
-    from pipeline.reproduce import write_plots
+    from pipeline.core.plots import training_curve
+    from pipeline.experiments import write_plots
 
     results = json.loads((repro / "results.json").read_text())
     bam = next(r for r in results["runs"] if r["variant"] == "bam" and r["seed"] == 1)
@@ -231,8 +231,8 @@ def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> 
 
 
 def test_dry_run_scales_the_measured_time_by_each_options_cost(repro: Path) -> None:
-    from pipeline.config import to_dict
-    from pipeline.reproduce import cost_factor, plan
+    from pipeline.core.config import to_dict
+    from pipeline.experiments import cost_factor, plan
 
     cfg = load_config(SMOKE)
     factors = {v: cost_factor(to_dict(variant_config(cfg, v, repro).student)) for v in ("bam", "fgm", "pgd", "pcgrad")}
@@ -250,7 +250,7 @@ def test_dry_run_estimates_from_runs_at_this_calls_torch_threads(repro: Path, tm
     any, else all of them, and says which."""
     import torch
 
-    from pipeline.reproduce import plan
+    from pipeline.experiments import plan
 
     now = torch.get_num_threads()
     results = json.loads((repro / "results.json").read_text())
@@ -273,7 +273,7 @@ def test_dry_run_estimates_from_runs_at_this_calls_torch_threads(repro: Path, tm
 
 def test_dry_run_expects_a_minute_when_only_the_data_stages_record_is_behind(repro: Path, monkeypatch) -> None:
     from pipeline.dag import get_stages
-    from pipeline.reproduce import plan
+    from pipeline.experiments import plan
 
     cfg = load_config(SMOKE)
     before = {s["variant"]: s for s in plan(cfg, repro, [1], ["single", "bam", "fgm"])}
@@ -321,7 +321,7 @@ def test_a_narrower_call_keeps_the_other_recorded_runs(repro: Path, tmp_path: Pa
     assert set(after["variants"]) == {"single", "bam"}
     assert "Single (teachers)" in (out / "table.md").read_text()
     # under another student config the recorded BAM runs are not this config's: dropped, not mixed in; Single's stay
-    from pipeline.reproduce import write_results
+    from pipeline.experiments import write_results
 
     other = write_results(load_config(SMOKE, ["--student.lr=0.001"]), out, [1], ["single"], "cmd")
     assert sorted((r["variant"], r["seed"]) for r in other["runs"]) == [("single", 1), ("single", 2)]
@@ -429,7 +429,7 @@ def test_tune_argument_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_tune_values_are_read_as_the_config_holds_them(tmp_path: Path) -> None:
-    from pipeline.reproduce import parse_tune
+    from pipeline.experiments import parse_tune
 
     cfg = load_config(SMOKE)  # student.epochs is a float: 8 and 8.0 are one setting, the config's own
     assert parse_tune(["student.epochs=8,9", "student.mixing=mixed,summed", "teachers.epochs=20,30"], cfg) == (
@@ -587,7 +587,7 @@ def test_a_teacher_is_adopted_only_when_it_is_the_one_the_run_would_train(derive
     import shutil
 
     from pipeline.dag import run_stages
-    from pipeline.reproduce import adopt_teacher, seed_config, task_config
+    from pipeline.experiments import adopt_teacher, seed_config, task_config
 
     acc, cfg = make_accelerator(), seed_config(load_config(SMOKE), 1)
     src = tmp_path / "src"
@@ -690,7 +690,7 @@ def test_run_keys_count_the_glue_files_by_content_not_by_their_folder(tmp_path: 
     """A results.json made with the GLUE copy in one folder holds for the same files elsewhere (e.g. a committed
     one on another machine), not for edited ones; one keyed the older way (by the folder's path) is still matched
     where that path holds, and is written back under the new key."""
-    from pipeline.reproduce import (
+    from pipeline.experiments import (
         finished_run,
         record_tuning_run,
         recorded_tuning_runs,
@@ -739,8 +739,8 @@ def test_multis_key_and_record_hold_when_the_teachers_change(tmp_path: Path, cap
     """Multi (λ = 1) never reads the teachers: other teacher settings leave its key, its recorded run and its tuning
     as they are, while every variant learning from them (or reporting them) gets a new key. Multi's records keyed
     the older way (teacher settings included) are still matched, and written back without them."""
-    from pipeline.config import to_dict
-    from pipeline.reproduce import (
+    from pipeline.core.config import to_dict
+    from pipeline.experiments import (
         finished_run,
         recorded_runs,
         rekey,
@@ -885,8 +885,8 @@ def test_only_seeds_arguments(tmp_path: Path, capsys) -> None:
 def test_a_tuned_choice_without_teachers_is_tuned_again_when_the_teachers_are(tmp_path: Path, capsys) -> None:
     """A student tuned over λ that chose 1.0 (no distillation) still had its grid's other settings learn from the
     teachers: its tuning record counts them, so tuning the teachers plans its tuning and runs anew."""
-    from pipeline.config import to_dict
-    from pipeline.reproduce import run_key, seed_config, tuning_base
+    from pipeline.core.config import to_dict
+    from pipeline.experiments import run_key, seed_config, tuning_base
 
     out = tmp_path / "out"
     (out / "tuning").mkdir(parents=True)

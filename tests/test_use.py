@@ -14,9 +14,9 @@ import torch
 from conftest import SMOKE, run_smoke
 
 from pipeline.cli import main, make_accelerator
-from pipeline.config import load_config
+from pipeline.core.config import load_config
+from pipeline.core.training import flatten
 from pipeline.dag import run_stages, stage_status
-from pipeline.training import flatten
 
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
 STAGES = ["data", "teachers", "distill", "student", "evaluate", "report"]
@@ -49,8 +49,8 @@ def sample_batch(run: Path, model_dir: Path, task_index: int, n: int = 6) -> dic
     """A padded batch of the run's raw dev texts of one task, tokenised by the tokenizer saved in `model_dir`."""
     from transformers import AutoTokenizer
 
-    from pipeline.glue import read_tsv_split
-    from pipeline.tasks import get_task
+    from pipeline.core.glue import read_tsv_split
+    from pipeline.core.tasks import get_task
 
     task = get_task(TASKS[task_index])
     examples = read_tsv_split(task, "dev", run / "data" / "synthetic-glue")[:n]
@@ -196,7 +196,7 @@ def test_report_links_its_plots(smoke_run: Path) -> None:
 
 
 def test_plot_scores(tmp_path: Path) -> None:
-    from pipeline.plots import plot_scores
+    from pipeline.core.plots import plot_scores
 
     small = {"teacher": {"sst2": 90.0, "cola": -3.5, "avg": 43.2}, "student": {"sst2": 91.0, "cola": 10.0, "avg": 50.5}}
     path = plot_scores(small, tmp_path / "plots" / "small.png", "two groups")
@@ -211,7 +211,7 @@ def test_plot_scores(tmp_path: Path) -> None:
 
 def test_plot_scores_draws_the_spread_as_whiskers(tmp_path: Path, monkeypatch) -> None:
     """Over seeds: a whisker from each bar's min to its max; none where there is nothing to spread (one seed)."""
-    import pipeline.plots as plots
+    import pipeline.core.plots as plots
 
     figures, save = [], plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
@@ -232,7 +232,7 @@ def test_plot_scores_draws_the_spread_as_whiskers(tmp_path: Path, monkeypatch) -
 
 
 def test_plot_training_curves(smoke_run: Path, tmp_path: Path) -> None:
-    from pipeline.plots import plot_training_curves
+    from pipeline.core.plots import plot_training_curves
 
     log = smoke_run / "student" / "log.jsonl"
     cut = tmp_path / "cut.jsonl"  # a log still being written: its last line is cut short
@@ -251,7 +251,7 @@ def test_a_training_curve_kept_in_results_json_gives_back_the_logs_records(tmp_p
     """`training_curve` keeps at most CURVE_POINTS evenly spaced records, the last among them, as columns (a task
     missing from a record is null there); turned back into records they are the log's own, with the loss at the
     adversarial embeddings when the student logged one."""
-    from pipeline.plots import CURVE_POINTS, _records, _training_records, plot_training_curves, training_curve
+    from pipeline.core.plots import CURVE_POINTS, _records, _training_records, plot_training_curves, training_curve
 
     log = tmp_path / "log.jsonl"
     lines = []

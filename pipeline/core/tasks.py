@@ -1,16 +1,20 @@
-"""The task registry: one frozen `TaskSpec` per GLUE task, as data, plus the loaded config's own tasks.
+"""The task registry: one frozen `TaskSpec` per GLUE task, as data, and a run's own task specs on disk.
 
 Everything that differs between tasks (files, columns, labels, metrics) lives in a `TaskSpec`; code that must behave
 differently for classification and regression branches on `TaskSpec.kind`, never on the task name. The nine GLUE
-tasks are `TASKS`; the tasks a config declares under `data.custom_tasks` (see `pipeline/custom.py`) are made known
-to `get_task` by `load_config`, so every stage looks both kinds up the same way.
+tasks are `TASKS`. A run's tasks, GLUE and custom (whose labels or range the data stage learns from their training
+files, `pipeline/core/custom.py`), are the data stage's output `data/tasks.json`: every later stage, `predict` and
+`reproduce-glue` read them from there (`read_task_specs`). Nothing here is global state.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+from pipeline.core.store import StoreError, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class TaskSpec:
         labels: Class names in class-index order (GLUE: the Hugging Face `glue` order); None = regression.
         tsv_labels: How each class is written in the TSV, index-aligned with `labels`; None = regression.
         label_range: Regression only: the closed interval of valid scores; None for classification.
-        metrics: Metric names reported for the task (see `pipeline.metrics`).
+        metrics: Metric names reported for the task (see `pipeline.core.metrics`).
         main_metric: The task's score (GLUE: the paper's per-task number); one of `metrics`.
         dev_splits: Names of the evaluated splits ("dev", MNLI's matched/mismatched pair, or a custom task's "dev"
             and "test"); the first gives the task's score.
@@ -77,7 +81,7 @@ class TaskSpec:
         return ("train", *self.dev_splits)
 
 
-# The metrics each kind of task can report (computed in `pipeline.metrics`).
+# The metrics each kind of task can report (computed in `pipeline.core.metrics`).
 METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1", "mcc"),
     "regression": ("pearson", "spearman"),
@@ -153,10 +157,6 @@ TASKS: dict[str, TaskSpec] = {
 # fmt: on
 
 
-# The tasks the loaded config declares under `data.custom_tasks`, by exact name (set by `load_config`).
-_CUSTOM: dict[str, TaskSpec] = {}
-
-
 def _normalize(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
@@ -180,27 +180,6 @@ def get_glue_task(name: str) -> TaskSpec:
     raise ValueError(f"unknown GLUE task {name!r}; known tasks: {', '.join(TASKS)}")
 
 
-def get_task(name: str) -> TaskSpec:
-    """Look a task up: a custom task of the loaded config by its exact name, else a GLUE task (`get_glue_task`).
-
-    Raises:
-        ValueError: The name matches no task; the message lists the known names.
-    """
-    if name in _CUSTOM:
-        return _CUSTOM[name]
-    try:
-        return get_glue_task(name)
-    except ValueError as err:
-        custom = ", ".join(_CUSTOM) or "none"
-        raise ValueError(f"{err}; custom tasks of the loaded config: {custom}") from None
-
-
-def set_custom_tasks(specs: list[TaskSpec]) -> None:
-    """Make a config's own tasks known to `get_task`, replacing those of any config loaded before."""
-    _CUSTOM.clear()
-    _CUSTOM.update((spec.name, spec) for spec in specs)
-
-
 def task_to_dict(task: TaskSpec) -> dict[str, Any]:
     """A JSON-friendly copy of a spec (stored with a saved model, so it can predict without the config)."""
     return dataclasses.asdict(task)
@@ -209,3 +188,27 @@ def task_to_dict(task: TaskSpec) -> dict[str, Any]:
 def task_from_dict(data: dict[str, Any]) -> TaskSpec:
     """The spec `task_to_dict` wrote (JSON lists become tuples again)."""
     return TaskSpec(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+
+TASKS_FILE = "data/tasks.json"  # a run's task specs, in `data.tasks` order: the data stage writes it
+
+
+def write_task_specs(run_dir: Path, specs: list[TaskSpec]) -> None:
+    """Store a run's task specs (`TASKS_FILE`), in the config's task order."""
+    write_json(run_dir / TASKS_FILE, [task_to_dict(spec) for spec in specs])
+
+
+def read_task_specs(run_dir: Path, names: tuple[str, ...] | list[str] | None = None) -> list[TaskSpec]:
+    """A run's task specs as its data stage wrote them: all of them, or those of `names`, in that order.
+
+    Raises:
+        StoreError: The data stage has not written them, or a named task is not among them.
+    """
+    path = run_dir / TASKS_FILE
+    if not path.is_file():
+        raise StoreError(f"{path}: no task specs; run the data stage (python -m pipeline run --stage data)")
+    specs = {spec.name: spec for spec in map(task_from_dict, read_json(path))}
+    missing = [name for name in names or () if name not in specs]
+    if missing:
+        raise StoreError(f"{path}: no spec of {missing} (it has {list(specs)}); rerun the data stage")
+    return list(specs.values()) if names is None else [specs[name] for name in names]

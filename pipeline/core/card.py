@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.tasks import TaskSpec
+from pipeline.core.tasks import TaskSpec
 
 
 def current_command() -> str:

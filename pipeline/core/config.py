@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.custom import file_format, resolve_task
-from pipeline.tasks import METRICS, get_glue_task, get_task, set_custom_tasks
+from pipeline.core.custom import file_format
+from pipeline.core.tasks import METRICS, get_glue_task
 
 
 class ConfigError(ValueError):
@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CustomTaskConfig:
-    """A task of your own, read by pipeline/custom.py. Relative paths: from the config file's folder (in an
+    """A task of your own, read by pipeline/core/custom.py. Relative paths: from the config file's folder (in an
     override: from the current directory)."""
 
     train: str = ""  # training file (.csv, .tsv, .jsonl), or with `hub` the split name
@@ -51,7 +51,7 @@ class CustomTaskConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    tasks: tuple[str, ...] = ("sst2", "mrpc", "stsb", "rte")  # GLUE names (pipeline/tasks.py) and custom_tasks names
+    tasks: tuple[str, ...] = ("sst2", "mrpc", "stsb", "rte")  # GLUE names (core/tasks.py) and custom_tasks names
     custom_tasks: dict[str, CustomTaskConfig] = field(default_factory=dict)  # your own tasks, by name
     source: Literal["glue", "synthetic"] = (
         "glue"  # synthetic = small generated data set in the GLUE layout (smoke runs)
@@ -83,15 +83,6 @@ class ModelConfig:
 def mixed_precision(precision: str) -> str:
     """Accelerate's name for a `model.precision`: "no" for fp32, the same name otherwise."""
     return "no" if precision == "fp32" else precision
-
-
-# Model keys newer than the runs made before them: at these values they stay out of the digests (`without_defaults`).
-MODEL_NEUTRAL = {"precision": "fp32"}
-
-
-def model_subset(cfg: RunConfig) -> dict[str, Any]:
-    """The `model` section as the teachers' and the student's digests see it."""
-    return without_defaults(to_dict(cfg.model), MODEL_NEUTRAL)
 
 
 @dataclass(frozen=True)
@@ -159,7 +150,7 @@ class StudentConfig:
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none)
     keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep
     seed: int = 1
-    # Multitask options (README "Options"); each default is BAM's, and at its default a key stays out of the digest.
+    # Multitask options (docs: options); each default is BAM's (the options' modules: student/options/).
     mixing: Literal["mixed", "round-robin", "summed", "pcgrad"] = "mixed"  # how tasks share an optimizer step:
     # mixed = BAM's minibatches of sampled tasks; round-robin = one task per step, in turn; summed = one batch of
     # every task per step, their mean losses summed; pcgrad = summed, each task's gradient projected off the others'
@@ -181,6 +172,13 @@ class StudentConfig:
     unfreeze_every: float = 0.0  # gradual unfreezing: one more depth (pooler, top layer, …) trains every this many
     # unfreeze_unit; the heads always train (0 = everything trains from the start)
     unfreeze_unit: Literal["steps", "epochs"] = "steps"
+
+
+# The student's multitask options (each a module in student/options/); the report names those not at their default.
+OPTIONS = (
+    "mixing", "adversarial", "adv_epsilon", "adv_alpha", "adv_steps", "supcon_weight", "supcon_temperature",
+    "pair_mode", "unfreeze_every", "unfreeze_unit",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -357,13 +355,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Build a RunConfig from the defaults, an optional YAML file and `--section.key=value` overrides.
 
     Custom tasks' file paths become absolute: relative to the config file's folder when the file gives them, to the
-    current directory when an override does; data.data_dir relative to the current directory. Each custom task in
-    `data.tasks` becomes a `TaskSpec` (its label set or range inferred from its training split when not declared)
-    that `get_task` then finds.
+    current directory when an override does; data.data_dir relative to the current directory. Every task name gets
+    one spelling ("SST-2" → "sst2"). Loading reads no data file and sets no global: a custom task's labels or range,
+    when not declared, are learnt by the data stage (`data/tasks.json`).
 
     Raises:
         ConfigError: Every problem with keys, types and values, at once.
-        DataError: A custom task's training split, read to infer its labels or range, is missing or malformed.
     """
     cfg = RunConfig()
     problems: list[str] = []
@@ -386,10 +383,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     problems += validate(cfg)
     if not problems:  # one spelling per task from here on ("SST-2" → "sst2"): it names folders and heads
         data = cfg.data
-        set_custom_tasks([resolve_task(t, data.custom_tasks[t]) for t in data.tasks if t in data.custom_tasks])
-        tasks = tuple(get_task(t).name for t in data.tasks)
-        caps = _by_task(data.max_train_examples)
-        per_task = _by_task(cfg.teachers.per_task)
+        tasks = tuple(task_name(t, data.custom_tasks) for t in data.tasks)
+        caps = _by_task(data.max_train_examples, data.custom_tasks)
+        per_task = _by_task(cfg.teachers.per_task, data.custom_tasks)
         cfg = dataclasses.replace(
             cfg,
             data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps),
@@ -403,12 +399,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
-def _by_task(entries: dict[str, Any]) -> dict[str, Any]:
+def task_name(name: str, custom: dict[str, CustomTaskConfig]) -> str:
+    """A task's one spelling: a custom task's own name, exactly; a GLUE task's registry key ("SST-2" → "sst2")."""
+    return name if name in custom else get_glue_task(name).name
+
+
+def _by_task(entries: dict[str, Any], custom: dict[str, CustomTaskConfig]) -> dict[str, Any]:
     """`entries` keyed by each task's one spelling ("SST-2" → "sst2"). Entries under two spellings of one task (the
     file's `RTE`, an override's `rte`) merge, the later winning: per key for per-task settings, else whole."""
     merged: dict[str, Any] = {}
     for key, value in entries.items():
-        task, before = get_task(key).name, merged.get(get_task(key).name)
+        task = task_name(key, custom)
+        before = merged.get(task)
         if isinstance(before, TeacherTaskConfig):
             value = dataclasses.replace(before, **value.given())
         merged[task] = value
@@ -438,7 +440,7 @@ def validate(cfg: RunConfig) -> list[str]:
     known = set()
     for name in cfg.data.tasks:
         try:
-            known.add(name if name in custom else get_glue_task(name).name)
+            known.add(task_name(name, custom))
         except ValueError as err:
             problems.append(f"'data.tasks': {err}; or declare it under data.custom_tasks")
     for key, names in (
@@ -447,7 +449,7 @@ def validate(cfg: RunConfig) -> list[str]:
     ):
         for name in names:
             try:
-                canonical = name if name in custom else get_glue_task(name).name
+                canonical = task_name(name, custom)
             except ValueError as err:
                 problems.append(f"'{key}': {err}")
                 continue
@@ -567,18 +569,6 @@ def _validate_custom_task(name: str, task: CustomTaskConfig) -> list[str]:
         if bounds is not None and (len(bounds) != 2 or not all(map(math.isfinite, bounds)) or bounds[0] >= bounds[1]):
             problems.append(f"'{key}.range' must be [low, high] with low < high, got {list(task.range)}")
     return problems
-
-
-def without_defaults(values: dict[str, Any], neutral: dict[str, Any]) -> dict[str, Any]:
-    """`values` (a section as `to_dict` gives it) without the keys of `neutral` that hold their value there.
-
-    A stage's digest hashes its config subset, so a key added to a section would make every finished run's stages
-    stale. Keys added after runs exist go through this, with `neutral` their defaults when they were added: at that
-    value they are left out, and the subset (with the digest, and the "done" status of those runs) is what it was
-    before they existed; any other value enters it. `neutral` stays as it was when a default changes later, so a
-    run made under the old default never passes for one made under the new.
-    """
-    return {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

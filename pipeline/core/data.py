@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.glue import Example
-from pipeline.store import StoreError, digest, read_json, read_npy, write_json, write_npy
-from pipeline.tasks import TaskSpec
+from pipeline.core.glue import Example
+from pipeline.core.store import StoreError, digest, read_json, read_npy, write_json, write_npy
+from pipeline.core.tasks import TaskSpec
 
 
 @dataclass(frozen=True)

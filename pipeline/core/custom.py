@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.glue import DataError, Example, parse_decimal
-from pipeline.tasks import TaskSpec
+from pipeline.core.glue import DataError, Example, parse_decimal
+from pipeline.core.tasks import TaskSpec
 
 if TYPE_CHECKING:
-    from pipeline.config import CustomTaskConfig
+    from pipeline.core.config import CustomTaskConfig
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 _INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from pipeline.tasks import TaskSpec
+from pipeline.core.tasks import TaskSpec
 
 
 def _mcc(predictions: np.ndarray, labels: np.ndarray) -> float:

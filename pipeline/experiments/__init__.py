@@ -44,7 +44,7 @@ from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
 from scipy import stats
 
-from pipeline.config import (
+from pipeline.core.config import (
     ConfigError,
     RunConfig,
     TeacherTaskConfig,
@@ -53,10 +53,13 @@ from pipeline.config import (
     to_dict,
     validate,
 )
-from pipeline.dag import Context, get_stages, records_behind, run_stages, stage_record, stage_status
-from pipeline.metrics import main_score
-from pipeline.store import digest, done_intact, read_json, read_manifest, write_json, write_text
-from pipeline.tasks import TaskSpec, get_task
+from pipeline.core.metrics import main_score
+from pipeline.core.store import digest, done_intact, read_json, read_manifest, write_json, write_text
+from pipeline.core.tasks import TaskSpec
+from pipeline.core.tasks import get_glue_task as get_task  # GLUE tasks only, until specs are read from the runs
+from pipeline.dag import run_stages, stage_record, stage_status
+from stages import STAGES
+from stages.teachers import task_digest
 
 # Variant name → (label in the tables, student config changes). "single" is the teachers themselves.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -248,14 +251,14 @@ def link_shared(cfg: RunConfig, src: Path, dst: Path, stages: tuple[str, ...] = 
     """Hard-link the finished shared stages of `src` into `dst`: each stage that is not already done there and whose
     inputs in `dst` are the ones it was made from (else it would be stale there). Returns the `stages` done in
     `dst` now (linked, or done before)."""
-    registry, memo, src_memo, done = get_stages(), {}, {}, []
+    registry, memo, src_memo, done = STAGES, {}, {}, []
     for name in stages:
-        if stage_status(name, cfg, dst, memo)[0] == "done":
+        if stage_status(STAGES, name, cfg, dst, memo)[0] == "done":
             done.append(name)
             continue
-        if stage_status(name, cfg, src, src_memo)[0] != "done":
+        if stage_status(STAGES, name, cfg, src, src_memo)[0] != "done":
             continue
-        if read_manifest(src, name)["digest"] != stage_record(name, cfg, dst)["digest"]:
+        if read_manifest(src, name)["digest"] != stage_record(STAGES, name, cfg, dst)["digest"]:
             continue
         for rel in registry[name].makes(cfg):
             if (dst / rel).is_dir():
@@ -279,18 +282,17 @@ def adopt_teacher(src_cfg: RunConfig, src: Path, dst_cfg: RunConfig, dst: Path, 
     teacher, or a part-trained one) is removed first; its `done.json` is written anew for `dst` (a teacher made
     before per-task digests holds the whole stage's, taken only while `src`'s manifest is `src_cfg`'s), and its
     log copied, so nothing in `dst` writes into `src`."""
-    from stages.teachers import task_digest
-
     folder, target = src / "teachers" / task, dst / "teachers" / task
     manifest = read_manifest(src, "teachers")
     if manifest is None:
         return False
-    own = task_digest(Context(src_cfg, src, None, ""), task)
+    own = task_digest(src_cfg, src, task)
     # a whole-stage digest counts only while it is the one `src_cfg` would make: else the teacher is of other settings
-    legacy = (manifest["digest"],) if manifest["digest"] == stage_record("teachers", src_cfg, src)["digest"] else ()
+    whole = stage_record(STAGES, "teachers", src_cfg, src)["digest"]
+    legacy = (manifest["digest"],) if manifest["digest"] == whole else ()
     if not done_intact(folder / "done.json", (own, *legacy), folder):
         return False
-    if task_digest(Context(dst_cfg, dst, None, ""), task) != own or done_intact(target / "done.json", (own,), target):
+    if task_digest(dst_cfg, dst, task) != own or done_intact(target / "done.json", (own,), target):
         return False
     if target.is_dir():
         shutil.rmtree(target)  # hard links: the files live on in the folders that share them
@@ -317,7 +319,7 @@ def collect_run(
     _, run_dir = run_dirs(out, seed, variant, setting)
     tasks = [get_task(t) for t in cfg.data.tasks]
     if reports_teachers(variant):
-        if stage_status("teachers", cfg, run_dir)[0] != "done":
+        if stage_status(STAGES, "teachers", cfg, run_dir)[0] != "done":
             return None
         teachers = {t.name: read_json(run_dir / "teachers" / t.name / "metrics.json") for t in tasks}
         entries = {t.name: _task_entry(t, teachers[t.name]["dev"]) for t in tasks}
@@ -327,18 +329,18 @@ def collect_run(
         entries, wall, compute = {}, 0.0, {}
         for t in tasks:
             tcfg, tdir = task_config(cfg, t.name), run_dir / t.name
-            if stage_status("evaluate", tcfg, tdir)[0] != "done":
+            if stage_status(STAGES, "evaluate", tcfg, tdir)[0] != "done":
                 return None
             entries[t.name] = _task_entry(t, read_json(tdir / "metrics.json")["tasks"][t.name]["student"])
             wall += _student_wall(tdir)
             compute[t.name] = _student_compute(tdir)
     else:
-        if stage_status("evaluate", cfg, run_dir)[0] != "done":
+        if stage_status(STAGES, "evaluate", cfg, run_dir)[0] != "done":
             return None
         metrics = read_json(run_dir / "metrics.json")["tasks"]
         entries = {t.name: _task_entry(t, metrics[t.name]["student"]) for t in tasks}
         wall, compute = _student_wall(run_dir), _student_compute(run_dir)
-        from pipeline.plots import training_curve  # matplotlib's import, on the first finished student only
+        from pipeline.core.plots import training_curve  # matplotlib's import, on the first finished student only
 
         curve = training_curve(run_dir / "student" / "log.jsonl")  # kept for the plots once the folder is gone
     return {
@@ -381,7 +383,7 @@ def run_key(
     them); with the data by content (`data_identity`); a variant made from another run adds that run's key (not
     the folder it starts from, so a moved OUT keeps its keys). `scfg` is the seed's config; `tuned` and `setting`
     as in `variant_config`; `legacy`: the key in a spelling of earlier versions (`LEGACY`)."""
-    cfg, stages = variant_config(scfg, variant, out, tuned, setting), get_stages()
+    cfg, stages = variant_config(scfg, variant, out, tuned, setting), STAGES
     if reports_teachers(variant):
         names: tuple[str, ...] = ("teachers",)
     else:
@@ -405,7 +407,7 @@ LEGACY = ("teachers", "path")
 def uses_teachers(cfg: RunConfig, variant: str) -> bool:
     """Whether the numbers of `variant` (its config `cfg`) depend on the seed's teachers: they are the teachers'
     (Single, BAM-ft), or a student's that learns from them (all but Multi)."""
-    return reports_teachers(variant) or "distill" in get_stages()["student"].needs(cfg)
+    return reports_teachers(variant) or "distill" in STAGES["student"].needs(cfg)
 
 
 def learns_from_teachers(cfg: RunConfig, variant: str, out: Path, tuned: bool = True) -> bool:
@@ -426,7 +428,7 @@ def data_identity(cfg: RunConfig, legacy: bool = False) -> dict[str, Any]:
     """The data part of a key: the data stage's config subset, but with the GLUE files by content (named relative to
     `data.data_dir`, as the data stage's `sources`) instead of the folder's path, so a results.json holds wherever
     the GLUE copy lives. `legacy`: the subset as it is, path included (the keys of earlier results.json files)."""
-    stage = get_stages()["data"]
+    stage = STAGES["data"]
     subset = stage.config_subset(cfg)
     if legacy or cfg.data.data_dir is None:
         return subset
@@ -569,7 +571,7 @@ def tuning_base(cfg: RunConfig, variant: str, out: Path, keys: Any = (), legacy:
 def _teachers_key(cfg: RunConfig, legacy: str = "") -> str:
     """What the teachers of `cfg` are made of: their data (`data_identity`) and settings, and teachers.init_from's
     model by content."""
-    stages = get_stages()
+    stages = STAGES
     subsets = {"data": data_identity(cfg, legacy == "path"), TEACHERS: stages[TEACHERS].config_subset(cfg)}
     return digest({**subsets, "sources": stages[TEACHERS].sources(cfg)})
 
@@ -620,7 +622,7 @@ def _teacher_tuning_run(cfg: RunConfig, out: Path, setting: dict[str, Any]) -> d
     """The teachers of `setting` as a record (each task's dev score), from their tuning folder once finished."""
     scfg = seed_config(cfg, TUNE_SEED)
     folder, tasks = teacher_tuning_dir(out, setting), [get_task(t) for t in scfg.data.tasks]
-    if stage_status(TEACHERS, teacher_setting(scfg, setting), folder)[0] != "done":
+    if stage_status(STAGES, TEACHERS, teacher_setting(scfg, setting), folder)[0] != "done":
         return None
     metrics = {t.name: read_json(folder / "teachers" / t.name / "metrics.json") for t in tasks}
     entries = {t.name: _task_entry(t, metrics[t.name]["dev"]) for t in tasks}
@@ -709,7 +711,7 @@ def tune(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[An
         return
     scfg = seed_config(cfg, TUNE_SEED)
     base, _ = run_dirs(out, TUNE_SEED, "single")
-    run_stages(scfg, base, accelerator, target="distill" if any(v != "multi" for v in todo) else "teachers")
+    run_stages(STAGES, scfg, base, accelerator, target="distill" if any(v != "multi" for v in todo) else "teachers")
     for variant in todo:
         for setting in settings(variant_grid(variant, grid)):
             run = tuning_run(cfg, out, variant, setting)
@@ -773,11 +775,12 @@ def teacher_made(cfg: RunConfig, out: Path, setting: dict[str, Any]) -> bool:
     """Whether the teachers of `setting` are trained, in their tuning folder or, as the config's own teachers, in the
     first seed's teachers folder (to be hard-linked)."""
     scfg = seed_config(cfg, TUNE_SEED)
-    tcfg, stage = teacher_setting(scfg, setting), get_stages()[TEACHERS]
+    tcfg, stage = teacher_setting(scfg, setting), STAGES[TEACHERS]
     if tuning_run(cfg, out, TEACHERS, setting) is not None:
         return True
     base = run_dirs(out, TUNE_SEED, "single")[0]
-    return stage.config_subset(tcfg) == stage.config_subset(scfg) and stage_status(TEACHERS, scfg, base)[0] == "done"
+    same = stage.config_subset(tcfg) == stage.config_subset(scfg)
+    return same and stage_status(STAGES, TEACHERS, scfg, base)[0] == "done"
 
 
 def make_teacher_record(cfg: RunConfig, out: Path, grid: dict[str, list[Any]]) -> dict[str, Any] | None:
@@ -801,7 +804,7 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
         return
     scfg = seed_config(cfg, TUNE_SEED)
     base, _ = run_dirs(out, TUNE_SEED, "single")
-    run_stages(scfg, base, accelerator, target="data")
+    run_stages(STAGES, scfg, base, accelerator, target="data")
     for setting in settings(grid):
         tcfg, folder = teacher_setting(scfg, setting), teacher_tuning_dir(out, setting)
         run = tuning_run(cfg, out, TEACHERS, setting)
@@ -812,7 +815,7 @@ def tune_teachers(cfg: RunConfig, out: Path, grid: dict[str, list[Any]], acceler
                 for task in scfg.data.tasks:
                     adopt_teacher(scfg, base, tcfg, folder, task)
             accelerator.wait_for_everyone()
-            run_stages(tcfg, folder, accelerator, target=TEACHERS)
+            run_stages(STAGES, tcfg, folder, accelerator, target=TEACHERS)
             run = tuning_run(cfg, out, TEACHERS, setting)
         if accelerator.is_main_process:
             record_tuning_run(out, run, legacy_keys(functools.partial(tuning_run_key, cfg, TEACHERS, out, setting))())
@@ -834,7 +837,7 @@ def adopt_tuned_teachers(cfg: RunConfig, out: Path, accelerator) -> None:
         return
     scfg = seed_config(cfg, TUNE_SEED)
     base, _ = run_dirs(out, TUNE_SEED, "single")
-    run_stages(scfg, base, accelerator, target="data")
+    run_stages(STAGES, scfg, base, accelerator, target="data")
     if accelerator.is_main_process:
         for task, setting in record["chosen"].items():
             adopt_teacher(teacher_setting(scfg, setting), teacher_tuning_dir(out, setting), scfg, base, task)
@@ -948,12 +951,10 @@ def plan(
         base = out / "runs" / f"seed-{seed}" / "teachers"
         needs_distill = any(v not in ("single", "multi") for v in variants)
         target = "distill" if needs_distill else "teachers"
-        done = stage_status(target, scfg, base)[0] == "done" or (
+        done = stage_status(STAGES, target, scfg, base)[0] == "done" or (
             all(finished[(v, seed)] for v in variants) and not (seed == TUNE_SEED and untuned)
         )
         seconds, how = expect("teachers")
-        if not done and (behind := records_behind(target, scfg, base)):  # e.g. made before GLUE files were hashed
-            seconds, how = 60.0, f"{', '.join(behind)} again, made before its inputs were checked; no more if unchanged"
         steps.append({"seed": seed, "variant": "teachers", "done": done, "seconds": seconds, "how": how,
                       "learns": any(learns.values())})  # fmt: skip
         if seed == TUNE_SEED:
@@ -1196,8 +1197,8 @@ def read_test_split(task: TaskSpec, path: Path) -> tuple[list[str], list[tuple[s
 
 def write_submission(run: dict[str, Any], cfg: RunConfig, data_dir: Path, out_dir: Path, accelerator) -> list[str]:
     """GLUE leaderboard files for the tasks with a test.tsv: `index<TAB>prediction` as the leaderboard expects."""
-    from pipeline.model import load_tokenizer
-    from pipeline.predict import load_student, predict_texts
+    from pipeline.core.model import load_tokenizer
+    from pipeline.core.predict import load_student, predict_texts
 
     written = []
     student = Path(run["run_dir"]) / "student" / "model"
@@ -1321,7 +1322,7 @@ def reproduce(
                         pass
             accelerator.wait_for_everyone()
             needs_distill = any(v not in ("single", "multi") for v in pending)
-            run_stages(scfg, base, accelerator, target="distill" if needs_distill else "teachers")
+            run_stages(STAGES, scfg, base, accelerator, target="distill" if needs_distill else "teachers")
             for variant in pending:
                 if variant == "single":
                     continue
@@ -1355,11 +1356,11 @@ def run_variant(
     if variant == "single-single":
         for task in scfg.data.tasks:
             tcfg, tdir = task_config(vcfg, task), run_dir / task
-            run_stages(tcfg, tdir, accelerator, target="data")
+            run_stages(STAGES, tcfg, tdir, accelerator, target="data")
             if accelerator.is_main_process:
                 adopt_teacher(scfg, base, tcfg, tdir, task)  # the seed's teacher, not a new one, when it is the same
             accelerator.wait_for_everyone()
-            run_stages(tcfg, tdir, accelerator, target="report")
+            run_stages(STAGES, tcfg, tdir, accelerator, target="report")
         return
     shared = ("data",) if variant in PARENT else SHARED if variant != "multi" else ("data", "teachers")
     if accelerator.is_main_process:
@@ -1368,9 +1369,9 @@ def run_variant(
             seed_dir = out / "runs" / f"seed-{seed}"
             made = [seed_dir / variant, *sorted((seed_dir / "tune" / variant).glob("*"))]
             for other in (d for d in made if d != run_dir and d.is_dir()):
-                link_shared(vcfg, other, run_dir, tuple(get_stages()))
+                link_shared(vcfg, other, run_dir, tuple(STAGES))
     accelerator.wait_for_everyone()
-    run_stages(vcfg, run_dir, accelerator, target="teachers" if reports_teachers(variant) else "report")
+    run_stages(STAGES, vcfg, run_dir, accelerator, target="teachers" if reports_teachers(variant) else "report")
 
 
 def rekey(cfg: RunConfig, out: Path) -> None:
@@ -1493,7 +1494,7 @@ def _write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[s
 def write_plots(results: dict[str, Any], out: Path) -> None:
     """plots/scores.png and training.png for the paper's variants; options.png and options-training.png for the
     multitask options beside BAM (one chart for all of them would be unreadable)."""
-    from pipeline.plots import plot_scores, plot_training_curves
+    from pipeline.core.plots import plot_scores, plot_training_curves
 
     tasks, summary = results["tasks"], results["summary"]
     first_seed = min((r["seed"] for r in results["runs"]), default=None)

@@ -8,7 +8,7 @@ Four tasks, each learnable by a tiny model from a vocabulary of about 100 lowerc
 * rte: a pair; "entailment" when every hypothesis word occurs in the premise.
 
 Example:
-    python -c "from pipeline.synthetic import write_synthetic_glue; write_synthetic_glue('artifacts/synthetic_glue')"
+    python -c "from pipeline.core.synthetic import write_synthetic_glue as w; w('artifacts/synthetic_glue')"
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.tasks import TASKS
+from pipeline.core.tasks import TASKS
 
 SYNTHETIC_TASKS = ("sst2", "mrpc", "stsb", "rte")
 

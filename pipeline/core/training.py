@@ -16,11 +16,11 @@ from accelerate.utils import gather_object
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.config import RunConfig, to_dict
-from pipeline.data import TokenizedSplit, collate, unscale
-from pipeline.metrics import compute_metrics
-from pipeline.model import MultiTaskModel
-from pipeline.tasks import TaskSpec
+from pipeline.core.config import RunConfig, to_dict
+from pipeline.core.data import TokenizedSplit, collate, unscale
+from pipeline.core.metrics import compute_metrics
+from pipeline.core.model import MultiTaskModel
+from pipeline.core.tasks import TaskSpec
 
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 _ALBERT_GROUP = re.compile(r"\.albert_layer_groups\.(\d+)\.")

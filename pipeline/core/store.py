@@ -20,7 +20,10 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1  # bump when the layout of a run folder changes incompatibly
+# The run-folder format: every stage manifest, stage digest and per-task record carries it. Bump it whenever what a
+# record means changes (a config key's effect, a file's layout, what a digest covers); a folder made by another
+# format then reads as stale, with a message, and reruns. Format 2: config subsets hold every key, defaults included.
+FORMAT_VERSION = 2
 
 
 class StoreError(RuntimeError):
@@ -187,16 +190,14 @@ def write_manifest(
 
 
 def read_manifest(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    """The stage's manifest as written, whatever its format (`format_of` says which), or None when there is none."""
     path = manifest_path(run_dir, stage)
-    if not path.is_file():
-        return None
-    manifest = read_json(path)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise StoreError(
-            f"{path}: written by run-folder format {manifest.get('format_version')}, this version reads "
-            f"format {FORMAT_VERSION}; use a new --out folder or rerun with --force"
-        )
-    return manifest
+    return read_json(path) if path.is_file() else None
+
+
+def format_of(record: dict[str, Any]) -> int:
+    """The run-folder format a manifest or record was written in (1: before records carried it)."""
+    return record.get("format_version", 1)
 
 
 def verify_files(run_dir: Path, manifest: dict[str, Any]) -> list[str]:

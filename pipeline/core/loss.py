@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.tasks import TaskSpec
+from pipeline.core.tasks import TaskSpec
 
 
 def annealing_lambda(step: int, total_steps: int, fixed: float | None = None) -> float:

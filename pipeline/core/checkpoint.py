@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from pipeline.store import file_sha256, read_json, trim_log, write_json
+from pipeline.core.store import file_sha256, read_json, trim_log, write_json
 
 CKPT_PREFIX = "step-"
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 
-from pipeline.store import atomic_path
+from pipeline.core.store import atomic_path
 
 
 def plot_scores(

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data import tokenize_split, unscale
-from pipeline.glue import DataError, Example
-from pipeline.model import MultiTaskModel, load_model, load_tokenizer
-from pipeline.store import read_json, write_json
-from pipeline.tasks import TaskSpec, get_glue_task, get_task, task_from_dict, task_to_dict
-from pipeline.training import predict
+from pipeline.core.data import tokenize_split, unscale
+from pipeline.core.glue import DataError, Example
+from pipeline.core.model import MultiTaskModel, load_model
+from pipeline.core.store import read_json, write_json
+from pipeline.core.tasks import TaskSpec, get_glue_task, task_from_dict, task_to_dict
+from pipeline.core.training import predict
 
 
 def save_task_specs(model_dir: str | Path, tasks: list[TaskSpec]) -> None:
@@ -43,7 +43,7 @@ def task_specs(model: MultiTaskModel) -> list[TaskSpec]:
     """The task of each head of a loaded model, in head order: as saved in `heads.json`, or else (a model saved
     without them) the GLUE task of that name."""
     return [
-        task_from_dict(model.head_specs[name]["task"]) if "task" in model.head_specs[name] else get_task(name)
+        task_from_dict(model.head_specs[name]["task"]) if "task" in model.head_specs[name] else get_glue_task(name)
         for name in model.task_names
     ]
 
@@ -104,29 +104,3 @@ def predict_texts(
     return [
         {"label": task.labels[int(np.argmax(p))], "probabilities": dict(zip(task.labels, map(float, p)))} for p in probs
     ]
-
-
-def run_predict(model_dir: str, task_name: str, input_path: str, output: str | None, batch_size: int) -> int:
-    from pipeline.cli import make_accelerator
-
-    accelerator = make_accelerator(precision=None)
-    model = load_student(model_dir).to(accelerator.device)
-    specs = {task.name: task for task in task_specs(model)}
-    if task_name not in specs:
-        try:
-            task_name = get_glue_task(task_name).name  # "SST-2" → "sst2"
-        except ValueError:
-            pass
-    if task_name not in specs:
-        raise DataError(f"{model_dir} has no head for '{task_name}' (it has: {', '.join(model.task_names)})")
-    task = specs[task_name]
-    tokenizer = load_tokenizer(model_dir)
-    results = predict_texts(model, tokenizer, task, read_inputs(input_path, task), accelerator, batch_size)
-    lines = "".join(json.dumps(r) + "\n" for r in results)
-    if output is None:
-        sys.stdout.write(lines)
-    else:
-        from pipeline.store import write_text
-
-        write_text(output, lines)
-    return 0

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.tasks import TaskSpec
+from pipeline.core.tasks import TaskSpec
 
 HUB_DATASET = "nyu-mll/glue"
 HUB_SPLITS = {

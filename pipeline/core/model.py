@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
-from pipeline.config import ModelConfig
-from pipeline.store import replace_folder, write_json
-from pipeline.tasks import TaskSpec
+from pipeline.core.config import ModelConfig
+from pipeline.core.store import replace_folder, write_json
+from pipeline.core.tasks import TaskSpec
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
