@@ -24,6 +24,7 @@ from pipeline.core.config import ConfigError, RunConfig, mixed_precision
 from pipeline.core.context import Context, Stage
 from pipeline.core.store import (
     FORMAT_VERSION,
+    StoreError,
     digest,
     format_of,
     manifest_path,
@@ -87,9 +88,15 @@ def stage_status(
     not_done = [f"'{up}' is {state}" for up, state in upstream if state != "done"]
     if manifest is None:
         result = ("missing", "never finished (no manifest)")
-    elif format_of(manifest) != FORMAT_VERSION:
+    elif format_of(manifest) < FORMAT_VERSION:
         result = ("stale", f"made by run-folder format {format_of(manifest)}, this version writes {FORMAT_VERSION}: "
                   "it reruns (or use --out for a new folder)")  # fmt: skip
+    elif format_of(manifest) > FORMAT_VERSION:  # made by a newer version: never overwritten unasked
+        raise StoreError(
+            f"{manifest_path(run_dir, name)}: written by run-folder format {format_of(manifest)}, newer than this "
+            f"version's {FORMAT_VERSION}; use a new --out folder, or rerun with --force to redo it in format "
+            f"{FORMAT_VERSION}"
+        )
     elif not_done:
         result = ("stale", "needs " + ", ".join(not_done))
     elif manifest.get("digest") != (expected := stage_record(stages, name, cfg, run_dir))["digest"]:
@@ -158,7 +165,12 @@ def run_stages(
     memo: dict[str, tuple[str, str]] = {}
     for name in stage_order(stages, cfg, target):
         forced = force and (target is None or name == target)
-        state, why = stage_status(stages, name, cfg, run_dir, memo)
+        try:
+            state, why = stage_status(stages, name, cfg, run_dir, memo)
+        except StoreError:
+            if not forced:
+                raise
+            state, why = "stale", "forced over a manifest this version cannot read"
         if state == "done" and not forced:
             accelerator.print(f"[{name}] skip: {why}")
             continue

@@ -11,18 +11,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
+from stages import STAGES as REGISTRY
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
 def run_smoke(out: Path, *overrides: str, stage: str | None = None, force: bool = False) -> list[str]:
     """Run the smoke config in-process; returns the names of the stages that ran."""
-    from pipeline.cli import make_accelerator
+    from pipeline.core.accel import make_accelerator
     from pipeline.core.config import load_config
     from pipeline.dag import run_stages
 
     cfg = load_config(SMOKE, list(overrides))
-    return run_stages(cfg, out, make_accelerator(), target=stage, force=force)
+    return run_stages(REGISTRY, cfg, out, make_accelerator(), target=stage, force=force)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from pipeline.core.config import ConfigError, RunConfig, load_config
 from pipeline.core.store import StoreError, file_sha256
 from pipeline.dag import stage_order, stage_status
+from stages import STAGES as REGISTRY
 
 STAGES = ["data", "teachers", "distill", "student", "evaluate", "report"]
 
@@ -281,7 +282,7 @@ def test_other_max_length_makes_data_and_later_stale_and_old_soft_targets_are_re
     override = f"--data.max_length={max_length}"
     cfg = load_config(SMOKE, [override])
     memo: dict = {}
-    status = {name: stage_status(name, cfg, finished_run, memo) for name in stage_order(cfg)}
+    status = {name: stage_status(REGISTRY, name, cfg, finished_run, memo) for name in stage_order(REGISTRY, cfg)}
     assert {name: state for name, (state, _) in status.items()} == dict.fromkeys(STAGES, "stale")
     assert f"data.max_length: 32 → {max_length}" in status["data"][1]
     assert "needs 'data' is stale" in status["teachers"][1]
@@ -291,8 +292,8 @@ def test_other_max_length_makes_data_and_later_stale_and_old_soft_targets_are_re
     rc, err = cli(["run", "--config", SMOKE, "--out", finished_run, "--stage", "data", override], capsys)
     assert rc == 0, err
     memo = {}
-    assert stage_status("data", cfg, finished_run, memo)[0] == "done"
-    assert all(stage_status(name, cfg, finished_run, memo)[0] == "stale" for name in STAGES[1:])
+    assert stage_status(REGISTRY, "data", cfg, finished_run, memo)[0] == "done"
+    assert all(stage_status(REGISTRY, name, cfg, finished_run, memo)[0] == "stale" for name in STAGES[1:])
 
     joined = []
     for task in ("sst2", "mrpc", "stsb", "rte"):
@@ -340,7 +341,7 @@ def test_incompatible_manifest_is_replaced_by_force_as_the_message_says(finished
     _plant_future_manifest(finished_run, "data")
     rc, err = cli(["run", "--config", SMOKE, "--out", finished_run, "--stage", "data", "--force"], capsys)
     assert rc == 0, err
-    assert stage_status("data", load_config(SMOKE), finished_run)[0] == "done"
+    assert stage_status(REGISTRY, "data", load_config(SMOKE), finished_run)[0] == "done"
 
 
 # ----------------------------------------------------------------------------------------- 11: no pickle, ever
@@ -358,7 +359,7 @@ def test_pickled_weights_in_a_run_folder_are_refused(smoke_copy: Path) -> None:
     with pytest.raises(ModelLoadError) as info:
         load_model(model_dir)
     assert str(model_dir) in str(info.value)
-    state, why = stage_status("teachers", load_config(SMOKE), smoke_copy)
+    state, why = stage_status(REGISTRY, "teachers", load_config(SMOKE), smoke_copy)
     assert state == "stale"
     assert "teachers/sst2/model/model.safetensors (missing)" in why
 
@@ -379,7 +380,7 @@ def test_planted_pickle_is_never_opened(smoke_copy: Path, tmp_path: Path) -> Non
     evil.write_bytes(pickle.dumps(_Trap(marker)))
     cfg = load_config(SMOKE)
     memo: dict = {}
-    assert all(stage_status(name, cfg, smoke_copy, memo)[0] == "done" for name in STAGES)
+    assert all(stage_status(REGISTRY, name, cfg, smoke_copy, memo)[0] == "done" for name in STAGES)
     assert run_smoke(smoke_copy) == []
     from pipeline.core.data import load_split
     from pipeline.core.store import load_soft_targets
@@ -499,23 +500,25 @@ def test_init_from_a_model_with_another_vocabulary_is_an_error(tmp_path: Path) -
 
     from pipeline.core.config import ModelConfig
     from pipeline.core.model import build_model, build_model_from, build_tiny_random, load_tokenizer, save_model
-    from pipeline.core.tasks import get_task
+    from pipeline.core.tasks import get_glue_task
 
-    cfg, tasks = ModelConfig(tiny_hidden_size=16, tiny_layers=1, tiny_heads=2), [get_task("sst2"), get_task("rte")]
+    cfg = ModelConfig(tiny_hidden_size=16, tiny_layers=1, tiny_heads=2)
+    tasks = [get_glue_task("sst2"), get_glue_task("rte")]
     for name, words in (("ours", "good bad film"), ("other", "cat dog bird fish")):
         build_tiny_random(tmp_path / name, [words], cfg, seed=0)
     saved = tmp_path / "student"
     save_model(build_model(str(tmp_path / "ours"), tasks, cfg, seed=0), load_tokenizer(str(tmp_path / "ours")), saved)
     with pytest.raises(ValueError, match=r"teachers.init_from '.*student': its tokenizer's vocabulary is not"):
-        build_model_from(saved, [get_task("rte")], cfg, seed=1, tokenizer=load_tokenizer(str(tmp_path / "other")))
-    model = build_model_from(saved, [get_task("rte")], cfg, seed=1, tokenizer=load_tokenizer(str(tmp_path / "ours")))
+        build_model_from(saved, [get_glue_task("rte")], cfg, seed=1, tokenizer=load_tokenizer(str(tmp_path / "other")))
+    ours = load_tokenizer(str(tmp_path / "ours"))
+    model = build_model_from(saved, [get_glue_task("rte")], cfg, seed=1, tokenizer=ours)
     source = build_model(str(tmp_path / "ours"), tasks, cfg, seed=0)
     assert torch.equal(model.heads["rte"].weight, source.heads["rte"].weight)  # the saved head, not a new one
     # a task without a saved head gets a new one when trained, and is an error when the model is taken as it is
-    ours = load_tokenizer(str(tmp_path / "ours"))
-    assert build_model_from(saved, [get_task("cola")], cfg, seed=1, tokenizer=ours).heads["cola"].weight.shape[0] == 2
+    cola = build_model_from(saved, [get_glue_task("cola")], cfg, seed=1, tokenizer=ours)
+    assert cola.heads["cola"].weight.shape[0] == 2
     with pytest.raises(ValueError, match=r"has no head for task 'cola'.*heads: \['rte', 'sst2'\]"):
-        build_model_from(saved, [get_task("cola")], cfg, seed=1, tokenizer=ours, need_heads=True)
+        build_model_from(saved, [get_glue_task("cola")], cfg, seed=1, tokenizer=ours, need_heads=True)
 
 
 def test_input_hashes_are_remembered_only_while_the_file_is_unchanged(tmp_path: Path, monkeypatch) -> None:

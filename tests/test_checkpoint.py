@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from pipeline.cli import make_accelerator
+from pipeline.core.accel import make_accelerator
 from pipeline.core.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from pipeline.core.model import MultiTaskModel
-from pipeline.core.tasks import get_task
+from pipeline.core.tasks import get_glue_task
 from pipeline.core.training import make_optimizer
 
 
@@ -25,7 +25,7 @@ def tiny_model(seed: int) -> MultiTaskModel:
 
 
 def train_steps(model, optimizer, steps: int) -> None:
-    tasks = [get_task("sst2"), get_task("stsb")]
+    tasks = [get_glue_task("sst2"), get_glue_task("stsb")]
     from pipeline.core.loss import multitask_loss
 
     for _ in range(steps):

@@ -21,6 +21,7 @@ from pipeline.core.custom import read_custom_split, resolve_task
 from pipeline.core.data import scaled_labels, unscale
 from pipeline.core.glue import DataError, Example
 from pipeline.core.metrics import compute_metrics
+from stages import STAGES as REGISTRY
 
 # Texts that need quoting in CSV and TSV: the delimiters, quotes, a line break.
 ROWS = [
@@ -326,7 +327,7 @@ def test_bad_score_names_file_line_and_column(tmp_path: Path) -> None:
 def mixed_run(tmp_path_factory) -> tuple[Path, Path]:
     """Two custom tasks (five-class sentences in CSV with an index column and a test file; sentence pairs scored in
     JSON Lines) beside the generated SST-2, one tiny student; returns (config, run folder)."""
-    from pipeline.cli import make_accelerator
+    from pipeline.core.accel import make_accelerator
     from pipeline.core.synthetic import NEUTRAL
     from pipeline.dag import run_stages
 
@@ -370,7 +371,7 @@ def mixed_run(tmp_path_factory) -> tuple[Path, Path]:
     }  # fmt: skip
     path = Path(write(root / "mixed.yaml", yaml.safe_dump(config)))
     out = root / "run"
-    ran = run_stages(load_config(path), out, make_accelerator())
+    ran = run_stages(REGISTRY, load_config(path), out, make_accelerator())
     assert ran == ["data", "teachers", "distill", "student", "evaluate", "report"]
     return path, out
 
@@ -393,6 +394,28 @@ def test_mixed_run_reports_every_task_with_its_metrics(mixed_run: tuple[Path, Pa
     assert {k: sorted(v) for k, v in sizes.items()} == {"grades": ["dev", "test", "train"], "sst2": ["dev", "train"],
                                                         "pairs": ["dev", "train"]}  # fmt: skip
     assert sizes["grades"]["train"]["rows"] == 40
+
+
+def test_loading_a_config_reads_no_data_and_the_specs_are_the_runs_own(mixed_run: tuple[Path, Path], tmp_path) -> None:
+    """A config loads without its tasks' files (they are read by the data stage, which learns the labels and writes
+    data/tasks.json), and loading another config changes nothing a run already knows about its tasks."""
+    from pipeline.core.accel import make_accelerator
+    from pipeline.core.tasks import read_task_specs
+    from pipeline.dag import run_stages
+
+    config, run = mixed_run
+    specs = {t.name: t for t in read_task_specs(run)}
+    assert [t.name for t in read_task_specs(run)] == ["grades", "sst2", "pairs"]  # config order
+    assert specs["grades"].labels == ("awful", "bad", "fine", "good", "great")  # inferred from the training file
+    assert specs["pairs"].kind == "regression" and specs["grades"].dev_splits == ("dev", "test")
+    moved = tmp_path / "elsewhere.yaml"
+    moved.write_text(config.read_text())  # its relative paths now point at files that do not exist
+    cfg = load_config(moved, ["--data.custom_tasks.grades.labels=['x','y']"])
+    assert cfg.data.tasks == ("grades", "sst2", "pairs")
+    assert read_task_specs(run, ["pairs", "grades"]) == [specs["pairs"], specs["grades"]]  # unchanged by that load
+    with pytest.raises(DataError, match=r"data/(grades|pairs)-train\.\w+: no such file"):
+        run_stages(REGISTRY, cfg, tmp_path / "run", make_accelerator(), target="data")
+    assert not (tmp_path / "run" / "data" / "tasks.json").exists()
 
 
 def test_saved_models_keep_the_task_specs(mixed_run: tuple[Path, Path], tmp_path: Path, capsys) -> None:
@@ -419,27 +442,27 @@ def test_saved_models_keep_the_task_specs(mixed_run: tuple[Path, Path], tmp_path
 
 
 def test_changed_files_or_declarations_make_the_data_stale(mixed_run: tuple[Path, Path]) -> None:
-    from pipeline.cli import make_accelerator
+    from pipeline.core.accel import make_accelerator
     from pipeline.dag import run_stages, stage_status
 
     config, run = mixed_run
-    assert run_stages(load_config(config), run, make_accelerator()) == []
+    assert run_stages(REGISTRY, load_config(config), run, make_accelerator()) == []
     dev = config.parent / "data" / "pairs-dev.jsonl"
     original = dev.read_bytes()
     try:
         dev.write_bytes(original + b'{"left": "a", "right": "b", "score": 0}\n')
-        state, why = stage_status("data", load_config(config), run)
+        state, why = stage_status(REGISTRY, "data", load_config(config), run)
         assert state == "stale" and f"input '{dev}' changed" in why
         dev.write_bytes(original)
-        assert stage_status("data", load_config(config), run)[0] == "done"
+        assert stage_status(REGISTRY, "data", load_config(config), run)[0] == "done"
         same_size = original.replace(b"a", b"e", 1)  # hashes are remembered per process: by size and mtime too
         assert same_size != original and len(same_size) == len(original)
         dev.write_bytes(same_size)
-        assert stage_status("data", load_config(config), run)[0] == "stale"
+        assert stage_status(REGISTRY, "data", load_config(config), run)[0] == "stale"
     finally:
         dev.write_bytes(original)
-    assert stage_status("data", load_config(config), run)[0] == "done"
-    state, why = stage_status("data", load_config(config, ["--data.custom_tasks.grades.metrics=['f1']"]), run)
+    assert stage_status(REGISTRY, "data", load_config(config), run)[0] == "done"
+    state, why = stage_status(REGISTRY, "data", load_config(config, ["--data.custom_tasks.grades.metrics=['f1']"]), run)
     assert state == "stale" and "data.custom_tasks.grades.metrics" in why
 
 
@@ -448,7 +471,7 @@ def test_shipped_example_reads_every_split(tmp_path: Path) -> None:
 
     from conftest import ROOT
 
-    from pipeline.cli import make_accelerator
+    from pipeline.core.accel import make_accelerator
     from pipeline.core.synthetic import write_custom_examples
     from pipeline.dag import run_stages
 
@@ -458,7 +481,7 @@ def test_shipped_example_reads_every_split(tmp_path: Path) -> None:
     written = write_custom_examples(tmp_path / "examples" / "custom-tasks")
     assert [p.read_bytes() for p in written] == [p.read_bytes() for p in write_custom_examples(tmp_path / "again")]
     cfg = load_config(tmp_path / "configs" / "custom-tasks.yaml")
-    assert run_stages(cfg, tmp_path / "run", make_accelerator(), target="data") == ["data"]
+    assert run_stages(REGISTRY, cfg, tmp_path / "run", make_accelerator(), target="data") == ["data"]
     sizes = json.loads((tmp_path / "run" / "data" / "sizes.json").read_text())
     assert {name: sizes[name]["dev"]["rows"] for name in ("reviews", "questions", "similarity")} == {
         "reviews": 50, "questions": 50, "similarity": 50,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.glue import DataError, Example, read_split, read_tsv_split, split_path
 from pipeline.core.synthetic import NEGATIVE, POSITIVE, SYNTHETIC_TASKS, write_synthetic_glue
-from pipeline.core.tasks import TASKS, get_task
+from pipeline.core.tasks import TASKS, get_glue_task
 
 GLUE_DIR = Path(os.environ.get("GLUE_DIR") or Path(__file__).resolve().parents[2] / "shared/data/glue")
 
@@ -93,12 +93,12 @@ def test_registry_covers_glue() -> None:
     [("SST-2", "sst2"), ("sst2", "sst2"), ("sts-b", "stsb"), ("STS-B", "stsb"), ("CoLA", "cola"), ("MNLI", "mnli")],
 )
 def test_get_task_aliases(alias: str, name: str) -> None:
-    assert get_task(alias) is TASKS[name]
+    assert get_glue_task(alias) is TASKS[name]
 
 
 def test_get_task_unknown_names_it_and_lists_known() -> None:
     with pytest.raises(ValueError, match="squad") as info:
-        get_task("squad")
+        get_glue_task("squad")
     assert "sst2" in str(info.value) and "wnli" in str(info.value)
 
 

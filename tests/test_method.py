@@ -26,7 +26,7 @@ from pipeline.core.loss import (
 )
 from pipeline.core.model import MultiTaskModel, head_spec
 from pipeline.core.sampling import group_by_length, multitask_plan, rank_slice, single_task_plan, task_probabilities
-from pipeline.core.tasks import get_task
+from pipeline.core.tasks import get_glue_task
 from pipeline.core.training import (
     get_lr_multiplier,
     layerwise_param_groups,
@@ -143,7 +143,7 @@ def test_regression_below_1_needs_teacher(reg_batch) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Multitask loss over a batch that mixes a 3-class, a 2-class and a regression task
 
-TASKS = [get_task("mnli"), get_task("sst2"), get_task("stsb")]
+TASKS = [get_glue_task("mnli"), get_glue_task("sst2"), get_glue_task("stsb")]
 TASK_IDS = torch.tensor([0, 1, 2, 0, 2, 1, 1, 0, 2, 0, 1, 0])
 
 
@@ -422,7 +422,7 @@ def _tiny_bert(layers: int = 3, pooler: bool = True) -> BertModel:
 
 def _model(layers: int = 3, pooler: bool = True, regression_head: str = "linear", tasks=("mnli", "stsb")):
     cfg = ModelConfig(regression_head=regression_head)
-    heads = {name: head_spec(get_task(name), cfg) for name in tasks}
+    heads = {name: head_spec(get_glue_task(name), cfg) for name in tasks}
     return MultiTaskModel(_tiny_bert(layers, pooler), heads, "pooler" if pooler else "cls", dropout=0.0)
 
 
@@ -518,7 +518,7 @@ def _other_encoder(kind: str, groups: int = 1):
         config.vocab_size = 50
     torch.manual_seed(0)
     encoder = getattr(transformers, model_cls)(config)
-    heads = {name: head_spec(get_task(name), ModelConfig()) for name in ("mnli", "stsb")}
+    heads = {name: head_spec(get_glue_task(name), ModelConfig()) for name in ("mnli", "stsb")}
     return MultiTaskModel(encoder, heads, "cls", dropout=0.0)
 
 
@@ -581,7 +581,7 @@ def test_padding_uses_the_encoders_pad_token() -> None:
         labels=np.array([0.0, 1.0], np.float32),
         fingerprint="x",
     )
-    batch = collate([(0, 0), (0, 1)], [split], [get_task("sst2")], pad_id=1)
+    batch = collate([(0, 0), (0, 1)], [split], [get_glue_task("sst2")], pad_id=1)
     assert batch["input_ids"].tolist() == [[0, 5, 6, 2], [0, 7, 2, 1]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
 
@@ -683,7 +683,7 @@ def test_forward_places_each_task_head_in_its_columns() -> None:
     assert out.shape == (6, 3)
     for t, name in enumerate(("mnli", "sst2", "stsb")):
         rows = batch["task_ids"] == t
-        width = get_task(name).num_labels
+        width = get_glue_task(name).num_labels
         expected = model.heads[name](pooled[rows])
         if name == "stsb":
             expected = torch.sigmoid(expected)

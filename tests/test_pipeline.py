@@ -18,6 +18,7 @@ from safetensors.numpy import load_file
 from pipeline.core.config import load_config
 from pipeline.core.store import StoreError
 from pipeline.dag import stage_status
+from stages import STAGES as REGISTRY
 
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
 GLUE_DIRS = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
@@ -27,7 +28,7 @@ MODEL_FILES = ["config.json", "heads.json", "heads.safetensors", "model.safetens
 
 
 def expected_files() -> dict[str, set[str]]:
-    data = {"data/sizes.json"}
+    data = {"data/sizes.json", "data/tasks.json"}
     data |= {f"data/synthetic-glue/{GLUE_DIRS[t]}/{s}.tsv" for t in TASKS for s in ("train", "dev")}
     data |= {f"data/tiny-random/{f}" for f in ("config.json", "model.safetensors", "tokenizer.json",
                                                  "tokenizer_config.json", "vocab.txt")}  # fmt: skip
@@ -107,9 +108,9 @@ def test_student_change_reruns_student_and_later_only(smoke_copy: Path) -> None:
     assert ran == ["student", "evaluate", "report"]
     assert {s: manifest(smoke_copy, s)["digest"] for s in before} == before
     cfg = load_config(SMOKE, ["--student.lr=0.0005"])
-    assert all(stage_status(s, cfg, smoke_copy)[0] == "done" for s in before)
+    assert all(stage_status(REGISTRY, s, cfg, smoke_copy)[0] == "done" for s in before)
     # and back at the old value, the status names the key that changed
-    state, why = stage_status("student", load_config(SMOKE), smoke_copy)
+    state, why = stage_status(REGISTRY, "student", load_config(SMOKE), smoke_copy)
     assert state == "stale" and "student.lr" in why
 
 
@@ -129,30 +130,31 @@ def test_a_rerun_in_a_hard_linked_copy_leaves_the_original_intact(smoke_run: Pat
     rerun = [p for p in (linked / "student").rglob("*") if p.is_file()]
     assert rerun and not any(os.path.samefile(p, smoke_run / p.relative_to(linked)) for p in rerun)
     assert ((smoke_run / weights).read_bytes(), (smoke_run / "student/log.jsonl").read_bytes()) == before
-    assert all(stage_status(s, load_config(SMOKE), smoke_run)[0] == "done" for s in ("student", "evaluate", "report"))
+    cfg = load_config(SMOKE)
+    assert all(stage_status(REGISTRY, s, cfg, smoke_run)[0] == "done" for s in ("student", "evaluate", "report"))
     assert os.path.samefile(smoke_run / "distill/rte/train.npy", linked / "distill/rte/train.npy")  # not rerun: shared
 
 
 def test_teacher_change_reruns_from_teachers(smoke_copy: Path) -> None:
     ran = run_smoke(smoke_copy, "--teachers.lr=0.003", stage="distill")
     assert ran == ["teachers", "distill"]
-    state, why = stage_status("student", load_config(SMOKE, ["--teachers.lr=0.003"]), smoke_copy)
+    state, why = stage_status(REGISTRY, "student", load_config(SMOKE, ["--teachers.lr=0.003"]), smoke_copy)
     assert state == "stale" and "input 'distill' changed" in why
 
 
 def test_corrupt_output_makes_stage_stale(smoke_copy: Path) -> None:
     path = smoke_copy / "distill" / "rte" / "train.npy"
     path.write_bytes(path.read_bytes()[:-16])  # truncated
-    state, why = stage_status("distill", load_config(SMOKE), smoke_copy)
+    state, why = stage_status(REGISTRY, "distill", load_config(SMOKE), smoke_copy)
     assert state == "stale" and "distill/rte/train.npy" in why
-    assert stage_status("student", load_config(SMOKE), smoke_copy) == ("stale", "needs 'distill' is stale")
+    assert stage_status(REGISTRY, "student", load_config(SMOKE), smoke_copy) == ("stale", "needs 'distill' is stale")
     # distill is deterministic: it remakes the same files, so nothing after it has to run again
     assert run_smoke(smoke_copy) == ["distill"]
 
 
 def test_half_finished_stage_is_not_done(smoke_copy: Path) -> None:
     (smoke_copy / "manifests" / "evaluate.json").unlink()  # as if killed before the manifest was written
-    assert stage_status("evaluate", load_config(SMOKE), smoke_copy)[0] == "missing"
+    assert stage_status(REGISTRY, "evaluate", load_config(SMOKE), smoke_copy)[0] == "missing"
     assert run_smoke(smoke_copy) == ["evaluate"]  # same metrics.json again, so the report stays done
 
 
@@ -179,15 +181,15 @@ def test_soft_targets_that_do_not_match_the_data_are_refused(smoke_copy: Path, d
         load_soft_targets(store, "train", data.ids, data.fingerprint)
     # The student's own loader refuses too (run through the DAG, the checksum mismatch would first make
     # `distill` stale and redo it), and nothing it depends on is touched.
-    from pipeline.cli import make_accelerator
-    from pipeline.dag import Context, stage_record
+    from pipeline.core.accel import make_accelerator
+    from pipeline.core.tasks import read_task_specs
     from student.train import train_student
 
     cfg = load_config(SMOKE)
     before = {s: manifest(smoke_copy, s) for s in ("data", "teachers", "distill")}
-    ctx = Context(cfg, smoke_copy, make_accelerator(), stage_record("student", cfg, smoke_copy)["digest"])
+    tasks = read_task_specs(smoke_copy, cfg.data.tasks)
     with pytest.raises(StoreError, match=match):
-        train_student(ctx)
+        train_student(cfg, tasks, smoke_copy, smoke_copy / "student", make_accelerator(), resume_key="key")
     assert {s: manifest(smoke_copy, s) for s in before} == before
 
 
@@ -236,7 +238,7 @@ def test_interrupted_student_resumes_to_the_same_weights(
     # pretend the killed process had trained for 1000 s: the resumed run's wall_s must count them
     elapsed = state["elapsed_s"] + 1000.0
     state_path.write_text(json.dumps({**state, "elapsed_s": elapsed}))
-    assert stage_status("student", load_config(SMOKE, LONG_STUDENT), killed)[0] != "done"
+    assert stage_status(REGISTRY, "student", load_config(SMOKE, LONG_STUDENT), killed)[0] != "done"
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and "Run the same command again to resume" in stderr
         assert f"after step {saved[-1]}/" in stderr
@@ -305,27 +307,31 @@ def test_changed_teacher_outputs_make_distill_stale(smoke_copy: Path) -> None:
     save_file({k: v + 0.5 for k, v in heads.items()}, str(path))
     cfg = load_config(SMOKE)
     old = read_json(smoke_copy / "manifests" / "teachers.json")
-    record = {**stage_record("teachers", cfg, smoke_copy), "finished": old["finished"]}
+    record = {**stage_record(REGISTRY, "teachers", cfg, smoke_copy), "finished": old["finished"]}
     write_manifest(smoke_copy, "teachers", [f"teachers/{t}" for t in TASKS], record)
-    assert stage_status("teachers", cfg, smoke_copy)[0] == "done"
-    state, why = stage_status("distill", cfg, smoke_copy)
+    assert stage_status(REGISTRY, "teachers", cfg, smoke_copy)[0] == "done"
+    state, why = stage_status(REGISTRY, "distill", cfg, smoke_copy)
     assert state == "stale" and "input 'teachers' changed" in why
     assert run_smoke(smoke_copy) == ["distill", "student", "evaluate", "report"]
 
 
-def test_records_behind_names_stages_made_before_a_check_the_code_now_makes(smoke_copy: Path, monkeypatch) -> None:
-    """A manifest that lacks an input the code now checks (as when the GLUE files started being hashed) is told
-    apart from a stage whose config or inputs changed: only the first reruns with the same outputs."""
-    from pipeline.dag import get_stages, records_behind
+def test_a_run_of_another_format_is_stale_with_a_message_and_reruns(smoke_copy: Path, capsys) -> None:
+    """A run folder made by an earlier run-folder format (its manifests carry another `format_version`) reads as
+    stale, saying which format made it; running again redoes it, and the new manifests carry this format."""
+    from pipeline.core.store import FORMAT_VERSION, read_json, write_json
 
     cfg = load_config(SMOKE)
-    assert records_behind("distill", cfg, smoke_copy) == []
-    monkeypatch.setattr(get_stages()["data"], "sources", lambda cfg: {"glue:SST-2/train.tsv": "0" * 64})
-    assert stage_status("distill", cfg, smoke_copy)[0] == "stale"
-    assert records_behind("distill", cfg, smoke_copy) == ["data"]
-    assert records_behind("distill", load_config(SMOKE, ["--data.max_length=48"]), smoke_copy) is None  # changed
-    (smoke_copy / "manifests" / "teachers.json").unlink()
-    assert records_behind("distill", cfg, smoke_copy) is None  # missing
+    for name in ("data", "student"):
+        path = smoke_copy / "manifests" / f"{name}.json"
+        write_json(path, {k: v for k, v in read_json(path).items() if k != "format_version"})  # as format 1 wrote it
+    state, why = stage_status(REGISTRY, "data", cfg, smoke_copy)
+    assert state == "stale" and f"made by run-folder format 1, this version writes {FORMAT_VERSION}" in why
+    assert stage_status(REGISTRY, "teachers", cfg, smoke_copy) == ("stale", "needs 'data' is stale")
+    assert "--out for a new folder" in stage_status(REGISTRY, "student", cfg, smoke_copy)[1]
+    ran = run_smoke(smoke_copy)
+    assert ran[0] == "data" and "student" in ran  # the student's own record was old too
+    assert read_json(smoke_copy / "manifests" / "data.json")["format_version"] == FORMAT_VERSION
+    assert all(stage_status(REGISTRY, s, cfg, smoke_copy)[0] == "done" for s in REGISTRY)
 
 
 def test_soft_targets_follow_the_teachers_model_not_its_log_or_record(smoke_copy: Path, capsys) -> None:
@@ -341,10 +347,10 @@ def test_soft_targets_follow_the_teachers_model_not_its_log_or_record(smoke_copy
     (folder / "done.json").write_text(json.dumps({**done, "digest": "0" * 64}))
     cfg = load_config(SMOKE)
     old = read_json(smoke_copy / "manifests" / "teachers.json")
-    record = {**stage_record("teachers", cfg, smoke_copy), "finished": old["finished"]}
+    record = {**stage_record(REGISTRY, "teachers", cfg, smoke_copy), "finished": old["finished"]}
     write_manifest(smoke_copy, "teachers", [f"teachers/{t}" for t in TASKS], record)
     targets = (smoke_copy / "distill" / "rte" / "train.npy").stat().st_ino
-    assert stage_status("distill", cfg, smoke_copy)[0] == "stale"
+    assert stage_status(REGISTRY, "distill", cfg, smoke_copy)[0] == "stale"
     assert run_smoke(smoke_copy) == [
         "distill",
         "evaluate",
@@ -359,14 +365,14 @@ def test_bf16_runs_end_to_end_and_counts_in_every_digest_after_the_data(smoke_ru
     another precision is refused rather than run under the wrong digest."""
     from accelerate.state import AcceleratorState
 
-    from pipeline.cli import make_accelerator
+    from pipeline.core.accel import make_accelerator
     from pipeline.core.config import ConfigError
     from pipeline.dag import run_stages
     from stages import STAGES
 
     fp32, bf16 = load_config(SMOKE), load_config(SMOKE, ["--model.precision=bf16"])
     for name, stage in STAGES.items():
-        assert "precision" not in json.dumps(stage.config_subset(fp32))  # the default: digests as before the key
+        assert ("precision" in json.dumps(stage.config_subset(fp32))) == (name not in ("data", "report")), name
         assert (stage.config_subset(bf16) != stage.config_subset(fp32)) == (name not in ("data", "report")), name
     out = tmp_path / "bf16"
     AcceleratorState._reset_state(True)  # one precision per process: the other tests' Accelerators are fp32
@@ -374,8 +380,8 @@ def test_bf16_runs_end_to_end_and_counts_in_every_digest_after_the_data(smoke_ru
         acc = make_accelerator(precision="bf16")
         assert acc.mixed_precision == "bf16"
         with pytest.raises(ConfigError, match="model.precision 'fp32'"):
-            run_stages(fp32, tmp_path / "fp32", acc)
-        assert run_stages(bf16, out, acc) == ["data", "teachers", "distill", "student", "evaluate", "report"]
+            run_stages(REGISTRY, fp32, tmp_path / "fp32", acc)
+        assert run_stages(REGISTRY, bf16, out, acc) == ["data", "teachers", "distill", "student", "evaluate", "report"]
     finally:
         AcceleratorState._reset_state(True)
     assert not (tmp_path / "fp32" / "manifests").exists()
@@ -386,13 +392,13 @@ def test_bf16_runs_end_to_end_and_counts_in_every_digest_after_the_data(smoke_ru
     # the same data, so the fp32 run's data stage is the bf16 run's; its teachers are not
     data = json.loads((out / "manifests" / "data.json").read_text())["digest"]
     assert data == json.loads((smoke_run / "manifests" / "data.json").read_text())["digest"]
-    assert stage_status("teachers", bf16, smoke_run)[0] == "stale"
+    assert stage_status(REGISTRY, "teachers", bf16, smoke_run)[0] == "stale"
     metrics = json.loads((out / "metrics.json").read_text())["tasks"]
     assert all(np.isfinite(metrics[t]["student"]["dev"][k]) for t in TASKS for k in metrics[t]["student"]["dev"])
 
 
 def test_accelerate_launch_asking_for_another_precision_is_refused(monkeypatch) -> None:
-    from pipeline.cli import make_accelerator
+    from pipeline.core.accel import make_accelerator
     from pipeline.core.config import ConfigError
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
@@ -410,12 +416,12 @@ def test_an_edited_glue_file_makes_the_data_stale(smoke_run: Path, tmp_path: Pat
     where = ["--data.source='glue'", f"--data.data_dir='{glue}'"]
     assert run_smoke(tmp_path / "run", *where, stage="data") == ["data"]
     cfg = load_config(SMOKE, where)
-    assert stage_status("data", cfg, tmp_path / "run")[0] == "done"
+    assert stage_status(REGISTRY, "data", cfg, tmp_path / "run")[0] == "done"
     path = glue / "RTE" / "train.tsv"
     lines = path.read_text(encoding="utf-8").splitlines()
     lines[1] = lines[1].replace("entailment", "not_entailment") if "\tentailment" in lines[1] else lines[1] + " x"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    state, why = stage_status("data", cfg, tmp_path / "run")
+    state, why = stage_status(REGISTRY, "data", cfg, tmp_path / "run")
     assert state == "stale" and "input 'glue:RTE/train.tsv' changed" in why
     assert "SST-2" not in why
 
@@ -429,7 +435,7 @@ def test_damaged_teacher_is_retrained_and_the_others_kept(smoke_copy: Path, caps
     assert all(f"[teachers] {t}: already trained for this config, kept" in out for t in kept)
     assert "[teachers] rte: already trained" not in out
     assert all((smoke_copy / "teachers" / t / "model" / "model.safetensors").read_bytes() == b for t, b in kept.items())
-    assert stage_status("teachers", load_config(SMOKE), smoke_copy)[0] == "done"
+    assert stage_status(REGISTRY, "teachers", load_config(SMOKE), smoke_copy)[0] == "done"
 
 
 def test_adding_or_removing_a_task_keeps_the_other_teachers(smoke_copy: Path, capsys) -> None:
@@ -445,7 +451,7 @@ def test_adding_or_removing_a_task_keeps_the_other_teachers(smoke_copy: Path, ca
     out = capsys.readouterr().out
     assert all(f"[teachers] {t}: already trained for this config, kept" in out for t in TASKS)
     assert all((smoke_copy / "teachers" / t / "model" / "model.safetensors").read_bytes() == weights[t] for t in TASKS)
-    assert stage_status("teachers", load_config(SMOKE), smoke_copy)[0] == "done"
+    assert stage_status(REGISTRY, "teachers", load_config(SMOKE), smoke_copy)[0] == "done"
     # the soft targets too: same teacher, same data
     targets = {t: (smoke_copy / "distill" / t / "train.npy").stat().st_ino for t in TASKS[:3]}
     assert run_smoke(smoke_copy, three, stage="distill") == ["data", "teachers", "distill"]
@@ -468,7 +474,7 @@ def test_a_per_task_teacher_setting_retrains_that_task_alone(smoke_copy: Path, c
     cfg = load_config(SMOKE)
     weights = {t: (smoke_copy / "teachers" / t / "model" / "model.safetensors").read_bytes() for t in TASKS}
     same = f"--teachers.per_task.rte.lr={cfg.teachers.lr}"
-    assert stage_status("teachers", load_config(SMOKE, [same]), smoke_copy)[0] == "done"
+    assert stage_status(REGISTRY, "teachers", load_config(SMOKE, [same]), smoke_copy)[0] == "done"
     rate = cfg.teachers.lr / 4
     assert run_smoke(smoke_copy, f"--teachers.per_task.RTE.lr={rate}", stage="teachers") == ["teachers"]
     out = capsys.readouterr().out

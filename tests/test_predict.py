@@ -23,12 +23,12 @@ def test_reloaded_student_reproduces_its_dev_metrics(smoke_run: Path, capsys) ->
     """Saved → reloaded → predicted from the raw TSV gives the dev scores measured in memory."""
     from pipeline.core.glue import read_tsv_split
     from pipeline.core.metrics import compute_metrics
-    from pipeline.core.tasks import get_task
+    from pipeline.core.tasks import get_glue_task
 
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     model = str(smoke_run / "student" / "model")
     for name in ("sst2", "stsb"):
-        task = get_task(name)
+        task = get_glue_task(name)
         tsv = smoke_run / "data" / "synthetic-glue" / GLUE[name] / "dev.tsv"
         rc, rows, err = run_predict(capsys, "--model", model, "--task", name, "--input", str(tsv))
         assert rc == 0, err

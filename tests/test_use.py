@@ -17,6 +17,7 @@ from pipeline.cli import main, make_accelerator
 from pipeline.core.config import load_config
 from pipeline.core.training import flatten
 from pipeline.dag import run_stages, stage_status
+from stages import STAGES as REGISTRY
 
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
 STAGES = ["data", "teachers", "distill", "student", "evaluate", "report"]
@@ -40,7 +41,7 @@ def tracked(smoke_run: Path, tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(student.train, "save_model", keep_a_copy)
-        ran = run_stages(load_config(SMOKE), out, make_accelerator("tensorboard", out), force=True)
+        ran = run_stages(REGISTRY, load_config(SMOKE), out, make_accelerator("tensorboard", out), force=True)
     assert ran == STAGES
     return out, in_memory[0]
 
@@ -50,9 +51,9 @@ def sample_batch(run: Path, model_dir: Path, task_index: int, n: int = 6) -> dic
     from transformers import AutoTokenizer
 
     from pipeline.core.glue import read_tsv_split
-    from pipeline.core.tasks import get_task
+    from pipeline.core.tasks import get_glue_task
 
-    task = get_task(TASKS[task_index])
+    task = get_glue_task(TASKS[task_index])
     examples = read_tsv_split(task, "dev", run / "data" / "synthetic-glue")[:n]
     b = [e.text_b for e in examples] if examples[0].text_b is not None else None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -162,7 +163,7 @@ def test_tracking_is_no_stage_output_and_changes_no_digest(tracked, smoke_run: P
     for stage in STAGES:
         files = json.loads((run / "manifests" / f"{stage}.json").read_text())["files"]
         assert not any(f.startswith("tracking/") for f in files)
-        assert stage_status(stage, cfg, run)[0] == "done"
+        assert stage_status(REGISTRY, stage, cfg, run)[0] == "done"
     for stage in ("data", "teachers"):  # same config, same data files: the same digest as the untracked run
         digests = [json.loads((r / "manifests" / f"{stage}.json").read_text())["digest"] for r in (run, smoke_run)]
         assert digests[0] == digests[1]
