@@ -6,25 +6,16 @@ An unknown key or a value of the wrong type is an error that names the key; ever
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import math
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from pipeline.core.custom import file_format
-from pipeline.core.tasks import METRICS, get_glue_task
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names every offending key."""
+from pipeline.core.config_checks import task_name, validate
+from pipeline.core.config_merge import ConfigError, merge_section, parse_overrides
 
 
 @dataclass(frozen=True)
@@ -190,95 +181,6 @@ class RunConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
 
 
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check (and lightly coerce) `value` against annotation `tp`: ints are accepted for floats, lists for tuples."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True, value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, coerced = _type_ok(value, arg)
-            if ok:
-                return True, coerced
-        return False, value
-    if origin is Literal:
-        return value in typing.get_args(tp), value
-    if tp is type(None):
-        return value is None, value
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return False, value
-    if tp is int or tp is str:
-        return isinstance(value, tp) and not isinstance(value, bool), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        (item_tp, _) = typing.get_args(tp)
-        items = [_type_ok(v, item_tp) for v in value]
-        return all(ok for ok, _ in items), tuple(v for _, v in items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            return False, value
-        key_tp, val_tp = typing.get_args(tp)
-        checked = {k: _type_ok(v, val_tp) for k, v in value.items()}
-        ok = all(_type_ok(k, key_tp)[0] for k in value) and all(ok for ok, _ in checked.values())
-        return ok, {k: v for k, (_, v) in checked.items()}
-    return isinstance(value, tp), value
-
-
-def _merge(obj: Any, updates: dict[str, Any], prefix: str, problems: list[str]) -> Any:
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
-    changes = {}
-    for key, value in updates.items():
-        path = f"{prefix}{key}"
-        if key not in names:
-            problems.append(f"unknown config key '{path}' (known: {', '.join(sorted(names))})")
-            continue
-        current = getattr(obj, key)
-        entry_type = _entry_type(hints[key])
-        if entry_type is not None:  # a mapping of names to config sections, e.g. data.custom_tasks
-            if not isinstance(value, dict):
-                problems.append(f"'{path}' must be a mapping of names to {entry_type.__name__} keys, got {value!r}")
-                continue
-            entries = dict(current)
-            for name, entry in value.items():
-                if not isinstance(entry, dict):
-                    problems.append(f"'{path}.{name}' must be a mapping of {entry_type.__name__} keys, got {entry!r}")
-                    continue
-                entries[str(name)] = _merge(current.get(str(name), entry_type()), entry, f"{path}.{name}.", problems)
-            changes[key] = entries
-            continue
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                problems.append(f"'{path}' must be a mapping of {type(current).__name__} keys, got {value!r}")
-                continue
-            changes[key] = _merge(current, value, f"{path}.", problems)
-            continue
-        if isinstance(current, dict) and isinstance(value, dict):
-            value = {**current, **value}  # `--data.max_train_examples.mrpc=100` sets one key, keeps the others
-        ok, coerced = _type_ok(value, hints[key])
-        if not ok:
-            problems.append(f"'{path}' expects {_type_name(hints[key])}, got {value!r} ({type(value).__name__})")
-            continue
-        changes[key] = coerced
-    return dataclasses.replace(obj, **changes)
-
-
-def _entry_type(tp: Any) -> Any:
-    """The dataclass `X` of a `dict[str, X]` annotation; None for any other annotation."""
-    args = typing.get_args(tp)
-    return args[1] if typing.get_origin(tp) is dict and dataclasses.is_dataclass(args[1]) else None
-
-
 def _absolute_paths(cfg: RunConfig, base: Path) -> RunConfig:
     """The custom tasks' file paths and teachers.init_from joined to `base` (absolute paths stay as they are);
     data.data_dir made absolute against the current directory, where it has always been read, so that two
@@ -295,60 +197,6 @@ def _absolute_paths(cfg: RunConfig, base: Path) -> RunConfig:
             task = dataclasses.replace(task, **{k: os.path.abspath(base / v) for k, v in files.items() if v})
         tasks[name] = task
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, custom_tasks=tasks))
-
-
-def _type_name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-
-
-def _literals(value: Any) -> Any:
-    """YAML scalars read as strings → Python literals where they are one (`100`, `1e-4`, `None`), else the string:
-    a task named `no` or `on` stays a name, not YAML 1.1's boolean."""
-    if isinstance(value, list):
-        return [_literals(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _literals(v) for k, v in value.items()}
-    if value in ("null", "~"):
-        return None
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
-        return value
-
-
-def parse_overrides(tokens: list[str]) -> dict[str, Any]:
-    """Turn `--a.b=value` tokens into a nested dict; values go through `ast.literal_eval`, then YAML for flow lists
-    and mappings (`--data.tasks=[sst2,mrpc]`), else stay strings."""
-    nested: dict[str, Any] = {}
-    problems = []
-    for token in tokens:
-        if not token.startswith("--") or "=" not in token:
-            problems.append(f"unrecognised argument '{token}' (overrides look like --section.key=value)")
-            continue
-        key, raw = token[2:].split("=", 1)
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
-            value = raw
-            if raw.strip().startswith(("[", "{")):
-                try:
-                    value = _literals(yaml.load(raw, Loader=yaml.BaseLoader))  # every scalar a string first
-                except (yaml.YAMLError, RecursionError):
-                    problems.append(f"'{key}': '{raw}' is neither a Python literal nor a YAML list or mapping")
-        if raw in ("null", "None"):
-            value = None
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                problems.append(f"'{key}': '{part}' was given a value and cannot also hold keys")
-                break
-        else:
-            node[leaf] = value
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return nested
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -377,9 +225,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
         if "name" not in data:
             data["name"] = path.stem
-        cfg = _absolute_paths(_merge(cfg, data, "", problems), path.parent)
+        cfg = _absolute_paths(merge_section(cfg, data, "", problems), path.parent)
     if overrides:
-        cfg = _absolute_paths(_merge(cfg, parse_overrides(overrides), "", problems), Path.cwd())
+        cfg = _absolute_paths(merge_section(cfg, parse_overrides(overrides), "", problems), Path.cwd())
     problems += validate(cfg)
     if not problems:  # one spelling per task from here on ("SST-2" → "sst2"): it names folders and heads
         data = cfg.data
@@ -397,11 +245,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = " in " + " and ".join(([str(path)] if path else []) + (["command-line overrides"] if overrides else []))
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
     return cfg
-
-
-def task_name(name: str, custom: dict[str, CustomTaskConfig]) -> str:
-    """A task's one spelling: a custom task's own name, exactly; a GLUE task's registry key ("SST-2" → "sst2")."""
-    return name if name in custom else get_glue_task(name).name
 
 
 def _by_task(entries: dict[str, Any], custom: dict[str, CustomTaskConfig]) -> dict[str, Any]:
@@ -424,151 +267,11 @@ def override(cfg: RunConfig, updates: dict[str, Any], where: str) -> RunConfig:
         ConfigError: Every problem with the keys, types and values, naming `where` they came from.
     """
     problems: list[str] = []
-    cfg = _merge(cfg, updates, "", problems)
+    cfg = merge_section(cfg, updates, "", problems)
     problems += validate(cfg) if not problems else []
     if problems:
         raise ConfigError(f"invalid {where}:\n  " + "\n  ".join(problems))
     return cfg
-
-
-def validate(cfg: RunConfig) -> list[str]:
-    """Value checks that types alone cannot express; returns every problem found."""
-    problems = []
-    if not cfg.data.tasks:
-        problems.append("'data.tasks' is empty: name at least one task")
-    custom = cfg.data.custom_tasks
-    known = set()
-    for name in cfg.data.tasks:
-        try:
-            known.add(task_name(name, custom))
-        except ValueError as err:
-            problems.append(f"'data.tasks': {err}; or declare it under data.custom_tasks")
-    for key, names in (
-        ("data.max_train_examples", cfg.data.max_train_examples),
-        ("teachers.per_task", cfg.teachers.per_task),
-    ):
-        for name in names:
-            try:
-                canonical = task_name(name, custom)
-            except ValueError as err:
-                problems.append(f"'{key}': {err}")
-                continue
-            if canonical not in known:
-                problems.append(f"'{key}' names '{name}', which is not in data.tasks")
-    for name, task in custom.items():
-        problems += _validate_custom_task(name, task)
-    if cfg.data.max_length < 8:
-        problems.append(f"'data.max_length' must be >= 8, got {cfg.data.max_length}")
-    sections = [("teachers", cfg.teachers, None), ("student", cfg.student, None)]
-    for task, own in cfg.teachers.per_task.items():  # a task's own keys; the section's are checked once, above
-        sections.append((f"teachers.per_task.{task}", cfg.teachers.for_task(task), set(own.given())))
-    for section, sub, keys in sections:
-        found = []
-        for key in ("epochs", "lr", "batch_size", "grad_accum", "eval_batch_size"):
-            value = getattr(sub, key)
-            if key == "epochs" and section.startswith("teachers") and cfg.teachers.init_from is not None and value == 0:
-                continue  # the init_from model as it is
-            if not 0 < value < float("inf"):
-                found.append((key, f"'{section}.{key}' must be a finite number > 0, got {value}"))
-        if not 0 < sub.layer_decay <= 1:
-            found.append(("layer_decay", f"'{section}.layer_decay' must be in (0, 1], got {sub.layer_decay}"))
-        if not 0 <= sub.warmup < 1:
-            found.append(("warmup", f"'{section}.warmup' must be in [0, 1), got {sub.warmup}"))
-        if sub.group_by_length < 0:
-            found.append(
-                ("group_by_length", f"'{section}.group_by_length' must be >= 0 (0 = off), got {sub.group_by_length}")
-            )
-        problems += [problem for key, problem in found if keys is None or key in keys]
-    init_from = cfg.teachers.init_from
-    if init_from is not None and not (Path(init_from) / "heads.json").is_file():
-        problems.append(
-            f"'teachers.init_from': '{init_from}' is not a model folder saved by this pipeline (no heads.json); "
-            "expected e.g. a run's student/model"
-        )
-    lam = cfg.student.fixed_lambda
-    if lam is not None and not 0 <= lam <= 1:
-        problems.append(f"'student.fixed_lambda' must be null or in [0, 1], got {lam}")
-    if cfg.student.alpha < 0:
-        problems.append(f"'student.alpha' must be >= 0, got {cfg.student.alpha}")
-    return problems + _validate_options(cfg.student)
-
-
-def _validate_options(s: StudentConfig) -> list[str]:
-    """Value checks of the student's multitask options, and the combinations that are refused."""
-    problems = []
-    hints = typing.get_type_hints(StudentConfig)
-    for key in ("mixing", "adversarial", "pair_mode", "unfreeze_unit"):  # a config built in code skips the type check
-        allowed = typing.get_args(hints[key])
-        if getattr(s, key) not in allowed:
-            problems.append(f"'student.{key}' must be one of {'/'.join(allowed)}, got {getattr(s, key)!r}")
-    positive = ["supcon_temperature"] + (["adv_epsilon", "adv_alpha"] if s.adversarial != "none" else [])
-    for key in positive:
-        if not 0 < getattr(s, key) < math.inf:
-            problems.append(f"'student.{key}' must be a finite number > 0, got {getattr(s, key)}")
-    for key in ("supcon_weight", "unfreeze_every"):
-        if not 0 <= getattr(s, key) < math.inf:
-            problems.append(f"'student.{key}' must be a finite number >= 0 (0 = off), got {getattr(s, key)}")
-    if s.adv_steps < 1:
-        problems.append(f"'student.adv_steps' must be >= 1, got {s.adv_steps}")
-    finite = math.isfinite(s.unfreeze_every)  # NaN / inf: reported above
-    if s.unfreeze_unit == "steps" and finite and s.unfreeze_every != int(s.unfreeze_every):
-        problems.append(f"'student.unfreeze_every' counts steps (unfreeze_unit: steps): whole, got {s.unfreeze_every}")
-    if s.shuffle_all and s.mixing != "mixed":
-        problems.append(f"'student.shuffle_all' shuffles mixed minibatches; no use with 'student.mixing' {s.mixing}")
-    if s.mixing == "pcgrad" and s.adversarial != "none":
-        problems.append(
-            "'student.adversarial' cannot be combined with 'student.mixing' pcgrad: PCGrad projects each task's "
-            "gradient, and the adversarial step would need one per task too"
-        )
-    return problems
-
-
-def _validate_custom_task(name: str, task: CustomTaskConfig) -> list[str]:
-    """Value checks of one `data.custom_tasks` entry; returns every problem found."""
-    key = f"data.custom_tasks.{name}"
-    problems = []
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-        problems.append(f"'{key}': a task name is letters, digits, '_' and '-' (it names folders and model heads)")
-    try:
-        taken = get_glue_task(name).name
-    except ValueError:
-        taken = None
-    if taken is not None:
-        problems.append(f"'{key}': the name is the GLUE task '{taken}'; choose another")
-    for split in ("train", "dev"):
-        if not getattr(task, split):
-            problems.append(f"'{key}.{split}' is required: a file (or, with hub, a split name)")
-    if task.hub is None:
-        for split in ("train", "dev", "test"):
-            location = getattr(task, split)
-            if location and file_format(location, task.format) is None:
-                problems.append(f"'{key}.{split}': no format for '{location}'; name it: format: csv, tsv or jsonl")
-    if not 1 <= len(task.text) <= 2:
-        problems.append(f"'{key}.text' names one text column or two (a sentence pair), got {list(task.text)}")
-    if task.label in task.text:
-        problems.append(f"'{key}.label': column {task.label!r} is also a text column")
-    if task.columns is not None:
-        missing = [c for c in (*task.text, task.label) if c not in task.columns]
-        if missing:
-            problems.append(f"'{key}.columns' lacks the text and label column(s) {missing}")
-        if len(set(task.columns)) != len(task.columns):
-            problems.append(f"'{key}.columns' names a column twice: {list(task.columns)}")
-    allowed = METRICS[task.kind]
-    if not set(task.metrics) <= set(allowed) or len(set(task.metrics)) != len(task.metrics):
-        problems.append(f"'{key}.metrics': a {task.kind} task reports some of {list(allowed)}, each once")
-    if task.kind == "classification":
-        if task.range is not None:
-            problems.append(f"'{key}.range' is for regression (kind: regression); a classification task has labels")
-        labels = [str(label).strip() for label in task.labels or ()]
-        if task.labels is not None and (len(labels) < 2 or len(set(labels)) != len(labels) or "" in labels):
-            problems.append(f"'{key}.labels' must list two classes or more, each once, got {list(task.labels)}")
-    else:
-        if task.labels is not None:
-            problems.append(f"'{key}.labels' is for classification; a regression task has a range")
-        bounds = task.range
-        if bounds is not None and (len(bounds) != 2 or not all(map(math.isfinite, bounds)) or bounds[0] >= bounds[1]):
-            problems.append(f"'{key}.range' must be [low, high] with low < high, got {list(task.range)}")
-    return problems
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
