@@ -34,7 +34,7 @@ from pipeline.core.store import StoreError, write_text
 from pipeline.core.tasks import get_glue_task
 from pipeline.core.training import TrainingInterrupted
 from pipeline.dag import run_stages, stage_order, stage_status
-from pipeline.experiments import TEACHER_KEYS, ReproduceError
+from pipeline.experiments.variants import TEACHER_KEYS, ReproduceError
 from stages import STAGES
 
 
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_predict(args.model, args.task, args.input, args.output, args.batch_size)
         cfg, run_dir = resolve(args, extra)
         if args.command == "reproduce-glue":
-            from pipeline.experiments import parse_seeds, parse_tune, parse_variants, reproduce
+            from pipeline.experiments.run import reproduce
+            from pipeline.experiments.variants import parse_seeds, parse_tune, parse_variants
 
             command = "python -m pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
             variants, (grid, teacher_grid) = parse_variants(args.variants), parse_tune(args.tune, cfg)

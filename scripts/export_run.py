@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pipeline.core.store import read_json, write_text
-from pipeline.experiments import run_threads
+from pipeline.experiments.plan import run_threads
 from stages import STAGES
 
 FILES = [
@@ -91,7 +91,7 @@ def export_reproduce(run: Path, to: Path) -> None:
 def export_options(run: Path, to: Path, reproduce_to: Path) -> None:
     """The multitask options' part of a reproduce-glue folder: README.md (their table beside BAM, each run's wall
     time, what is not run yet) and plots/options*.png."""
-    from pipeline.experiments import OPTIONS
+    from pipeline.experiments.variants import OPTIONS
 
     results, table = read_json(run / "results.json"), (run / "table.md").read_text(encoding="utf-8")
     marker = "## Multitask options"

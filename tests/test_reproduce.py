@@ -20,24 +20,17 @@ from safetensors.numpy import load_file
 from pipeline.cli import main, make_accelerator
 from pipeline.core.config import RunConfig, load_config, validate
 from pipeline.core.metrics import main_score
-from pipeline.core.tasks import get_task
-from pipeline.experiments import (
-    DERIVED,
-    OPTIONS,
-    VARIANTS,
-    ReproduceError,
-    holm,
-    paired_p,
-    parse_variants,
-    read_test_split,
-    render_table,
-    variant_config,
-    write_submission,
-)
+from pipeline.core.submission import read_test_split, write_submission
+from pipeline.core.tasks import get_glue_task
+from pipeline.experiments.choices import variant_config
+from pipeline.experiments.stats import holm, paired_p
+from pipeline.experiments.table import render_table
+from pipeline.experiments.variants import DERIVED, OPTIONS, VARIANTS, ReproduceError, parse_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
+SPECS = [get_glue_task(t) for t in TASKS]
 
 
 def test_holm_matches_a_hand_computation() -> None:
@@ -85,16 +78,17 @@ def test_options_table_sets_each_option_beside_bam() -> None:
         return {"variant": variant, "seed": 1, "average": score, "tasks": tasks}
 
     runs = [run("single", 60.0), run("bam", 70.0), run("fgm", 71.0), run("siamese", 68.5)]
-    table = render_table(runs, TASKS, "python -m pipeline reproduce-glue ...", "machine")
+    table = render_table(runs, SPECS, "python -m pipeline reproduce-glue ...", "machine")
     section = table.split("## Multitask options (one seed is enough)\n")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Model")]
     assert [r.split(" | ")[0][2:] for r in rows] == [VARIANTS["bam"][0], OPTIONS["fgm"][0], OPTIONS["siamese"][0]]
     assert rows[1].split(" | ")[1] == "71.0" and rows[1].split(" | ")[-3] == "+11.0"  # Δ Single
-    assert "## Multitask options" not in render_table(runs[:2], TASKS, "cmd", "machine")
+    assert "## Multitask options" not in render_table(runs[:2], SPECS, "cmd", "machine")
 
 
 def test_options_get_their_own_plot(tmp_path: Path) -> None:
-    from pipeline.experiments import summarise, write_plots
+    from pipeline.experiments.plots import write_plots
+    from pipeline.experiments.stats import summarise
 
     def run(variant: str, score: float) -> dict:
         tasks = {t: {"score": score, "f1": score, "accuracy": score} for t in TASKS}
@@ -162,7 +156,7 @@ def test_medians_come_from_each_runs_own_metrics(repro: Path) -> None:
     results = json.loads((repro / "results.json").read_text())
     summary = results["summary"]
     for task in TASKS:
-        spec = get_task(task)
+        spec = get_glue_task(task)
         own = {"single": [], "bam": []}
         for seed in (1, 2):  # read the run folders directly, not results.json's copies
             base = repro / "runs" / f"seed-{seed}"
@@ -202,7 +196,7 @@ def test_table_layout(repro: Path) -> None:
         assert png.startswith(b"\x89PNG") and len(png) > 5000
     # each student run keeps its training curve, so the plots outlive the run folders
     from pipeline.core.plots import training_curve
-    from pipeline.experiments import write_plots
+    from pipeline.experiments.plots import write_plots
 
     results = json.loads((repro / "results.json").read_text())
     bam = next(r for r in results["runs"] if r["variant"] == "bam" and r["seed"] == 1)
@@ -232,7 +226,7 @@ def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> 
 
 def test_dry_run_scales_the_measured_time_by_each_options_cost(repro: Path) -> None:
     from pipeline.core.config import to_dict
-    from pipeline.experiments import cost_factor, plan
+    from pipeline.experiments.plan import cost_factor, plan
 
     cfg = load_config(SMOKE)
     factors = {v: cost_factor(to_dict(variant_config(cfg, v, repro).student)) for v in ("bam", "fgm", "pgd", "pcgrad")}
@@ -250,7 +244,7 @@ def test_dry_run_estimates_from_runs_at_this_calls_torch_threads(repro: Path, tm
     any, else all of them, and says which."""
     import torch
 
-    from pipeline.experiments import plan
+    from pipeline.experiments.plan import plan
 
     now = torch.get_num_threads()
     results = json.loads((repro / "results.json").read_text())
@@ -269,22 +263,6 @@ def test_dry_run_estimates_from_runs_at_this_calls_torch_threads(repro: Path, tm
     assert mixed["seconds"] == pytest.approx(200.0) and f"measured at {now} torch thread" in mixed["how"]
     other = estimate({1: now + 1, 2: now + 2})
     assert other["seconds"] == pytest.approx(150.0) and f"other torch threads than this call's {now} " in other["how"]
-
-
-def test_dry_run_expects_a_minute_when_only_the_data_stages_record_is_behind(repro: Path, monkeypatch) -> None:
-    from pipeline.dag import get_stages
-    from pipeline.experiments import plan
-
-    cfg = load_config(SMOKE)
-    before = {s["variant"]: s for s in plan(cfg, repro, [1], ["single", "bam", "fgm"])}
-    assert before["teachers"]["done"] and not before["fgm"]["done"]
-    monkeypatch.setattr(get_stages()["data"], "sources", lambda cfg: {"glue:SST-2/train.tsv": "0" * 64})
-    after = {s["variant"]: s for s in plan(cfg, repro, [1], ["single", "bam", "fgm"])}
-    assert not after["teachers"]["done"] and after["teachers"]["seconds"] == 60.0
-    assert after["teachers"]["how"].startswith("data again")
-    # a changed data config retrains the teachers: not a minute
-    other = {s["variant"]: s for s in plan(load_config(SMOKE, ["--data.max_length=48"]), repro, [1], ["single", "fgm"])}
-    assert not other["teachers"]["done"] and not other["teachers"]["how"].startswith("data again")
 
 
 def test_results_json_alone_keeps_finished_runs(repro: Path, tmp_path: Path, capsys) -> None:
@@ -321,7 +299,7 @@ def test_a_narrower_call_keeps_the_other_recorded_runs(repro: Path, tmp_path: Pa
     assert set(after["variants"]) == {"single", "bam"}
     assert "Single (teachers)" in (out / "table.md").read_text()
     # under another student config the recorded BAM runs are not this config's: dropped, not mixed in; Single's stay
-    from pipeline.experiments import write_results
+    from pipeline.experiments.run import write_results
 
     other = write_results(load_config(SMOKE, ["--student.lr=0.001"]), out, [1], ["single"], "cmd")
     assert sorted((r["variant"], r["seed"]) for r in other["runs"]) == [("single", 1), ("single", 2)]
@@ -346,7 +324,7 @@ def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it
     averages = {}
     for lr, folder in tuned.items():  # each setting's dev average, from its own run folder
         metrics = json.loads((folder / "metrics.json").read_text())["tasks"]
-        averages[lr] = statistics.mean(main_score(get_task(t), metrics[t]["student"]["dev"]) for t in TASKS)
+        averages[lr] = statistics.mean(main_score(get_glue_task(t), metrics[t]["student"]["dev"]) for t in TASKS)
         assert json.loads((folder / "manifests" / "student.json").read_text())["config"]["student"]["lr"] == lr
     best = max(averages, key=averages.get)
     assert record["chosen"] == {"lr": best}
@@ -391,7 +369,7 @@ def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it
     assert f"tuned on seed 1 dev (OUT/tuning/): bam lr={best}" in printed and "0 of 4 steps to run" in printed
     assert not (bare / "tuning").exists()  # a dry run writes nothing
     assert main([*argv[:4], str(bare), *argv[5:]]) == 0
-    assert json.loads((bare / "tuning" / "bam.json").read_text())["chosen"] == {"lr": best}
+    assert json.loads((bare / "results.json").read_text())["tuning"]["bam"]["chosen"] == {"lr": best}  # still held
     assert not (bare / "runs").exists()  # every run known from results.json: nothing to train
 
     # each tuning run survives its folder too: a wider grid on another machine runs only the new setting, and the
@@ -429,7 +407,7 @@ def test_tune_argument_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_tune_values_are_read_as_the_config_holds_them(tmp_path: Path) -> None:
-    from pipeline.experiments import parse_tune
+    from pipeline.experiments.variants import parse_tune
 
     cfg = load_config(SMOKE)  # student.epochs is a float: 8 and 8.0 are one setting, the config's own
     assert parse_tune(["student.epochs=8,9", "student.mixing=mixed,summed", "teachers.epochs=20,30"], cfg) == (
@@ -465,7 +443,7 @@ def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro:
     for lr, folder in folders.items():
         for task in TASKS:
             dev = json.loads((folder / task / "metrics.json").read_text())["dev"]
-            scores[lr, task] = main_score(get_task(task), dev[get_task(task).dev_splits[0]])
+            scores[lr, task] = main_score(get_glue_task(task), dev[get_glue_task(task).dev_splits[0]])
     # the config's setting is the teachers OUT already had (hard-linked, not trained again)
     assert {t: (folders[0.002] / t / weights).stat().st_ino for t in TASKS} == untuned
     results = json.loads((out / "results.json").read_text())
@@ -574,7 +552,7 @@ def test_single_single_trains_one_student_per_task_from_its_own_teacher(derived:
         weights = f"teachers/{task}/model/model.safetensors"
         assert os.path.samefile(seed / "teachers" / weights, run / weights)
         dev = json.loads((run / "metrics.json").read_text())["tasks"][task]["student"]["dev"]
-        assert results["single-single"]["tasks"][task]["score"] == main_score(get_task(task), dev)
+        assert results["single-single"]["tasks"][task]["score"] == main_score(get_glue_task(task), dev)
     table = (derived / "table.md").read_text().split("## Table 1")[1].split("\n## ")[0]
     names = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ") and "Model" not in line]
     assert names == [VARIANTS["single"][0], DERIVED["single-single"][0], DERIVED["multi-multi"][0],
@@ -582,36 +560,32 @@ def test_single_single_trains_one_student_per_task_from_its_own_teacher(derived:
 
 
 def test_a_teacher_is_adopted_only_when_it_is_the_one_the_run_would_train(derived: Path, tmp_path: Path) -> None:
-    """Single→Single takes the seed's teacher, also one made before per-task digests (its done.json holds the
-    whole stage's digest), and never one of other settings; the adopted teacher is kept by the teachers stage."""
-    import shutil
-
+    """Single→Single takes the seed's teacher (the same per-task digest), never one of other settings; the adopted
+    teacher is kept by the teachers stage."""
     from pipeline.dag import run_stages
-    from pipeline.experiments import adopt_teacher, seed_config, task_config
+    from pipeline.experiments.folders import adopt_teacher
+    from pipeline.experiments.variants import seed_config, task_config
+    from stages import STAGES
 
     acc, cfg = make_accelerator(), seed_config(load_config(SMOKE), 1)
-    src = tmp_path / "src"
-    shutil.copytree(derived / "runs" / "seed-1" / "teachers", src)
-    done = src / "teachers" / "rte" / "done.json"
-    record = json.loads(done.read_text())
-    older = json.loads((src / "manifests" / "teachers.json").read_text())["digest"]
-    done.write_text(json.dumps({**record, "digest": older}))
+    src = derived / "runs" / "seed-1" / "teachers"
+    record = json.loads((src / "teachers" / "rte" / "done.json").read_text())
     tcfg = task_config(cfg, "rte")
-    run_stages(tcfg, tmp_path / "dst", acc, target="data")
+    run_stages(STAGES, tcfg, tmp_path / "dst", acc, target="data")
     assert adopt_teacher(cfg, src, tcfg, tmp_path / "dst", "rte")
     weights = "teachers/rte/model/model.safetensors"
     assert os.path.samefile(src / weights, tmp_path / "dst" / weights)
     assert json.loads((tmp_path / "dst" / "teachers/rte/done.json").read_text())["digest"] == record["digest"]
-    assert run_stages(tcfg, tmp_path / "dst", acc, target="teachers") == ["teachers"]
+    assert run_stages(STAGES, tcfg, tmp_path / "dst", acc, target="teachers") == ["teachers"]
     assert os.path.samefile(src / weights, tmp_path / "dst" / weights)  # kept, not retrained
     other = dataclasses.replace(tcfg, teachers=dataclasses.replace(tcfg.teachers, lr=0.5))
-    run_stages(other, tmp_path / "other", acc, target="data")
+    run_stages(STAGES, other, tmp_path / "other", acc, target="data")
     assert not adopt_teacher(cfg, src, other, tmp_path / "other", "rte")
     assert not (tmp_path / "other" / "teachers").exists()
-    # the whole-stage digest is src's own only under the config that made it: asked as another config's, refused
+    # asked as another config's teacher (src's would be stale there), refused
     stale = dataclasses.replace(cfg, teachers=dataclasses.replace(cfg.teachers, lr=0.5))
     stale_rte = task_config(stale, "rte")
-    run_stages(stale_rte, tmp_path / "stale", acc, target="data")
+    run_stages(STAGES, stale_rte, tmp_path / "stale", acc, target="data")
     assert not adopt_teacher(stale, src, stale_rte, tmp_path / "stale", "rte")
     assert not (tmp_path / "stale" / "teachers").exists()
 
@@ -625,9 +599,9 @@ def test_submission_files(repro: Path, tmp_path: Path) -> None:
         "index\tgenre\tsentence1\tsentence2\n0\tnews\tthe dog runs\tthe dog runs\n1\tnews\ta cat\tthe river\n"
     )
     results = json.loads((repro / "results.json").read_text())
-    run = next(r for r in results["runs"] if r["variant"] == "bam")
-    cfg = load_config(SMOKE)
-    written = write_submission(run, cfg, glue, tmp_path / "submission", make_accelerator())
+    model = Path(next(r for r in results["runs"] if r["variant"] == "bam")["run_dir"]) / "student" / "model"
+    models = {task: model for task in TASKS}
+    written = write_submission(models, SPECS, glue, tmp_path / "submission", make_accelerator(), max_length=32)
     assert written == ["SST-2.tsv", "STS-B.tsv"]
     sst = (tmp_path / "submission" / "SST-2.tsv").read_text().splitlines()
     assert sst[0] == "index\tprediction" and [line.split("\t")[0] for line in sst[1:]] == ["0", "1"]
@@ -640,10 +614,10 @@ def test_test_file_errors_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "test.tsv"
     path.write_text("index\tsentence1\n0\ta\n")
     with pytest.raises(ValueError, match=r"test.tsv: line 1: header lacks column 'sentence2'"):
-        read_test_split(get_task("rte"), path)
+        read_test_split(get_glue_task("rte"), path)
     path.write_text("index\tsentence1\tsentence2\n0\ta\n")
     with pytest.raises(ValueError, match=r"test.tsv: line 2: 2 fields, expected 3"):
-        read_test_split(get_task("rte"), path)
+        read_test_split(get_glue_task("rte"), path)
 
 
 def test_bad_arguments_exit_2(tmp_path: Path, capsys) -> None:
@@ -670,7 +644,7 @@ def test_export_of_a_reproduce_folder_with_its_options(tmp_path: Path) -> None:
     teachers = {t: {"threads": 1 if t == "rte" else 2} for t in TASKS}
     runs = [run("single", 60.0, teachers), run("bam", 70.0, {"threads": 2}), run("fgm", 71.0)]  # fgm's: not recorded
     (src / "results.json").write_text(json.dumps({"command": "the command", "machine": "the machine", "runs": runs}))
-    (src / "table.md").write_text(render_table(runs, TASKS, "the command", "the machine"))
+    (src / "table.md").write_text(render_table(runs, SPECS, "the command", "the machine"))
     script = ROOT / "scripts" / "export_run.py"
     argv = [sys.executable, str(script), "--run", str(src), "--to", str(tmp_path / "to"), "--options-to",
             str(tmp_path / "options")]  # fmt: skip
@@ -688,17 +662,12 @@ def test_export_of_a_reproduce_folder_with_its_options(tmp_path: Path) -> None:
 
 def test_run_keys_count_the_glue_files_by_content_not_by_their_folder(tmp_path: Path) -> None:
     """A results.json made with the GLUE copy in one folder holds for the same files elsewhere (e.g. a committed
-    one on another machine), not for edited ones; one keyed the older way (by the folder's path) is still matched
-    where that path holds, and is written back under the new key."""
-    from pipeline.experiments import (
-        finished_run,
-        record_tuning_run,
-        recorded_tuning_runs,
-        run_key,
-        seed_config,
-        tuning_run,
-        tuning_run_key,
-    )
+    one on another machine), not for edited ones; so do its tuning runs."""
+    from pipeline.experiments.choices import variant_key
+    from pipeline.experiments.results import record_tuning_run, recorded_tuning_runs
+    from pipeline.experiments.runs import finished_run
+    from pipeline.experiments.tuning import tuning_run
+    from pipeline.experiments.variants import seed_config
 
     def glue(name: str, dev: str) -> RunConfig:
         for split, text in (("train", "index\tsentence1\tsentence2\tscore\n0\ta\tb\t1.0\n"), ("dev", dev)):
@@ -711,94 +680,98 @@ def test_run_keys_count_the_glue_files_by_content_not_by_their_folder(tmp_path: 
     here, moved, edited = glue("here", dev), glue("moved", dev), glue("edited", dev + "1\te\tf\t3.0\n")
     out = tmp_path / "out"
     out.mkdir()
-    key = run_key(here, "bam", out)
-    assert run_key(moved, "bam", out) == key != run_key(edited, "bam", out)
-    assert run_key(here, "bam", out, legacy="path") != run_key(moved, "bam", out, legacy="path")  # the path counted
-    assert run_key(here, "multi", out) != key  # still one key per variant
+    key = variant_key(here, "bam", out)
+    assert variant_key(moved, "bam", out) == key != variant_key(edited, "bam", out)
+    assert variant_key(here, "multi", out) != key  # still one key per variant
 
-    # a run recorded under its legacy key: found where the folder is the same, and handed on with the new key
-    old = {"variant": "bam", "seed": 1, "average": 50.0, "tasks": {}, "key": run_key(here, "bam", out, legacy="path")}
-    found = finished_run(here, out, 1, "bam", {("bam", 1): old})
-    assert found is not None and found["key"] == key and found["average"] == 50.0
-    assert finished_run(moved, out, 1, "bam", {("bam", 1): old}) is None  # legacy keys hold only at their path
-    assert finished_run(moved, out, 1, "bam", {("bam", 1): found}) == found  # new keys hold anywhere
+    run = {"variant": "bam", "seed": 1, "average": 50.0, "tasks": {}, "key": key}
+    assert finished_run(moved, out, 1, "bam", {("bam", 1): run}) == run  # found wherever the same files are
+    assert finished_run(edited, out, 1, "bam", {("bam", 1): run}) is None
 
-    # a tuning run recorded under its legacy key, likewise; recording it again replaces that entry
     setting = {"lr": 0.001}
-    legacy = tuning_run_key(here, "bam", out, setting, legacy="path")
-    recorded = {"variant": "bam", "seed": 1, "setting": setting, "average": 40.0, "tasks": {}, "key": legacy}
-    (out / "results.json").write_text(json.dumps({"runs": [], "tuning_runs": [recorded]}))
-    run = tuning_run(here, out, "bam", setting)
-    assert run is not None and run["key"] == tuning_run_key(here, "bam", out, setting) != legacy
-    record_tuning_run(out, run, (legacy,))
-    assert [r["key"] for r in recorded_tuning_runs(out)] == [run["key"]]
-    assert tuning_run(moved, out, "bam", setting)["average"] == 40.0
+    assert tuning_run(here, out, "bam", setting) is None
+    tuned = {"variant": "bam", "seed": 1, "setting": setting, "average": 40.0, "tasks": {},
+             "key": variant_key(here, "bam", out, setting=setting)}  # fmt: skip
+    record_tuning_run(out, tuned)
+    record_tuning_run(out, tuned)  # recorded once
+    assert recorded_tuning_runs(out) == [tuned]
+    assert tuning_run(moved, out, "bam", setting) == tuned and tuning_run(edited, out, "bam", setting) is None
+
+
+def test_keys_carry_the_run_folder_format(tmp_path: Path, monkeypatch) -> None:
+    """A run key, a tuning-run key and a tuning base of another run-folder format never match: such a results.json
+    finds none of its runs done (scripts/migrate_results.py rewrites it)."""
+    from pipeline.experiments import choices, results
+    from pipeline.experiments.variants import seed_config
+
+    cfg, grid = seed_config(load_config(SMOKE), 1), {"lr": [0.002, 0.001]}
+    now = (choices.variant_key(cfg, "bam", tmp_path), choices.tuning_run_key(cfg, "teachers", tmp_path, {"lr": 1.0}),
+           choices.tuning_base(cfg, "multi", tmp_path, grid))  # fmt: skip
+    monkeypatch.setattr(results, "FORMAT_VERSION", results.FORMAT_VERSION + 1)
+    later = (choices.variant_key(cfg, "bam", tmp_path), choices.tuning_run_key(cfg, "teachers", tmp_path, {"lr": 1.0}),
+             choices.tuning_base(cfg, "multi", tmp_path, grid))  # fmt: skip
+    assert all(a != b for a, b in zip(now, later))
+
+
+def test_migrating_a_results_json_rewrites_its_keys_only(repro: Path, tmp_path: Path, capsys) -> None:
+    """scripts/migrate_results.py gives every run, tuning run and tuning record the key today's code computes from
+    its stored config, and changes nothing else; the runs are then found done."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from migrate_results import migrate
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    today = json.loads((repro / "results.json").read_text())
+    older = json.loads(json.dumps(today))
+    for run in older["runs"]:
+        run["key"] = "a key of an earlier format"
+    del older["task_specs"]
+    assert migrate(older, None) == len(today["runs"])
+    assert json.loads(json.dumps(older)) == today
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(older))
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "0 of 4 steps to run" in capsys.readouterr().out
 
 
 def test_multis_key_and_record_hold_when_the_teachers_change(tmp_path: Path, capsys) -> None:
     """Multi (λ = 1) never reads the teachers: other teacher settings leave its key, its recorded run and its tuning
-    as they are, while every variant learning from them (or reporting them) gets a new key. Multi's records keyed
-    the older way (teacher settings included) are still matched, and written back without them."""
+    as they are, while every variant learning from them (or reporting them) gets a new key."""
     from pipeline.core.config import to_dict
-    from pipeline.experiments import (
-        finished_run,
-        recorded_runs,
-        rekey,
-        run_key,
-        seed_config,
-        tuned_choice,
-        tuning_base,
-        tuning_record,
-        tuning_run_key,
-    )
+    from pipeline.experiments.choices import tuned_choice, tuning_base, tuning_record, variant_key
+    from pipeline.experiments.runs import finished_run
+    from pipeline.experiments.variants import seed_config
 
     out = tmp_path / "out"
     out.mkdir()
     cfg = seed_config(load_config(SMOKE), 1)
     other = seed_config(load_config(SMOKE, ["--teachers.lr=0.001", "--teachers.per_task.rte.epochs=2"]), 1)
-    assert run_key(other, "multi", out) == run_key(cfg, "multi", out)
+    assert variant_key(other, "multi", out) == variant_key(cfg, "multi", out)
     for variant in ("single", "bam", "no-annealing", "single-single", "bam-ft"):
-        assert run_key(other, variant, out) != run_key(cfg, variant, out), variant
-    assert run_key(cfg, "multi", out, legacy="teachers") != run_key(cfg, "multi", out)  # the older spelling
-    assert run_key(cfg, "bam", out, legacy="teachers") == run_key(cfg, "bam", out)  # BAM's was already this
+        assert variant_key(other, variant, out) != variant_key(cfg, variant, out), variant
 
     old = {"variant": "multi", "seed": 1, "average": 60.0, "tasks": {}, "wall_s": 60.0, "config": to_dict(cfg)}
-    old["key"] = run_key(cfg, "multi", out, legacy="teachers")
-    found = finished_run(cfg, out, 1, "multi", {("multi", 1): old})
-    assert found is not None and found["key"] == run_key(cfg, "multi", out) and found["average"] == 60.0
-    assert finished_run(other, out, 1, "multi", {("multi", 1): found}) == found  # whatever the teachers now
+    old["key"] = variant_key(cfg, "multi", out)
+    assert finished_run(other, out, 1, "multi", {("multi", 1): old}) == old  # whatever the teachers now
 
-    # records of an older version (a tuned Multi: its tuning record, tuning run and run) are written back with
-    # today's keys before the teachers are tuned anew, and hold after
+    # a tuned Multi: its tuning record holds for other teachers too, while BAM's does not
     grid = {"lr": [0.002, 0.001]}
-    base = tuning_base(cfg, "multi", out, grid, legacy="teachers")
-    tuning = {"grid": grid, "chosen": {"lr": 0.001}, "base": base, "runs": []}
     (out / "tuning").mkdir()
-    (out / "tuning" / "multi.json").write_text(json.dumps(tuning))
-    old_tuning_run = {
-        **old,
-        "setting": {"lr": 0.001},
-        "key": tuning_run_key(cfg, "multi", out, {"lr": 0.001}, "teachers"),
-    }
-    old_run = {**old, "key": run_key(cfg, "multi", out, legacy="teachers")}
-    assert old_run["key"] != old["key"]  # tuned: another key
-    results = {"runs": [old_run], "tuning": {"multi": tuning}, "tuning_runs": [old_tuning_run]}
-    (out / "results.json").write_text(json.dumps(results))
-    rekey(cfg, out)
-    assert tuning_record(other, "multi", out) is not None and tuned_choice(other, "multi", out) == {"lr": 0.001}
-    again = json.loads((out / "results.json").read_text())
-    assert again["runs"][0]["key"] == run_key(other, "multi", out) != old_run["key"]
-    assert again["tuning"]["multi"]["base"] == tuning_base(other, "multi", out, grid) != base
-    assert again["tuning_runs"][0]["key"] == tuning_run_key(other, "multi", out, {"lr": 0.001})
-    assert finished_run(other, out, 1, "multi", recorded_runs(out))["average"] == 60.0
-    shutil.rmtree(out / "tuning")
-    (out / "results.json").unlink()  # untuned again
+    for variant in ("multi", "bam"):
+        record = {"variant": variant, "grid": grid, "chosen": {"lr": 0.001}, "runs": [],
+                  "base": tuning_base(cfg, variant, out, grid)}  # fmt: skip
+        (out / "tuning" / f"{variant}.json").write_text(json.dumps(record))
+        assert tuned_choice(cfg, variant, out) == {"lr": 0.001}
+    assert tuning_record(other, "multi", out) is not None and tuning_record(other, "bam", out) is None
+    shutil.rmtree(out / "tuning")  # untuned again
 
     # a dry run tuning the teachers plans Multi's recorded runs as done, BAM's as to run once they are tuned
     runs = []
     for seed in (1, 2):
         scfg = seed_config(load_config(SMOKE), seed)
-        runs += [{**old, "variant": v, "seed": seed, "key": run_key(scfg, v, out)} for v in ("multi", "bam")]
+        runs += [{**old, "variant": v, "seed": seed, "key": variant_key(scfg, v, out)} for v in ("multi", "bam")]
     (out / "results.json").write_text(json.dumps({"runs": runs}))
     argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "multi,bam"]
     assert main([*argv, "--tune", "teachers.lr=0.002,0.001", "--dry-run"]) == 0
@@ -886,7 +859,8 @@ def test_a_tuned_choice_without_teachers_is_tuned_again_when_the_teachers_are(tm
     """A student tuned over λ that chose 1.0 (no distillation) still had its grid's other settings learn from the
     teachers: its tuning record counts them, so tuning the teachers plans its tuning and runs anew."""
     from pipeline.core.config import to_dict
-    from pipeline.experiments import run_key, seed_config, tuning_base
+    from pipeline.experiments.choices import tuning_base, variant_key
+    from pipeline.experiments.variants import seed_config
 
     out = tmp_path / "out"
     (out / "tuning").mkdir(parents=True)
@@ -896,7 +870,7 @@ def test_a_tuned_choice_without_teachers_is_tuned_again_when_the_teachers_are(tm
     (out / "tuning" / "bam.json").write_text(json.dumps(record))
     runs = [
         {"variant": "bam", "seed": s, "average": 60.0, "tasks": {}, "wall_s": 60.0, "config": to_dict(cfg),
-         "key": run_key(seed_config(cfg, s), "bam", out)}
+         "key": variant_key(seed_config(cfg, s), "bam", out)}
         for s in (1, 2)
     ]  # fmt: skip
     (out / "results.json").write_text(json.dumps({"runs": runs, "tuning": {"bam": record}}))
@@ -908,3 +882,38 @@ def test_a_tuned_choice_without_teachers_is_tuned_again_when_the_teachers_are(tm
     printed = capsys.readouterr().out
     assert "seed 1  tune bam fixed_lambda=0.5" in printed and "seed 1  tune bam fixed_lambda=1.0" in printed
     assert "bam           done" not in printed and "done" not in printed.split("tune bam", 1)[1]
+
+
+def test_reproduce_on_custom_tasks(tmp_path: Path, capsys) -> None:
+    """reproduce-glue on your own tasks beside a GLUE one (configs/custom-tasks.yaml): each task's spec is the one
+    its runs' data stage wrote, and the table and results.json hold every task, also when drawn again from
+    results.json alone."""
+    from pipeline.core.synthetic import write_custom_examples
+
+    (tmp_path / "configs").mkdir()
+    shutil.copy(ROOT / "configs" / "custom-tasks.yaml", tmp_path / "configs")
+    write_custom_examples(tmp_path / "examples" / "custom-tasks")
+    config = str(tmp_path / "configs" / "custom-tasks.yaml")
+    fast = ["--teachers.epochs=2", "--student.epochs=2"]
+    argv = ["reproduce-glue", "--config", config, "--seeds", "1", "--variants", "single,bam", *fast, "--out"]
+    assert main([*argv, str(tmp_path / "out")]) == 0
+    tasks = ["sst2", "reviews", "questions", "similarity"]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["tasks"] == tasks and [spec["name"] for spec in results["task_specs"]] == tasks
+    assert [(r["variant"], sorted(r["tasks"])) for r in results["runs"]] == [("single", sorted(tasks)),
+                                                                            ("bam", sorted(tasks))]  # fmt: skip
+    assert set(results["summary"]["bam"]["median"]) == {*tasks, "average"}
+    table = (tmp_path / "out" / "table.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| Model | Avg"))
+    assert header.split(" | ")[2:6] == ["SST-2", "reviews", "questions", "similarity"]
+    bam = next(line for line in table.splitlines() if line.startswith("| Single→Multi (BAM"))
+    f1 = results["runs"][1]["tasks"]["questions"]["f1"]
+    assert bam.split(" | ")[4] == f"{f1:.1f}/{results['summary']['bam']['median']['questions']:.1f}"  # F1/accuracy
+    assert "Scores: SST-2 accuracy, reviews F1/accuracy, questions F1/accuracy, similarity Spearman;" in table
+
+    bare = tmp_path / "bare"  # no run folders: the specs come from results.json
+    bare.mkdir()
+    (bare / "results.json").write_bytes((tmp_path / "out" / "results.json").read_bytes())
+    assert main([*argv, str(bare)]) == 0
+    assert not (bare / "runs").exists()
+    assert (bare / "table.md").read_text().split("## Table 1")[1] == table.split("## Table 1")[1]

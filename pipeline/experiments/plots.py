@@ -1,0 +1,52 @@
+"""OUT/plots/: scores.png and training.png for the paper's variants; options.png and options-training.png for the
+multitask options beside BAM (one chart for all of them would be unreadable). Drawn from results.json alone: a
+student's training curve is kept there, so the plots outlive the run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.experiments.variants import EVERY, OPTIONS
+
+
+def _medians(summary: dict[str, Any], tasks: list[str], shown: list[str]) -> tuple[dict, dict]:
+    """The bars (median per task and of the average, "avg") and their whiskers (min, max) of each shown variant."""
+    medians = {
+        v: {**{t: summary[v]["median"][t] for t in tasks}, "avg": summary[v]["median"]["average"]} for v in shown
+    }
+    spread = {
+        v: {c if c != "average" else "avg": (summary[v]["min"][c], summary[v]["max"][c]) for c in [*tasks, "average"]}
+        for v in shown
+    }
+    return medians, spread
+
+
+def _curves(runs: list[dict[str, Any]], shown: list[str]) -> dict[str, Path | dict]:
+    """The first seed's training log of each shown student: its log.jsonl, else the curve results.json kept."""
+    first_seed = min((r["seed"] for r in runs), default=None)
+    logs: dict[str, Path | dict] = {}
+    for run in runs:
+        log = Path(run["run_dir"]) / "student" / "log.jsonl"
+        if run["variant"] in shown and run["seed"] == first_seed and (log.is_file() or "curve" in run):
+            logs[run["variant"]] = log if log.is_file() else run["curve"]  # the folder may be gone
+    return logs
+
+
+def write_plots(results: dict[str, Any], out: Path) -> None:
+    """The plots of results.json's runs (`results`: its content) into OUT/plots/."""
+    from pipeline.core.plots import plot_scores, plot_training_curves
+
+    tasks, summary = results["tasks"], results["summary"]
+    groups = (("", [v for v in EVERY if v not in OPTIONS]), ("options-", ["bam", *OPTIONS]))
+    for prefix, names in groups:
+        shown = [v for v in names if v in summary]
+        if not shown or (prefix and not any(v in OPTIONS for v in shown)):
+            continue
+        medians, spread = _medians(summary, tasks, shown)
+        several = any(len(summary[v]["seeds"]) > 1 for v in shown)
+        title = "GLUE dev, median over seeds" + (" (whiskers: min–max)" if several else "")
+        plot_scores(medians, out / "plots" / ("options.png" if prefix else "scores.png"), title, spread=spread)
+        logs = _curves(results["runs"], shown)
+        if logs:
+            plot_training_curves(logs, out / "plots" / f"{prefix}training.png")

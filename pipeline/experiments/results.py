@@ -1,0 +1,180 @@
+"""What makes two runs the same (their keys), OUT/results.json as a record of finished runs, and OUT's locks.
+
+A finished run's numbers survive its folder: results.json holds each run (and each tuning run) with its key, and a
+later call, on any machine, counts a recorded run as done while its key is the one it would make. A key is the
+digest of the config subsets the run's numbers depend on (as its stages' digests are made of them), the data by
+content and the run-folder format (`FORMAT_VERSION`): a key of another format never matches, it is rerun (or
+rewritten once by scripts/migrate_results.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from pipeline.core.config import RunConfig
+from pipeline.core.store import FORMAT_VERSION, digest, read_json, write_json
+from pipeline.core.tasks import TaskSpec, task_from_dict
+from pipeline.experiments.variants import DERIVED, TEACHERS, TUNE_SEED, ReproduceError, reports_teachers, uses_teachers
+from stages import STAGES
+
+# ---- keys ----------------------------------------------------------------------------------------------------------
+
+
+def data_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The data part of a key: the data stage's config subset, but with the GLUE files by content (named relative to
+    `data.data_dir`, as the data stage's `sources`) instead of the folder's path, so a results.json holds wherever
+    the GLUE copy lives."""
+    stage = STAGES["data"]
+    subset = stage.config_subset(cfg)
+    if cfg.data.data_dir is None:
+        return subset
+    data = {k: v for k, v in subset["data"].items() if k != "data_dir"}
+    return {**subset, "data": data, "files": stage.sources(cfg)}
+
+
+def run_key(vcfg: RunConfig, variant: str, parent: str | None = None) -> str:
+    """What makes two runs of `variant` the same; `vcfg` is the run's own config (`variant_config`). The config
+    subsets its numbers depend on, as its stages' digests are made of them (so settings that do not change
+    results do not count): the teachers' for a variant reporting them or a student learning from them, not for
+    Multi's (λ = 1, it never reads them); the data by content (`data_identity`); a variant made from another run
+    adds that run's key `parent` (not the folder it starts from, so a moved OUT keeps its keys)."""
+    if reports_teachers(variant):
+        names: tuple[str, ...] = (TEACHERS,)
+    else:
+        names = (TEACHERS, "student") if uses_teachers(vcfg, variant) else ("student",)
+    key: dict[str, Any] = {"format_version": FORMAT_VERSION, "data": data_identity(vcfg)}
+    key |= {name: STAGES[name].config_subset(vcfg) for name in names}
+    if parent is not None:
+        key |= {"parent": parent, "variant": variant}
+    elif variant in DERIVED:
+        key |= {"variant": variant}
+    return digest(key)
+
+
+def teachers_key(cfg: RunConfig) -> str:
+    """What the teachers of `cfg` are made of: their data (`data_identity`) and settings, and teachers.init_from's
+    model by content."""
+    stage = STAGES[TEACHERS]
+    subsets = {"data": data_identity(cfg), TEACHERS: stage.config_subset(cfg), "sources": stage.sources(cfg)}
+    return digest({"format_version": FORMAT_VERSION, **subsets})
+
+
+def tuning_base(run_keys: list[str]) -> str:
+    """What a tuning record was made for: the keys of its grid's runs, in the grid's order. The same runs make the
+    same choice, whatever the config's own values of the tuned keys or a choice made before."""
+    return digest({"format_version": FORMAT_VERSION, "runs": run_keys})
+
+
+# ---- results.json ---------------------------------------------------------------------------------------------------
+
+_RECORDED: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # path → (its version, its content)
+
+
+def recorded(out: Path) -> dict[str, Any]:
+    """OUT/results.json ({} when there is none), read once per version of the file (it can be large)."""
+    path = out / "results.json"
+    if not path.is_file():
+        return {}
+    stat = path.stat()  # written atomically: a new inode each time
+    where, version = str(path.resolve()), (stat.st_mtime_ns, stat.st_ino, stat.st_size)
+    if _RECORDED.get(where, (None,))[0] != version:
+        _RECORDED[where] = (version, read_json(path))
+    return _RECORDED[where][1]
+
+
+def recorded_runs(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """The runs OUT/results.json already holds, by (variant, seed)."""
+    return {(r["variant"], r["seed"]): r for r in recorded(out).get("runs", [])}
+
+
+def recorded_tuning_runs(out: Path) -> list[dict[str, Any]]:
+    """results.json's finished tuning runs (each setting's, students' and teachers'): a tuning run's numbers survive
+    its folder, so a grid can be finished on another machine."""
+    return recorded(out).get("tuning_runs", [])
+
+
+def recorded_tuning_run(out: Path, name: str, key: str) -> dict[str, Any] | None:
+    """results.json's tuning run of `name` (TEACHERS or a variant) with this key, or None."""
+    return next((r for r in recorded_tuning_runs(out) if (r["variant"], r["key"]) == (name, key)), None)
+
+
+def recorded_specs(out: Path) -> dict[str, TaskSpec]:
+    """The task specs results.json holds (those of its runs' tasks), by name."""
+    return {spec["name"]: task_from_dict(spec) for spec in recorded(out).get("task_specs", [])}
+
+
+def tuning_file(out: Path, name: str) -> Path:
+    return out / "tuning" / f"{name}.json"
+
+
+def read_tuning(out: Path, name: str) -> dict[str, Any] | None:
+    """The tuning record of `name` in OUT/tuning/, else results.json's copy (an OUT made anew from a committed
+    results.json), else None; whether it holds for a config is `choices.tuning_record`'s to say."""
+    path = tuning_file(out, name)
+    return read_json(path) if path.is_file() else recorded(out).get("tuning", {}).get(name)
+
+
+def record_tuning_run(out: Path, run: dict[str, Any]) -> None:
+    """Add a finished tuning run to results.json's "tuning_runs" (the rest of the file as it is), unless it is there
+    (also one finished before, in its folder: a call killed before recording it)."""
+    with results_lock(out):
+        if recorded_tuning_run(out, run["variant"], run["key"]) is not None:
+            return
+        path = out / "results.json"
+        results = read_json(path) if path.is_file() else {"runs": []}
+        results["tuning_runs"] = [*results.get("tuning_runs", []), run]
+        write_json(path, results)
+
+
+# ---- locks ----------------------------------------------------------------------------------------------------------
+
+LOCK_WAIT = 600.0  # seconds a call waits for results.json's lock before it says which file holds it
+
+
+@functools.cache
+def _lock(path: str) -> FileLock:
+    """One lock object per file in this process (so holding it again here does not wait on itself). The kernel's
+    lock (flock), never a lock file that a killed process would leave behind: a folder whose filesystem has no
+    flock is an error (`_acquire`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, fallback_to_soft=False)
+
+
+def results_lock(out: Path):
+    """Held while results.json or OUT/tuning/ is read to be rewritten and written: calls filling one OUT keep each
+    other's runs."""
+    return _acquire(out, "results", LOCK_WAIT, f"waited {LOCK_WAIT:.0f} s for it, held by another call")
+
+
+def _acquire(out: Path, name: str, timeout: float, why: str):
+    """OUT/locks/<name>.lock, taken within `timeout` seconds (0: now or never), as a context manager; else an error
+    saying `why` and which file."""
+    lock = _lock(str(out.resolve() / "locks" / f"{name}.lock"))
+    try:
+        return lock.acquire(timeout=timeout)
+    except Timeout:
+        raise ReproduceError(f"{why} ({lock.lock_file})") from None
+    except (OSError, NotImplementedError) as err:
+        raise ReproduceError(f"cannot lock {lock.lock_file}: {err} (OUT must be on a filesystem with flock)") from err
+
+
+def _try_lock(out: Path, name: str, stack: contextlib.ExitStack, why: str) -> None:
+    stack.enter_context(_acquire(out, name, 0, f"{why}; another process holds it"))
+
+
+def claim_seeds(out: Path, seeds: list[int], stack: contextlib.ExitStack, tuning: contextlib.ExitStack | None) -> None:
+    """Claim `seeds` of OUT for this process until `stack` closes; a seed another process holds is an error (the
+    lock is the kernel's: it goes with the process, also one that was killed). With `tuning` (a call that tunes on
+    the first seed, then among `seeds`), OUT/locks/tuning.lock is held until that stack closes (once the choice is
+    made); meanwhile a call for other seeds is refused, as it would run without the choice."""
+    busy = f"another call is tuning on seed {TUNE_SEED} of {out}: start this one once it has made its choice"
+    with contextlib.ExitStack() as probe:  # without tuning: taken and let go at once, only to see if one is
+        _try_lock(out, "tuning", tuning if tuning is not None else probe, busy)
+    for seed in seeds:
+        busy = f"seed {seed} of {out} is being run by another call; give each call its own seeds with --only-seeds"
+        _try_lock(out, f"seed-{seed}", stack, busy)
