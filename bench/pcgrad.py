@@ -6,10 +6,9 @@ Both take the same [T, P] task gradients (random normal, P = the bundled MiniLM'
 glue-small and 9 as GLUE) and the same random orders, and return the sum of the projected gradients, which is what
 the optimizer gets. The reference is Algorithm 1 as Yu et al.'s code writes it: a copy of the gradients, then for
 each task and each other task one dot product and, on a conflict, one update of a P-vector. Ours
-(`student.pcgrad.projected_sum`, what training calls): the T × T Gram matrix, the projection on its coefficients,
-one weighted sum. Reported: the best time of `--repeats` for each, their ratio, and the largest difference between
-the two results. Writes
-<out>/pcgrad-<date>.json and .md with the command, the machine and the date.
+(`student.options.pcgrad.projected_sum`, what training calls): the T × T Gram matrix, the projection on its
+coefficients, one weighted sum. Reported: the best time of `--repeats` for each, their ratio, and the largest
+difference between the two results. Writes <out>/pcgrad-<date>.json and .md with the command, the machine and the date.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from report import provenance, save_result  # noqa: E402  (bench/report.py: the script's folder is on sys.path)
 
 from pipeline.core.model import bundled_minilm_path, load_encoder  # noqa: E402
-from student.pcgrad import projected_sum  # noqa: E402
+from student.options.pcgrad import projected_sum  # noqa: E402
 
 
 def reference(grads: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

@@ -18,36 +18,26 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
 from pipeline.cli import main, make_accelerator
-from pipeline.core.config import ConfigError, ModelConfig, RunConfig, StudentConfig, load_config, validate
+from pipeline.core.config import OPTIONS, ConfigError, ModelConfig, RunConfig, StudentConfig, load_config, validate
 from pipeline.core.data import TokenizedSplit, collate
-from pipeline.core.loss import multitask_loss, supervised_contrastive_loss
+from pipeline.core.loss import multitask_loss
 from pipeline.core.model import MultiTaskModel, head_spec
-from pipeline.core.sampling import (
-    examples_per_step,
-    group_by_length,
-    multitask_plan,
-    round_robin_plan,
-    student_plan,
-    summed_plan,
-)
-from pipeline.core.tasks import get_task
-from pipeline.core.training import (
-    drop_frozen_grads,
-    freeze_deeper,
-    make_optimizer,
-    model_inputs,
-    set_lr,
-    trainable_depth,
-)
-from pipeline.dag import get_stages, stage_status
-from stages.student import OPTIONS
-from student.adversarial import adversarial_backward
-from student.pcgrad import pcgrad_backward, project_conflicting
-from student.train import check_options, forward_loss
+from pipeline.core.sampling import group_by_length, multitask_plan
+from pipeline.core.tasks import get_glue_task
+from pipeline.core.training import make_optimizer, model_inputs, set_lr
+from pipeline.dag import stage_status
+from stages import STAGES as REGISTRY
+from student.options import check_options, get_options
+from student.options.adversarial import adversarial_backward
+from student.options.mixing import examples_per_step, round_robin_plan, student_plan, summed_plan
+from student.options.pcgrad import pcgrad_backward, project_conflicting
+from student.options.supcon import supervised_contrastive_loss
+from student.options.unfreeze import drop_frozen_grads, freeze_deeper, trainable_depth
+from student.train import forward_loss
 
 GLUE_SMALL = ROOT / "configs" / "glue-small.yaml"
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
-# The student keys that existed before the options: every other key must be in OPTIONS, or old digests would change.
+# The student keys that existed before the options: every other key must be in OPTIONS (the report names it if set).
 BAM_KEYS = {
     "epochs", "batch_size", "lr", "layer_decay", "warmup", "weight_decay", "max_grad_norm", "grad_accum", "alpha",
     "shuffle_all", "fixed_lambda", "group_by_length", "eval_batch_size", "log_every", "checkpoint_every",
@@ -79,14 +69,16 @@ def test_every_new_student_key_is_an_option() -> None:
     fields = {f.name for f in dataclasses.fields(StudentConfig)}
     assert set(OPTIONS) == fields - BAM_KEYS == set(ON)
     defaults = StudentConfig()
-    assert all(getattr(defaults, k) != v and OPTIONS[k] != v for k, v in ON.items())
+    assert all(getattr(defaults, k) != v for k, v in ON.items())
 
 
 @pytest.mark.parametrize("path", [GLUE_SMALL, SMOKE], ids=["glue-small", "smoke"])
-def test_default_configs_keep_every_option_out_of_every_digest(path: Path) -> None:
+def test_default_configs_keep_the_options_in_the_students_digest_only(path: Path) -> None:
+    """At their defaults the options' keys are in the student's digest, but for the keys no option then reads."""
     cfg = load_config(path)
-    for name, stage in get_stages().items():
-        assert not _keys(stage.config_subset(cfg)) & set(OPTIONS), name
+    for name, stage in REGISTRY.items():
+        read = {"mixing", "adversarial", "supcon_weight", "pair_mode", "unfreeze_every"} if name == "student" else set()
+        assert _keys(stage.config_subset(cfg)) & set(OPTIONS) == read, name
 
 
 # The option a key is read under: alone, it changes no output, so it changes no digest.
@@ -107,20 +99,20 @@ def _overrides(values: dict) -> list[str]:
 def test_an_option_changes_only_the_students_config_subset(key: str) -> None:
     base = load_config(SMOKE, _overrides(NEEDS.get(key, {})))
     cfg = load_config(SMOKE, _overrides({**NEEDS.get(key, {}), key: ON[key]}))
-    for name, stage in get_stages().items():
+    for name, stage in REGISTRY.items():
         assert (stage.config_subset(cfg) == stage.config_subset(base)) == (name != "student"), name
-    assert get_stages()["student"].config_subset(cfg)["student"][key] == ON[key]
+    assert REGISTRY["student"].config_subset(cfg)["student"][key] == ON[key]
     if key in NEEDS:  # without the option that reads it, the key is left out
         alone = load_config(SMOKE, _overrides({key: ON[key]}))
-        assert get_stages()["student"].config_subset(alone) == get_stages()["student"].config_subset(load_config(SMOKE))
+        assert REGISTRY["student"].config_subset(alone) == REGISTRY["student"].config_subset(load_config(SMOKE))
 
 
 def test_a_changed_default_does_not_pass_a_run_of_the_old_default_for_a_new_one() -> None:
-    """FGM at ε 1 (the default when the option was added) keeps its old digest; at today's default it differs."""
-    subset = get_stages()["student"].config_subset
+    """FGM at ε 1 (the default when the option was added) and at today's default have different digests."""
+    subset = REGISTRY["student"].config_subset
     old = subset(load_config(SMOKE, ["--student.adversarial='fgm'", "--student.adv_epsilon=1.0"]))
     now = subset(load_config(SMOKE, ["--student.adversarial='fgm'"]))
-    assert "adv_epsilon" not in old["student"] and now["student"]["adv_epsilon"] == StudentConfig().adv_epsilon != 1.0
+    assert old != now and now["student"]["adv_epsilon"] == StudentConfig().adv_epsilon != 1.0
 
 
 @pytest.mark.parametrize(
@@ -259,7 +251,7 @@ def _tiny_model(tasks=("sst2", "rte"), pair_mode: str = "cross", layers: int = 2
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )  # fmt: skip
     torch.manual_seed(0)
-    heads = {name: head_spec(get_task(name), ModelConfig()) for name in tasks}
+    heads = {name: head_spec(get_glue_task(name), ModelConfig()) for name in tasks}
     return MultiTaskModel(BertModel(config), heads, "pooler", dropout=0.0, pair_mode=pair_mode)
 
 
@@ -278,7 +270,7 @@ def _batch(task_ids: list[int], seq: int = 7, seed: int = 9) -> dict[str, torch.
 
 
 def _loss(model: MultiTaskModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    tasks = [get_task(n) for n in model.task_names]
+    tasks = [get_glue_task(n) for n in model.task_names]
     return multitask_loss(model(**model_inputs(batch)), batch["task_ids"], batch["labels"], tasks, 1.0)[0]
 
 
@@ -446,12 +438,12 @@ def test_supcon_without_positives_is_zero_with_a_gradient() -> None:
 def test_forward_loss_adds_the_weighted_supcon_of_classification_rows() -> None:
     model = _tiny_model(("sst2", "stsb")).eval()
     batch = _batch([0, 1, 0, 1, 0, 0])
-    tasks = [get_task("sst2"), get_task("stsb")]
+    tasks = [get_glue_task("sst2"), get_glue_task("stsb")]
     sc = StudentConfig(supcon_weight=0.3, supcon_temperature=0.5)
     acc = make_accelerator()
     with torch.no_grad():
-        plain, _ = forward_loss(model, batch, tasks, 1.0, sc, acc, contrastive=False)
-        total, _ = forward_loss(model, batch, tasks, 1.0, sc, acc)
+        plain, _ = forward_loss(model, batch, tasks, 1.0, acc)
+        total, _ = forward_loss(model, batch, tasks, 1.0, acc, get_options(sc, tasks, [], 1).aux_losses)
         _, features = model(**model_inputs(batch), return_features=True)
     rows = [0, 2, 4, 5]  # sst2: classification; stsb rows are left out
     supcon = _supcon_by_loops(features[rows], batch["labels"][rows].long().tolist(), [0] * 4, 0.5)
@@ -481,18 +473,18 @@ SINGLE = [([CLS, 30, 31, 32, SEP], [0, 0, 0, 0, 0])]
 
 def test_collate_cuts_pairs_by_token_type() -> None:
     splits = [_split("mrpc", PAIRS), _split("sst2", SINGLE)]
-    batch = collate([(0, 0), (1, 0), (0, 1)], splits, [get_task("mrpc"), get_task("sst2")], split_pairs=True)
+    batch = collate([(0, 0), (1, 0), (0, 1)], splits, [get_glue_task("mrpc"), get_glue_task("sst2")], split_pairs=True)
     assert batch["input_ids"].tolist() == [[CLS, 10, 11, SEP, 0], [CLS, 30, 31, 32, SEP], [CLS, 12, SEP, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
     assert batch["token_type_ids"].abs().sum() == 0
     assert batch["input_ids_b"].tolist() == [[CLS, 20, 21, 22, SEP], [0, 0, 0, 0, 0], [CLS, 23, 24, SEP, 0]]
     assert batch["attention_mask_b"].tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [1, 1, 1, 1, 0]]
-    assert "input_ids_b" not in collate([(0, 0)], splits, [get_task("mrpc"), get_task("sst2")])
+    assert "input_ids_b" not in collate([(0, 0)], splits, [get_glue_task("mrpc"), get_glue_task("sst2")])
 
 
 @torch.no_grad()
 def test_siamese_features_are_those_of_each_sentence_encoded_alone() -> None:
-    tasks = [get_task(n) for n in ("mrpc", "stsb", "sst2")]
+    tasks = [get_glue_task(n) for n in ("mrpc", "stsb", "sst2")]
     model = _tiny_model(("mrpc", "stsb", "sst2"), pair_mode="siamese").eval()
     assert model.heads["mrpc"].in_features == 4 * 16 and not list(model.heads["stsb"].parameters())
     assert model.heads["sst2"].in_features == 16
@@ -525,8 +517,8 @@ def test_siamese_features_are_those_of_each_sentence_encoded_alone() -> None:
 def test_siamese_needs_token_types_that_mark_the_second_sentence() -> None:
     flat = _split("mrpc", [([CLS, 10, SEP, 20, SEP], [0, 0, 0, 0, 0])])  # e.g. a RoBERTa tokenizer
     with pytest.raises(ConfigError, match="'student.pair_mode' siamese"):
-        check_options(StudentConfig(pair_mode="siamese"), [get_task("mrpc")], [flat], processes=1)
-    check_options(StudentConfig(pair_mode="siamese"), [get_task("mrpc")], [_split("mrpc", PAIRS)], processes=1)
+        check_options(StudentConfig(pair_mode="siamese"), [get_glue_task("mrpc")], [flat], processes=1)
+    check_options(StudentConfig(pair_mode="siamese"), [get_glue_task("mrpc")], [_split("mrpc", PAIRS)], processes=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -634,7 +626,7 @@ def test_the_student_trains_and_is_used_with_each_option(smoke_copy: Path, famil
     assert run_smoke(smoke_copy, *overrides) == ["student", "evaluate", "report"]
     cfg = load_config(SMOKE, overrides)
     for stage, manifest in before.items():  # the shared stages stay done, untouched
-        assert stage_status(stage, cfg, smoke_copy)[0] == "done"
+        assert stage_status(REGISTRY, stage, cfg, smoke_copy)[0] == "done"
         assert json.loads((smoke_copy / "manifests" / f"{stage}.json").read_text()) == manifest
     summary = json.loads((smoke_copy / "student" / "summary.json").read_text())
     counts = summary["examples_per_task"]

@@ -90,32 +90,3 @@ def multitask_loss(
         total = total + losses.sum()
         per_task[spec.name] = (losses.detach().sum().item(), rows.numel())
     return total / outputs.shape[0], per_task
-
-
-def supervised_contrastive_loss(
-    features: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Supervised contrastive loss (Khosla et al., 2020, L^sup_out) within groups, vectorised over all pairs.
-
-    With z the L2-normalised features, A(i) the other rows of row i's group (its task) and P(i) ⊆ A(i) those with
-    its label: loss_i = −1/|P(i)| · Σ_{p ∈ P(i)} log( exp(z_i·z_p/τ) / Σ_{a ∈ A(i)} exp(z_i·z_a/τ) ). Rows of other
-    tasks are neither positives nor negatives: their labels mean something else.
-
-    Args:
-        features: [N, F] the vectors the heads read.
-        labels: [N] class indices.
-        groups: [N] each row's task id.
-        temperature: τ.
-    Returns:
-        The mean of loss_i over the rows that have a positive (scalar); 0 when none has.
-    """
-    z = F.normalize(features.float(), dim=-1)
-    sim = z @ z.T / temperature
-    others = (groups[:, None] == groups[None, :]) & ~torch.eye(len(z), dtype=torch.bool, device=z.device)
-    positive = others & (labels[:, None] == labels[None, :])
-    anchors = positive.any(1)  # an anchor has a positive, hence a non-empty denominator
-    if not anchors.any():
-        return sim.sum() * 0.0  # zero, still attached to the graph
-    sim, others, positive = sim[anchors], others[anchors], positive[anchors].float()
-    log_prob = sim - torch.logsumexp(sim.masked_fill(~others, float("-inf")), dim=1, keepdim=True)
-    return (-(log_prob * positive).sum(1) / positive.sum(1)).mean()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import signal
 from pathlib import Path
@@ -118,38 +117,10 @@ def set_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
         g["lr"] = g["base_lr"] * multiplier
 
 
-def trainable_depth(step: int, every: float) -> float:
-    """Gradual unfreezing (top layers first): the deepest depth (`parameter_depth`) that trains at `step`. The heads
-    (depth 0) train from the start and one more depth joins every `every` steps; `every` 0 = all (inf)."""
-    return math.inf if every <= 0 else step // every
-
-
-def drop_frozen_grads(optimizer: torch.optim.Optimizer, depth: float) -> None:
-    """Freeze the groups deeper than `depth` for this step by dropping their gradients. AdamW skips a parameter
-    without a gradient: it does not change (no update, no weight decay) and gets no optimizer state, so once it
-    unfreezes it starts fresh moments at its own layer-wise rate. Several processes need this after the backward
-    pass: DistributedDataParallel fixes which parameters it reduces when it wraps the model, so `requires_grad`
-    must not change there (one process uses `freeze_deeper` before the forward pass instead)."""
-    for group in optimizer.param_groups:
-        if group["depth"] > depth:
-            for p in group["params"]:
-                p.grad = None
-
-
-def freeze_deeper(optimizer: torch.optim.Optimizer, depth: float) -> None:
-    """One process: `requires_grad` off for the groups deeper than `depth` (on for the others), so their gradients
-    are never computed, and while the embeddings and the lowest layers are frozen the backward pass stops at the
-    lowest layer that trains. The same update as computing and then dropping them (`drop_frozen_grads`), except
-    with PCGrad: its surgery then sees only the gradients of what trains (frozen layers do not move, so their
-    conflicts do not count)."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            p.requires_grad_(group["depth"] <= depth)
-
-
 def backward_if_trained(accelerator: Accelerator, loss: torch.Tensor) -> None:
-    """`accelerator.backward(loss)`, unless nothing that trains touches the loss: in one process, unfreezing turns
-    `requires_grad` off (`freeze_deeper`), and siamese STS-B's cosine head has no parameters of its own."""
+    """`accelerator.backward(loss)`, unless nothing that trains touches the loss: in one process, gradual unfreezing
+    turns `requires_grad` off (student/options/unfreeze.py), and siamese STS-B's cosine head has no parameters of its
+    own."""
     if loss.requires_grad:
         accelerator.backward(loss)
 

@@ -1,17 +1,27 @@
 """PCGrad gradient surgery (Yu et al., 2020, "Gradient Surgery for Multi-Task Learning", Algorithm 1).
 
-Each task's gradient of the shared parameters is projected onto the normal plane of every other task's gradient it
-conflicts with (negative dot product), the others taken in random order; the projected gradients are summed. Task
-heads are not shared: each gets its own task's gradient, as without surgery.
+`student.mixing: pcgrad`: the plan and micro-batches of `summed` (`mixing.py`), one per task. Each task's gradient of
+the shared parameters is projected onto the normal plane of every other task's gradient it conflicts with (negative
+dot product), the others taken in random order; the projected gradients are summed. Task heads are not shared: each
+gets its own task's gradient, as without surgery.
+
+PCGrad runs on one process: it needs every task's whole gradient in one place, before any is summed, and
+DistributedDataParallel only ever all-reduces sums.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Iterator
+from functools import partial
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from torch import nn
+
+from pipeline.core.config import ConfigError, StudentConfig
+from student.options.hooks import Batch, Logged, LossOf, Options, Run
 
 
 def pcgrad_coefficients(gram: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -88,3 +98,37 @@ def pcgrad_backward(model: nn.Module, task_losses: Iterable[tuple[int, torch.Ten
     for p in params:
         p.grad = total[offset : offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
+
+
+def _task_losses(
+    batches: list[Batch], loss_of: LossOf, accelerator: Accelerator, logged: Logged
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(task, scaled loss) of each single-task batch, one forward at a time; each record goes to `logged`."""
+    for batch in batches:
+        loss, per_task = loss_of(batch)
+        logged.append(("loss", per_task))
+        yield int(batch["task_ids"][0]), loss if accelerator.scaler is None else accelerator.scaler.scale(loss)
+
+
+def backward(
+    num_tasks: int, seed: int, step: int, model: nn.Module, accelerator: Accelerator, batches: list[Batch],
+    loss_of: LossOf,
+) -> Logged:  # fmt: skip
+    """The step's gradient by `pcgrad_backward`, its task order drawn from (seed, step): a resumed run draws the
+    same. `batches` hold one task each (`mixing.split_by_task`)."""
+    logged: Logged = []
+    task_losses = _task_losses(batches, loss_of, accelerator, logged)
+    pcgrad_backward(accelerator.unwrap_model(model), task_losses, num_tasks, np.random.default_rng([seed, step]))
+    return logged
+
+
+def add(opts: Options, sc: StudentConfig, run: Run) -> Options:
+    """With `mixing: pcgrad`, PCGrad's backward; refused on more than one process."""
+    if sc.mixing != "pcgrad":
+        return opts
+    if run.processes > 1:
+        raise ConfigError(
+            f"'student.mixing' pcgrad runs on one process (it projects each task's whole gradient); this run has "
+            f"{run.processes}. Run it without `accelerate launch`, or choose 'student.mixing' summed"
+        )
+    return dataclasses.replace(opts, backward=partial(backward, len(run.tasks), sc.seed))

@@ -1,4 +1,4 @@
-"""Adversarial training on the word embeddings: FGM, FGSM and PGD.
+"""`student.adversarial`: adversarial training on the word embeddings, FGM, FGSM and PGD.
 
 The perturbation δ is added to the output of the word-embedding lookup (before position embeddings and LayerNorm),
 as in Miyato et al. (2017) and FreeLB (Zhu et al., 2020). One step: backward of the clean loss (which also gives
@@ -10,19 +10,25 @@ the sum of both gradients.
   pgd:  δ_0 = 0, δ_k = Π_ε(δ_{k−1} + α · g_{k−1} / ‖g_{k−1}‖), K steps, g_k the gradient at δ_k  (Madry et al., 2018)
 
 ‖·‖ is the L2 norm of one example's whole [T, H] block, and Π_ε projects each example's δ onto the L2 ball of
-radius ε. Padding positions get g = 0, hence δ = 0.
+radius ε. Padding positions get g = 0, hence δ = 0. The log shows the loss at the final δ as `adv_loss`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 
 import torch
+from accelerate import Accelerator
 from torch import nn
 
 from pipeline.core.config import StudentConfig
 from pipeline.core.training import backward_if_trained
+from student.options.hooks import Batch, Logged, LossOf, Options, Run, last_syncs
+
+LOGGED = {"clean": "loss", "adversarial": "adv_loss"}  # the passes the log shows (not PGD's probes), by log key
 
 
 class EmbeddingPerturbation:
@@ -111,3 +117,31 @@ def adversarial_backward(
         perturb.use(deltas)
         with sync:
             backward_if_trained(accelerator, loss_of("adversarial"))
+
+
+def _pass_loss(loss_of: LossOf, batch: Batch, logged: Logged, kind: str) -> torch.Tensor:
+    """`adversarial_backward`'s `loss_of`: a pass over `batch` (auxiliary losses on the clean pass only); the
+    record of a logged pass goes to `logged`."""
+    loss, per_task = loss_of(batch, clean=kind == "clean")
+    if kind in LOGGED:
+        logged.append((LOGGED[kind], per_task))
+    return loss
+
+
+def backward(
+    sc: StudentConfig, step: int, model: nn.Module, accelerator: Accelerator, batches: list[Batch], loss_of: LossOf
+) -> Logged:
+    """`adversarial_backward` of each micro-batch in turn, the gradients summed over them."""
+    embeddings = accelerator.unwrap_model(model).encoder.get_input_embeddings()  # where δ goes
+    logged: Logged = []
+    for k, batch in enumerate(batches):
+        sync = last_syncs(accelerator, model, k, len(batches))
+        adversarial_backward(model, accelerator, embeddings, partial(_pass_loss, loss_of, batch, logged), sc, sync)
+    return logged
+
+
+def add(opts: Options, sc: StudentConfig, run: Run) -> Options:
+    """With `adversarial` other than none, the clean plus the adversarial backward of every micro-batch."""
+    if sc.adversarial == "none":
+        return opts
+    return dataclasses.replace(opts, backward=partial(backward, sc))
