@@ -86,9 +86,10 @@ def _for_task(cfg: RunConfig, task: str) -> RunConfig:
 
 def _belongs(rel: str, task: str, tasks: tuple[str, ...]) -> bool:
     """Whether a data-stage file counts for `task`'s teacher: its own tokenised splits and what all tasks share
-    (e.g. a generated tiny model), not the other tasks' splits, the generated TSVs or the size table."""
+    (e.g. a generated tiny model), not the other tasks' splits, the generated TSVs, the size table or the task specs
+    (the task's own spec counts through its declaration)."""
     parts = rel.split("/")
-    if rel == "data/sizes.json" or (len(parts) > 2 and parts[1] == "synthetic-glue"):
+    if rel in ("data/sizes.json", "data/tasks.json") or (len(parts) > 2 and parts[1] == "synthetic-glue"):
         return False
     return not (len(parts) > 2 and parts[1] in tasks and parts[1] != task)
 
