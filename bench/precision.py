@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    glue_dir = Path(os.environ.get("GLUE_DIR", "/work/shared/data/glue"))
+    glue_dir = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
     missing = [n for n in NAMES if not (glue_dir / get_glue_task(n).glue_dir / "train.tsv").is_file()]
     if missing:
         sys.exit(f"bench: no GLUE train file for {missing} in {glue_dir}; set GLUE_DIR")

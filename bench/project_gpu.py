@@ -4,7 +4,7 @@
 
 Work = useful FLOPs: 6 × non-embedding parameters per trained token, 2 × per predicted token (the benchmark's
 definition; attention-score FLOPs are left out), divided by the pad efficiency (padded tokens cost compute too).
-Tokens per example are measured by tokenising the GLUE files in GLUE_DIR (default /work/shared/data/glue) with the
+Tokens per example are measured by tokenising the GLUE files in GLUE_DIR (default ../shared/data/glue) with the
 bundled MiniLM's tokenizer, which is bert-base-uncased's WordPiece vocabulary, i.e. bert-large-uncased's; a task
 whose train file is absent uses its dev file, and a task with no file at all an assumed length (marked). Row counts
 are GLUE's official train/dev sizes. Student examples per task follow p(τ) ∝ |D_τ|^α exactly as the sampler draws
@@ -67,7 +67,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args()
     cfg = load_config(ROOT / "configs" / "bam-paper.yaml")
-    glue_dir = Path(os.environ.get("GLUE_DIR", "/work/shared/data/glue"))
+    glue_dir = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
     tokenizer = load_tokenizer(bundled_minilm_path())
     params = bert_large_non_embedding_params()
     tasks = list(cfg.data.tasks)

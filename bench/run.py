@@ -406,7 +406,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     a = parse_args()
-    glue_dir, names = Path(os.environ.get("GLUE_DIR", "/work/shared/data/glue")), ["sst2", a.pair_task]
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"  # beside the checkout
+    glue_dir, names = Path(os.environ.get("GLUE_DIR", default)), ["sst2", a.pair_task]
     missing = [str(f) for n in names if not (f := glue_dir / get_glue_task(n).glue_dir / "train.tsv").is_file()]
     if missing:
         sys.exit(f"bench: no GLUE train file {', '.join(missing)}; set GLUE_DIR to a folder in the GLUE TSV layout")
