@@ -76,9 +76,7 @@ def stage_order(stages: Stages, cfg: RunConfig, target: str | None = None) -> li
     return [n for n in order if n in wanted]
 
 
-def stage_status(
-    stages: Stages, name: str, cfg: RunConfig, run_dir: Path, memo: dict | None = None
-) -> tuple[str, str]:
+def stage_status(stages: Stages, name: str, cfg: RunConfig, run_dir: Path, memo: dict | None = None) -> tuple[str, str]:
     """("done" | "stale" | "missing", why). A stage is done only when everything it needs is done too."""
     memo = {} if memo is None else memo
     if name in memo:

@@ -10,6 +10,8 @@ from student.train import train_student
 
 NAME = "student"
 RESUMABLE = True
+
+
 def needs(cfg: RunConfig) -> tuple[str, ...]:
     # Plain multitask training (λ fixed at 1) never reads teacher outputs.
     return ("data",) if cfg.student.fixed_lambda == 1.0 else ("data", "distill")

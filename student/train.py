@@ -50,7 +50,8 @@ from pipeline.core.training import (
     to_device,
 )
 from student.options import get_options
-from student.options.hooks import Logged, PerTask
+from student.options.hooks import Logged, Options, PerTask
+from student.probe import TaskGradients
 
 
 def train_student(
@@ -73,7 +74,10 @@ def train_student(
     model_path = resolve_model_path(cfg.model, run_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     opts = get_options(sc, tasks, train, acc.num_processes)  # the options' calls; BAM's at their defaults
-    model = build_model(model_path, tasks, cfg.model, seed=sc.seed, pair_mode=sc.pair_mode)
+    model = build_model(
+        model_path, tasks, cfg.model, sc.seed, sc.pair_mode, sc.pooling, sc.regression_hidden, opts.head_affine
+    )
+    probe = TaskGradients(model, [t.name for t in tasks])  # each task's gradient at the heads' input, logged
     joined = (train, tasks, teacher, model.max_outputs)  # what `collate` joins plan rows to
     split_pairs, pad_id = model.pair_mode == "siamese", model.pad_id  # a siamese model reads each sentence alone
     micro_batch_size(sc.batch_size, acc.num_processes, sc.grad_accum, "student")
@@ -117,10 +121,12 @@ def train_student(
             opts.before_step(step, total_steps, optimizer)
             parts = opts.split(rank_slice(plan[step], acc.process_index, acc.num_processes, sc.grad_accum))
             batches = [
-                to_device(collate([tuple(x) for x in part], *joined, split_pairs, pad_id), acc.device) for part in parts
+                to_device(collate([tuple(x) for x in p], *joined, split_pairs, pad_id, opts.swaps(step, p)), acc.device)
+                for p in parts
             ]
-            loss_of = partial(step_loss, model, tasks, lam, acc, sc.batch_size, opts.aux_losses)  # forward, loss
+            loss_of = partial(step_loss, model, tasks, lam, acc, sc.batch_size, opts, probe)  # forward, loss
             logged = opts.backward(step, model, acc, batches, loss_of)  # BAM: each micro-batch's loss.backward()
+            probe.step()
             opts.after_backward(step, total_steps, optimizer)
             if sc.max_grad_norm > 0:
                 acc.clip_grad_norm_(model.parameters(), sc.max_grad_norm)
@@ -136,6 +142,7 @@ def train_student(
                     # mean loss over this process's examples since the previous line: `loss` (and, with the
                     # adversarial options, `adv_loss`: the same examples at the adversarial embeddings)
                     **{key: {n: s / c for n, (s, c) in window.items() if c} for key, window in windows.items()},
+                    "grad_norm": probe.window(),  # per task, at the heads' input (student/probe.py)
                     "examples_seen": dict(
                         zip(names, np.bincount(plan[:done, :, 0].ravel(), minlength=len(tasks)).tolist())
                     ),
@@ -192,28 +199,33 @@ def train_student(
 
 def forward_loss(
     model, batch: dict[str, torch.Tensor], tasks: list[TaskSpec], lam: float, accelerator: Accelerator,
-    aux_losses: tuple = (),
+    aux_losses: tuple = (), weights: tuple[float, ...] | None = None,
 ) -> tuple[torch.Tensor, PerTask]:  # fmt: skip
-    """One forward pass: the annealed distillation loss (the batch mean), plus each auxiliary loss of the features
-    the heads read (`Options.aux_losses`: supcon). Returns the loss and `multitask_loss`'s per-task record."""
+    """One forward pass: the annealed distillation loss (the batch mean, each task's examples counting with its
+    `weights` entry), plus each auxiliary loss of the features the heads read (`Options.aux_losses`: supcon).
+    Returns the loss and `multitask_loss`'s per-task record."""
     with accelerator.autocast():
         result = model(**model_inputs(batch), return_features=bool(aux_losses))
     outputs, features = result if isinstance(result, tuple) else (result, None)
-    loss, per_task = multitask_loss(outputs, batch["task_ids"], batch["labels"], tasks, lam, batch.get("teacher"))
+    teacher = batch.get("teacher")
+    loss, per_task = multitask_loss(outputs, batch["task_ids"], batch["labels"], tasks, lam, teacher, weights)
     for aux_loss in aux_losses:
         loss = loss + aux_loss(features, batch)
     return loss, per_task
 
 
 def step_loss(
-    model, tasks: list[TaskSpec], lam: float, accelerator: Accelerator, batch_size: int, aux_losses: tuple,
-    batch: dict[str, torch.Tensor], clean: bool = True,
+    model, tasks: list[TaskSpec], lam: float, accelerator: Accelerator, batch_size: int, opts: Options,
+    probe: TaskGradients, batch: dict[str, torch.Tensor], clean: bool = True,
 ) -> tuple[torch.Tensor, PerTask]:  # fmt: skip
     """The batch's share of the step's loss: its mean loss × its rows × processes / batch_size. That is BAM's mean
     over the step's rows, and when a step holds `batch_size` rows of each task (summed, pcgrad) the sum over tasks
-    of each task's mean. A pass that is not `clean` (at adversarial embeddings) leaves the auxiliary losses out.
-    Returns it and the batch's per-task record (of the mean loss, unscaled)."""
-    loss, per_task = forward_loss(model, batch, tasks, lam, accelerator, aux_losses if clean else ())
+    of each task's mean. A pass that is not `clean` (at adversarial embeddings) leaves the auxiliary losses out, and
+    is not probed. Returns it and the batch's per-task record (of the mean loss, unscaled)."""
+    if clean:
+        probe.watch(batch["task_ids"])
+    aux = opts.aux_losses if clean else ()
+    loss, per_task = forward_loss(model, batch, tasks, lam, accelerator, aux, opts.loss_weights)
     return loss * (len(batch["task_ids"]) * accelerator.num_processes / batch_size), per_task
 
 

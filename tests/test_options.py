@@ -54,6 +54,11 @@ ON = {  # a non-default value of every option key
     "pair_mode": "siamese",
     "unfreeze_every": 10.0,
     "unfreeze_unit": "epochs",
+    "task_loss": "standardised",
+    "sampling_weights": {"stsb": 2.0},
+    "swap_pairs": ("mrpc", "stsb"),
+    "pooling": "mean",
+    "regression_hidden": 8,
 }
 
 
@@ -77,8 +82,12 @@ def test_default_configs_keep_the_options_in_the_students_digest_only(path: Path
     """At their defaults the options' keys are in the student's digest, but for the keys no option then reads."""
     cfg = load_config(path)
     for name, stage in REGISTRY.items():
-        read = {"mixing", "adversarial", "supcon_weight", "pair_mode", "unfreeze_every"} if name == "student" else set()
-        assert _keys(stage.config_subset(cfg)) & set(OPTIONS) == read, name
+        read = {"mixing", "adversarial", "supcon_weight", "pair_mode", "unfreeze_every", *REGRESSION_KEYS}
+        read = read if name == "student" else set()
+        assert set(stage.config_subset(cfg).get("student", {})) & set(OPTIONS) == read, name
+
+
+REGRESSION_KEYS = ("task_loss", "sampling_weights", "swap_pairs", "pooling", "regression_hidden")  # always read
 
 
 # The option a key is read under: alone, it changes no output, so it changes no digest.
@@ -101,7 +110,8 @@ def test_an_option_changes_only_the_students_config_subset(key: str) -> None:
     cfg = load_config(SMOKE, _overrides({**NEEDS.get(key, {}), key: ON[key]}))
     for name, stage in REGISTRY.items():
         assert (stage.config_subset(cfg) == stage.config_subset(base)) == (name != "student"), name
-    assert REGISTRY["student"].config_subset(cfg)["student"][key] == ON[key]
+    expected = list(ON[key]) if isinstance(ON[key], tuple) else ON[key]  # the digest's JSON form
+    assert REGISTRY["student"].config_subset(cfg)["student"][key] == expected
     if key in NEEDS:  # without the option that reads it, the key is left out
         alone = load_config(SMOKE, _overrides({key: ON[key]}))
         assert REGISTRY["student"].config_subset(alone) == REGISTRY["student"].config_subset(load_config(SMOKE))
@@ -609,6 +619,11 @@ FAMILIES = {  # every option on its own, then all that combine at once
     "supcon": ["--student.supcon_weight=0.2"],
     "siamese": ["--student.pair_mode='siamese'"],
     "unfreeze": ["--student.unfreeze_every=30.0"],
+    "standardised": ["--student.task_loss='standardised'"],
+    "label-scale": ["--student.task_loss='label-scale'"],
+    "sampling": ["--student.sampling_weights={'stsb': 3.0}"],
+    "swap": ["--student.swap_pairs=['mrpc', 'stsb']"],
+    "heads": ["--student.regression_hidden=8", "--student.pooling='mean'"],
     "combined": [
         "--student.mixing='summed'", "--student.adversarial='fgm'", "--student.supcon_weight=0.2",
         "--student.pair_mode='siamese'", "--student.unfreeze_every=5.0",
@@ -635,6 +650,8 @@ def test_the_student_trains_and_is_used_with_each_option(smoke_copy: Path, famil
         assert len(set(counts.values())) == 1  # every task equally often
     log = [json.loads(line) for line in (smoke_copy / "student" / "log.jsonl").read_text().splitlines()]
     assert log[-2]["examples_seen"] == counts and all(math.isfinite(v) for x in log[:-1] for v in x["loss"].values())
+    assert all(x["grad_norm"].keys() == set(TASKS) for x in log[:-1])  # each task's gradient at the heads' input
+    assert all(any(x["grad_norm"][t] > 0 for x in log[:-1]) for t in TASKS)
     if family in ("fgm", "fgsm", "pgd", "combined"):  # the loss at the adversarial embeddings, of the same examples
         assert all(x["adv_loss"].keys() == x["loss"].keys() for x in log[:-1])
         assert all(math.isfinite(v) and v != x["loss"][t] for x in log[:-1] for t, v in x["adv_loss"].items())

@@ -12,7 +12,6 @@ from pipeline.core.config import ConfigError, mixed_precision
 TRACKERS = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"]}
 
 
-
 def make_accelerator(report_to: str = "none", run_dir: Path | None = None, precision: str | None = "fp32"):
     """The Accelerator all stages share; `report_to` (a key of TRACKERS) picks the trackers, which write under
     `run_dir/tracking/`, outside every stage's outputs; `precision` (the config's `model.precision`) its mixed

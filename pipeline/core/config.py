@@ -163,12 +163,23 @@ class StudentConfig:
     unfreeze_every: float = 0.0  # gradual unfreezing: one more depth (pooler, top layer, …) trains every this many
     # unfreeze_unit; the heads always train (0 = everything trains from the start)
     unfreeze_unit: Literal["steps", "epochs"] = "steps"
+    # Regression in the multitask loss (docs/regression.md has each setting's measured effect):
+    task_loss: Literal["mean", "label-scale", "standardised"] = "mean"  # mean = BAM: squared error on the labels
+    # scaled to [0, 1] by the task's range; label-scale = × (hi − lo)², the error on the label's own scale;
+    # standardised = ÷ the variance of the task's scaled training labels (standardised targets: does not depend on
+    # the declared range)
+    sampling_weights: dict[str, float] = field(default_factory=dict)  # p(τ) ∝ w_τ · |D_τ|^alpha; missing = 1
+    swap_pairs: tuple[str, ...] = ()  # pair tasks whose two sentences are unordered (e.g. mrpc, stsb): each training
+    # example is read in the swapped order with probability 1/2 (the teacher's target is the stored order's)
+    pooling: Literal["model", "pooler", "cls", "mean"] = "model"  # the student's sentence vector; model = model.pooling
+    regression_hidden: int = 0  # > 0: a regression head is an MLP with one hidden layer of this width (0 = linear)
 
 
 # The student's multitask options (each a module in student/options/); the report names those not at their default.
 OPTIONS = (
     "mixing", "adversarial", "adv_epsilon", "adv_alpha", "adv_steps", "supcon_weight", "supcon_temperature",
-    "pair_mode", "unfreeze_every", "unfreeze_unit",
+    "pair_mode", "unfreeze_every", "unfreeze_unit", "task_loss", "sampling_weights", "swap_pairs", "pooling",
+    "regression_hidden",
 )  # fmt: skip
 
 
@@ -234,10 +245,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         tasks = tuple(task_name(t, data.custom_tasks) for t in data.tasks)
         caps = _by_task(data.max_train_examples, data.custom_tasks)
         per_task = _by_task(cfg.teachers.per_task, data.custom_tasks)
+        weights = _by_task(cfg.student.sampling_weights, data.custom_tasks)
+        swapped = tuple(dict.fromkeys(task_name(t, data.custom_tasks) for t in cfg.student.swap_pairs))
         cfg = dataclasses.replace(
             cfg,
             data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps),
             teachers=dataclasses.replace(cfg.teachers, per_task=per_task),
+            student=dataclasses.replace(cfg.student, sampling_weights=weights, swap_pairs=swapped),
         )
         if len(set(tasks)) != len(tasks):
             problems.append(f"'data.tasks' names a task twice: {list(data.tasks)}")

@@ -45,6 +45,11 @@ def validate(cfg: RunConfig) -> list[str]:
     lam = cfg.student.fixed_lambda
     if lam is not None and not 0 <= lam <= 1:
         problems.append(f"'student.fixed_lambda' must be null or in [0, 1], got {lam}")
+    if cfg.student.task_loss == "standardised" and cfg.model.regression_head == "sigmoid":
+        problems.append(
+            "'student.task_loss' standardised needs 'model.regression_head' linear (a sigmoid bounds the "
+            "output to [0, 1], standardised values are not)"
+        )
     if cfg.student.alpha < 0:
         problems.append(f"'student.alpha' must be >= 0, got {cfg.student.alpha}")
     return problems + _validate_options(cfg.student)
@@ -62,6 +67,8 @@ def _validate_task_names(cfg: RunConfig) -> list[str]:
     for key, names in (
         ("data.max_train_examples", cfg.data.max_train_examples),
         ("teachers.per_task", cfg.teachers.per_task),
+        ("student.sampling_weights", cfg.student.sampling_weights),
+        ("student.swap_pairs", cfg.student.swap_pairs),
     ):
         for name in names:
             try:
@@ -98,7 +105,8 @@ def _validate_options(s: StudentConfig) -> list[str]:
     """Value checks of the student's multitask options, and the combinations that are refused."""
     problems = []
     hints = typing.get_type_hints(type(s))
-    for key in ("mixing", "adversarial", "pair_mode", "unfreeze_unit"):  # a config built in code skips the type check
+    # a config built in code skips the type check
+    for key in ("mixing", "adversarial", "pair_mode", "unfreeze_unit", "task_loss", "pooling"):
         allowed = typing.get_args(hints[key])
         if getattr(s, key) not in allowed:
             problems.append(f"'student.{key}' must be one of {'/'.join(allowed)}, got {getattr(s, key)!r}")
@@ -109,11 +117,21 @@ def _validate_options(s: StudentConfig) -> list[str]:
     for key in ("supcon_weight", "unfreeze_every"):
         if not 0 <= getattr(s, key) < math.inf:
             problems.append(f"'student.{key}' must be a finite number >= 0 (0 = off), got {getattr(s, key)}")
+    for task, weight in s.sampling_weights.items():
+        if not 0 < weight < math.inf:
+            problems.append(f"'student.sampling_weights.{task}' must be a finite number > 0, got {weight}")
+    if s.regression_hidden < 0:
+        problems.append(f"'student.regression_hidden' must be >= 0 (0 = a linear head), got {s.regression_hidden}")
     if s.adv_steps < 1:
         problems.append(f"'student.adv_steps' must be >= 1, got {s.adv_steps}")
     finite = math.isfinite(s.unfreeze_every)  # NaN / inf: reported above
     if s.unfreeze_unit == "steps" and finite and s.unfreeze_every != int(s.unfreeze_every):
         problems.append(f"'student.unfreeze_every' counts steps (unfreeze_unit: steps): whole, got {s.unfreeze_every}")
+    if s.sampling_weights and (s.mixing != "mixed" or s.shuffle_all):
+        problems.append(
+            "'student.sampling_weights' weights BAM's task sampling: only with 'student.mixing' mixed "
+            "and without 'student.shuffle_all'"
+        )
     if s.shuffle_all and s.mixing != "mixed":
         problems.append(f"'student.shuffle_all' shuffles mixed minibatches; no use with 'student.mixing' {s.mixing}")
     if s.mixing == "pcgrad" and s.adversarial != "none":

@@ -133,6 +133,7 @@ def collate(
     max_outputs: int = 1,
     split_pairs: bool = False,
     pad_id: int = 0,
+    swapped: Sequence[bool] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Build one padded batch from (task index, row) pairs; examples of different tasks may share a batch.
 
@@ -145,6 +146,7 @@ def collate(
     input_ids, with an empty second part.
 
     Padding uses `pad_id` (the tokenizer's pad token: 0 for BERT, 1 for RoBERTa; `MultiTaskModel.pad_id`).
+    `swapped[i]` reads item i's sentence pair in the other order (`swap_pair`).
     """
     n = len(items)
     firsts, seconds = [], []
@@ -154,6 +156,8 @@ def collate(
         s = splits[t]
         lo, hi = s.offsets[r], s.offsets[r + 1]
         ids, types = s.input_ids[lo:hi], s.token_type_ids[lo:hi]
+        if swapped is not None and swapped[i]:
+            ids, types = swap_pair(ids, types)
         if split_pairs:
             b = types == 1
             seconds.append(np.concatenate([ids[:1], ids[b]]) if b.any() else ids[:0])
@@ -177,6 +181,18 @@ def collate(
     if teacher is not None:
         batch["teacher"] = torch.from_numpy(teacher_out)
     return batch
+
+
+def swap_pair(ids: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A pair stored as [CLS] a [SEP] b [SEP] (token types 0 then 1) as [CLS] b [SEP] a [SEP], token types 0 for
+    [CLS] b [SEP] and 1 for a [SEP]: the same tokens, the sentences in the other order. A single sentence is kept."""
+    second = types == 1
+    if not second.any():
+        return ids, types
+    first = ids[~second]  # [CLS] a [SEP]
+    b = ids[second]  # b [SEP]
+    new_types = np.concatenate([np.zeros(1 + len(b), types.dtype), np.ones(len(first) - 1, types.dtype)])
+    return np.concatenate([first[:1], b, first[1:]]), new_types
 
 
 def _pad(rows: list[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:

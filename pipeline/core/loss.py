@@ -8,6 +8,8 @@ For an example with gold label y and teacher output t, at mixing weight λ:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +64,7 @@ def multitask_loss(
     tasks: list[TaskSpec],
     lam: float,
     teacher: torch.Tensor | None = None,
+    weights: Sequence[float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
     """Mean annealed loss over a batch that mixes tasks.
 
@@ -72,8 +75,10 @@ def multitask_loss(
         tasks: the model's tasks, in task-id order.
         lam: λ, the weight of the gold label.
         teacher: [B, C_max] teacher outputs laid out like `outputs`, or None when λ = 1.
+        weights: per task id, the factor its examples' losses count with in the mean (None: 1 each).
     Returns:
-        The batch-mean loss (scalar) and, per task present, (sum of its examples' losses, count) for logging.
+        The batch-mean loss (scalar) and, per task present, (sum of its examples' losses, count) for logging,
+        unweighted.
     """
     total = outputs.new_zeros((), dtype=torch.float32)
     per_task = {}
@@ -87,6 +92,6 @@ def multitask_loss(
             losses = regression_loss(out[:, 0], labels[rows], None if teach is None else teach[:, 0], lam)
         else:
             losses = classification_loss(out, labels[rows], teach, lam)
-        total = total + losses.sum()
+        total = total + losses.sum() * (1.0 if weights is None else weights[t])
         per_task[spec.name] = (losses.detach().sum().item(), rows.numel())
     return total / outputs.shape[0], per_task

@@ -115,11 +115,27 @@ def _basic_split(text: str) -> list[str]:
     return out
 
 
-def head_spec(task: TaskSpec, cfg: ModelConfig) -> dict[str, Any]:
-    """What a head needs to know about its task: output width, for regression the activation, and whether its
-    inputs are sentence pairs."""
-    sigmoid = task.kind == "regression" and cfg.regression_head == "sigmoid"
-    return {"outputs": task.num_labels, "kind": task.kind, "sigmoid": sigmoid, "pair": len(task.text_columns) == 2}
+def head_spec(
+    task: TaskSpec, cfg: ModelConfig, regression_hidden: int = 0, affine: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """What a head needs to know about its task: output width, for regression the activation, the width of an MLP
+    head's hidden layer (`hidden`, only when > 0) and an output affine map (`affine` [shift, scale]: the head predicts
+    standardised values, returned as value · scale + shift), and whether its inputs are sentence pairs."""
+    regression = task.kind == "regression"
+    sigmoid = regression and cfg.regression_head == "sigmoid"
+    spec = {"outputs": task.num_labels, "kind": task.kind, "sigmoid": sigmoid, "pair": len(task.text_columns) == 2}
+    if regression and regression_hidden > 0:
+        spec["hidden"] = regression_hidden
+    if regression and affine is not None:
+        spec["affine"] = [float(affine[0]), float(affine[1])]
+    return spec
+
+
+def make_head(width: int, spec: dict[str, Any]) -> nn.Module:
+    """A task's head on `width` features: linear, or with `spec["hidden"]` an MLP (linear, GELU, linear)."""
+    if spec.get("hidden"):
+        return nn.Sequential(nn.Linear(width, spec["hidden"]), nn.GELU(), nn.Linear(spec["hidden"], spec["outputs"]))
+    return nn.Linear(width, spec["outputs"])
 
 
 class MultiTaskModel(nn.Module):
@@ -159,7 +175,7 @@ class MultiTaskModel(nn.Module):
             if siamese and spec["kind"] == "regression":
                 self.heads[name] = nn.Identity()  # cos(u, v)
             else:
-                self.heads[name] = nn.Linear(4 * hidden if siamese else hidden, spec["outputs"])
+                self.heads[name] = make_head(4 * hidden if siamese else hidden, spec)
         self.max_outputs = max(spec["outputs"] for spec in heads.values())
         self.uses_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         self.pad_id = getattr(encoder.config, "pad_token_id", None) or 0  # what `collate` pads input_ids with
@@ -215,6 +231,9 @@ class MultiTaskModel(nn.Module):
                 y = self.heads[name](x)
                 if self.head_specs[name]["sigmoid"]:
                     y = torch.sigmoid(y)
+                if "affine" in self.head_specs[name]:
+                    shift, scale = self.head_specs[name]["affine"]
+                    y = y * scale + shift
             out = out.index_put((rows,), nn.functional.pad(y, (0, self.max_outputs - y.shape[1])))
             if features is not None:
                 features = features.index_put((rows,), nn.functional.pad(x, (0, self.feature_width - x.shape[1])))
@@ -239,13 +258,16 @@ class MultiTaskModel(nn.Module):
 
 
 def build_model(
-    path: str, tasks: list[TaskSpec], cfg: ModelConfig, seed: int, pair_mode: str = "cross"
-) -> MultiTaskModel:
-    """A fresh model: pretrained encoder from `path`, new heads initialised from `seed`."""
+    path: str, tasks: list[TaskSpec], cfg: ModelConfig, seed: int, pair_mode: str = "cross",
+    pooling: str = "model", regression_hidden: int = 0, affine: dict[str, tuple[float, float]] | None = None,
+) -> MultiTaskModel:  # fmt: skip
+    """A fresh model: pretrained encoder from `path`, new heads initialised from `seed`. `pooling` other than
+    "model", `regression_hidden` and the regression heads' `affine` maps (task → (shift, scale)) are the student's
+    own (`student.pooling`, `student.regression_hidden`, `student.task_loss` standardised)."""
     encoder = load_encoder(path, cfg.trust_remote_code)
     torch.manual_seed(seed)
-    heads = {t.name: head_spec(t, cfg) for t in tasks}
-    return MultiTaskModel(encoder, heads, cfg.pooling, cfg.dropout, pair_mode)
+    heads = {t.name: head_spec(t, cfg, regression_hidden, (affine or {}).get(t.name)) for t in tasks}
+    return MultiTaskModel(encoder, heads, cfg.pooling if pooling == "model" else pooling, cfg.dropout, pair_mode)
 
 
 def build_model_from(

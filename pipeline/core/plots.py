@@ -99,10 +99,12 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
 
     One panel per task: its training loss (faint: as logged; solid: moving average; dotted: the moving average of
     the loss at the adversarial embeddings, for students trained with an adversarial option), one colour per label,
-    on a log scale when every loss is positive; a last panel: the learning rate (solid, left axis) and λ (dashed, right
-    axis). The x-axis is the training examples seen, so students that take steps of different sizes (`summed`'s one
-    batch of every task) line up; logs without example counts are drawn over optimizer steps. Lines that are not
-    training records (the final dev metrics) and lines cut short by a crash are skipped.
+    on a log scale when every loss is positive; then the learning rate (solid, left axis) and λ (dashed, right
+    axis); with a gradient probe's records (`grad_norm`), a last panel of each task's share of the squared gradient
+    at the heads' input, of the first such label. The x-axis is the training examples seen, so students that take
+    steps of different sizes (`summed`'s one batch of every task) line up; logs without example counts are drawn
+    over optimizer steps. Lines that are not training records (the final dev metrics) and lines cut short by a
+    crash are skipped.
     """
     runs = {
         label: _training_records(log) if isinstance(log, (str, Path)) else _records(log) for label, log in logs.items()
@@ -116,8 +118,10 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
 
     tasks = list(dict.fromkeys(task for records in runs.values() for r in records for task in r["loss"]))
     colours = {label: f"C{i % 10}" for i, label in enumerate(runs)}
-    columns = min(3, len(tasks) + 1)
-    rows = -(-(len(tasks) + 1) // columns)
+    probed = next((label for label, records in runs.items() if any("grad_norm" in r for r in records)), None)
+    panels = len(tasks) + 1 + (probed is not None)
+    columns = min(3, panels)
+    rows = -(-panels // columns)
     fig = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, columns, sharex=True, squeeze=False).ravel()
@@ -155,9 +159,10 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
     lam_ax.set_ylabel("λ (weight of the gold label)")
     lam_ax.set_ylim(-0.05, 1.05)
     lr_ax.grid(alpha=0.3)
-    for ax in axes[len(tasks) + 1 :]:
+    if probed is not None:
+        _plot_gradient_shares(axes[len(tasks) + 1], runs[probed], tasks, x, probed if len(runs) > 1 else "")
+    for ax in axes[panels:]:
         ax.set_visible(False)
-    panels = len(tasks) + 1
     for i in range(max(0, panels - columns), panels):  # the lowest panel of each column
         axes[i].set_xlabel("training examples seen (thousands)" if by_examples else "optimizer step")
         axes[i].xaxis.set_tick_params(labelbottom=True)
@@ -169,6 +174,21 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _plot_gradient_shares(ax, records: list[dict], tasks: list[str], x, label: str) -> None:
+    """Each task's share of the squared gradient at the heads' input (`grad_norm`, student/probe.py), moving
+    average: a task near 0 is starved."""
+    points = [r for r in records if r.get("grad_norm")]
+    xs = [x(r) for r in points]
+    totals = [sum(v**2 for v in r["grad_norm"].values()) or 1.0 for r in points]
+    for i, task in enumerate(tasks):
+        shares = [r["grad_norm"].get(task, 0.0) ** 2 / total for r, total in zip(points, totals)]
+        ax.plot(*_moving_average(xs, shares), color=f"C{i % 10}", linewidth=1.2, label=task)
+    ax.set_title("gradient share at the heads' input" + (f" ({label})" if label else ""), fontsize=10)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.3)
+
+
 def _moving_average(xs: tuple, ys: tuple) -> tuple[tuple, np.ndarray]:
     """A moving average over about 1/25 of the points, with the x of each window's last point."""
     window = max(1, len(ys) // 25)
@@ -176,7 +196,7 @@ def _moving_average(xs: tuple, ys: tuple) -> tuple[tuple, np.ndarray]:
 
 
 CURVE_POINTS = 120  # a curve kept in results.json: at most this many of the log's records, evenly spaced
-CURVE_KEYS = ("loss", "examples_seen", "adv_loss")  # the per-task columns of a kept curve
+CURVE_KEYS = ("loss", "examples_seen", "adv_loss", "grad_norm")  # the per-task columns of a kept curve
 
 
 def training_curve(log: Path) -> dict:
@@ -190,7 +210,7 @@ def training_curve(log: Path) -> dict:
     tasks = list(dict.fromkeys(t for r in records for t in r["loss"]))
     columns: dict = {key: [r.get(key) for r in records] for key in ("step", "lr", "lambda")}
     for key in CURVE_KEYS:
-        if key != "adv_loss" or any(key in r for r in records):
+        if key in ("loss", "examples_seen") or any(key in r for r in records):
             columns[key] = {t: [r.get(key, {}).get(t) for r in records] for t in tasks}
     return columns
 

@@ -7,14 +7,16 @@ sizes, it makes resuming exact (start at step s) and lets every process take its
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def task_probabilities(sizes: list[int], alpha: float) -> np.ndarray:
-    """p(τ) ∝ |D_τ|^alpha (alpha 1: size-proportional; 0: uniform; the paper: 0.75)."""
-    weights = np.asarray(sizes, dtype=np.float64) ** alpha
-    return weights / weights.sum()
+def task_probabilities(sizes: list[int], alpha: float, weights: Sequence[float] | None = None) -> np.ndarray:
+    """p(τ) ∝ w_τ · |D_τ|^alpha (alpha 1: size-proportional; 0: uniform; the paper: 0.75); `weights` w per task
+    (None: 1 each)."""
+    p = np.asarray(sizes, dtype=np.float64) ** alpha * (1.0 if weights is None else np.asarray(weights, np.float64))
+    return p / p.sum()
 
 
 def steps_for(num_examples: int, batch_size: int, epochs: float) -> int:
@@ -36,10 +38,12 @@ def single_task_plan(size: int, batch_size: int, total_steps: int, seed: int, ta
 
 
 def multitask_plan(
-    sizes: list[int], batch_size: int, total_steps: int, alpha: float, seed: int, shuffle_all: bool = False
-) -> np.ndarray:
-    """Mixed-task plan. Each slot draws its task from p(τ) ∝ |D_τ|^alpha, then the next row of that task's
-    shuffled stream. `shuffle_all` instead shuffles all examples together (the paper's "no task sampling")."""
+    sizes: list[int], batch_size: int, total_steps: int, alpha: float, seed: int, shuffle_all: bool = False,
+    weights: Sequence[float] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Mixed-task plan. Each slot draws its task from p(τ) ∝ w_τ · |D_τ|^alpha (`task_probabilities`), then the next
+    row of that task's shuffled stream. `shuffle_all` instead shuffles all examples together (the paper's "no task
+    sampling")."""
     rng = np.random.default_rng(seed)
     count = total_steps * batch_size
     if shuffle_all:
@@ -48,7 +52,7 @@ def multitask_plan(
         order = shuffled_rows(len(owner), count, rng)
         pairs = np.stack([owner[order], local[order]], axis=-1)
     else:
-        tasks = rng.choice(len(sizes), size=count, p=task_probabilities(sizes, alpha))
+        tasks = rng.choice(len(sizes), size=count, p=task_probabilities(sizes, alpha, weights))
         rows = np.zeros(count, dtype=np.int64)
         for t, n in enumerate(sizes):
             slots = np.flatnonzero(tasks == t)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.experiments.variants import EVERY, OPTIONS
+from pipeline.experiments.variants import EVERY, GROUPS
 
 
 def _medians(summary: dict[str, Any], tasks: list[str], shown: list[str]) -> tuple[dict, dict]:
@@ -38,15 +38,17 @@ def write_plots(results: dict[str, Any], out: Path) -> None:
     from pipeline.core.plots import plot_scores, plot_training_curves
 
     tasks, summary = results["tasks"], results["summary"]
-    groups = (("", [v for v in EVERY if v not in OPTIONS]), ("options-", ["bam", *OPTIONS]))
-    for prefix, names in groups:
+    apart = {v for _, prefix, _, group in GROUPS if prefix for v in group}  # shown in plots of their own
+    groups = [("", [v for v in EVERY if v not in apart], ())]
+    groups += [(prefix, [*base, *group], group) for _, prefix, base, group in GROUPS if prefix]
+    for prefix, names, own in groups:
         shown = [v for v in names if v in summary]
-        if not shown or (prefix and not any(v in OPTIONS for v in shown)):
+        if not shown or (prefix and not any(v in own for v in shown)):
             continue
         medians, spread = _medians(summary, tasks, shown)
         several = any(len(summary[v]["seeds"]) > 1 for v in shown)
         title = "GLUE dev, median over seeds" + (" (whiskers: min–max)" if several else "")
-        plot_scores(medians, out / "plots" / ("options.png" if prefix else "scores.png"), title, spread=spread)
+        plot_scores(medians, out / "plots" / (f"{prefix[:-1]}.png" if prefix else "scores.png"), title, spread=spread)
         logs = _curves(results["runs"], shown)
         if logs:
             plot_training_curves(logs, out / "plots" / f"{prefix}training.png")

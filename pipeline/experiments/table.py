@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.core.tasks import TaskSpec
 from pipeline.experiments.stats import summarise
-from pipeline.experiments.variants import ABLATIONS, EVERY, OPTIONS, TEACHERS, TUNE_SEED, setting_label
+from pipeline.experiments.variants import EVERY, GROUPS, TEACHERS, TUNE_SEED, setting_label
 
 METRIC_NAMES = {"accuracy": "accuracy", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 TABLE_1 = ["single", "multi", "single-single", "multi-multi", "bam", "bam-ft"]
@@ -138,12 +138,9 @@ def render_table(
     summary = summarise(runs, [t.name for t in specs])
     lines = _intro(specs, command, machine)
     lines += ["## Table 1: Single, Multi, Single→Multi", "", *_variants_table(TABLE_1, summary, runs, specs)]
-    if any(v in summary for v in ABLATIONS):
-        lines += ["", "## Ablations (each removes one part of BAM)", ""]
-        lines += _variants_table(["bam", *ABLATIONS], summary, runs, specs)
-    if any(v in summary for v in OPTIONS):
-        lines += ["", "## Multitask options (one seed is enough)", ""]
-        lines += _variants_table(["bam", *OPTIONS], summary, runs, specs)
+    for title, _, base, group in GROUPS:
+        if any(v in summary for v in group):
+            lines += ["", f"## {title}", "", *_variants_table([*base, *group], summary, runs, specs)]
     lines += ["", *_tests_table(summary, specs)]
     students = dict(tuning or {})
     teachers = students.pop(TEACHERS, None)

@@ -50,7 +50,30 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "siamese": ("BAM, siamese pair heads", {"pair_mode": "siamese"}),
     "unfreeze": ("BAM + gradual unfreezing (0.1 epoch)", {"unfreeze_every": 0.1, "unfreeze_unit": "epochs"}),
 }
-EVERY = {**VARIANTS, **DERIVED, **OPTIONS}
+# How the student treats regression (docs/regression.md): BAM and Multi with one change each, run when named.
+REGRESSION: dict[str, tuple[str, dict[str, Any]]] = {
+    "label-scale": ("BAM, regression error on the label's scale", {"task_loss": "label-scale"}),
+    "standardised": ("BAM, standardised regression targets", {"task_loss": "standardised"}),
+    "stsb-x2": ("BAM, STS-B sampled ×2", {"sampling_weights": {"stsb": 2.0}}),
+    "swap-pairs": ("BAM, MRPC and STS-B pairs in both orders", {"swap_pairs": ("mrpc", "stsb")}),
+    "mlp-head": ("BAM, MLP regression head (256)", {"regression_hidden": 256}),
+    "mean-pool": ("BAM, mean pooling", {"pooling": "mean"}),
+    "multi-label-scale": (
+        "Multi, regression error on the label's scale",
+        {"fixed_lambda": 1.0, "task_loss": "label-scale"},
+    ),
+    "multi-standardised": (
+        "Multi, standardised regression targets",
+        {"fixed_lambda": 1.0, "task_loss": "standardised"},
+    ),
+}
+EVERY = {**VARIANTS, **DERIVED, **OPTIONS, **REGRESSION}
+# The tables after Table 1: (title, prefix of its own plots or "", the variants it compares with, its variants).
+GROUPS = (
+    ("Ablations (each removes one part of BAM)", "", ("bam",), ABLATIONS),
+    ("Multitask options (one seed is enough)", "options-", ("bam",), tuple(OPTIONS)),
+    ("Regression in the multitask loss (docs/regression.md)", "regression-", ("multi", "bam"), tuple(REGRESSION)),
+)
 SHARED = ("data", "teachers", "distill")  # stages every variant of a seed shares
 TUNE_SEED = 1  # the seed every tuning run is made on; the choice holds for every seed
 TEACHERS = "teachers"  # what the teachers' tuning is named by (OUT/tuning/teachers.json); not a variant

@@ -6,6 +6,7 @@
   supcon.py       `supcon_weight`: a supervised contrastive loss on the features the heads read
   siamese.py      `pair_mode: siamese`: its check (the heads and batches are core: evaluation and prediction use them)
   unfreeze.py     `unfreeze_every`: gradual unfreezing, top first
+  regression.py   `task_loss`, `swap_pairs`: a regression task's weight in the loss; both orders of a pair
 
 Each module's `add(opts, sc, run)` returns `opts` with its calls (`hooks.Options`) in place when its option is on,
 or refuses a run it cannot train (`ConfigError`); a new option is a module here and a line in `ADDED`.
@@ -16,16 +17,16 @@ from __future__ import annotations
 from pipeline.core.config import StudentConfig
 from pipeline.core.data import TokenizedSplit
 from pipeline.core.tasks import TaskSpec
-from student.options import adversarial, mixing, pcgrad, siamese, supcon, unfreeze
+from student.options import adversarial, mixing, pcgrad, regression, siamese, supcon, unfreeze
 from student.options.hooks import Options, Run
 
-ADDED = (pcgrad, adversarial, supcon, siamese, unfreeze)  # in order: the first refusal is the one reported
+ADDED = (pcgrad, adversarial, supcon, siamese, unfreeze, regression)  # in order: the first refusal is the one reported
 
 
 def get_options(sc: StudentConfig, tasks: list[TaskSpec], train: list[TokenizedSplit], processes: int) -> Options:
     """The calls that make `sc`'s step: BAM's at every default. Raises `ConfigError` for a run an option cannot train
     (`check_options`)."""
-    opts, run = mixing.options(sc), Run(tasks, train, processes)
+    opts, run = mixing.options(sc, [t.name for t in tasks]), Run(tasks, train, processes)
     for option in ADDED:
         opts = option.add(opts, sc, run)
     return opts

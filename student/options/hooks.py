@@ -75,3 +75,7 @@ class Options:
     before_step: StepHook = no_op  # before the step's forward passes
     after_backward: StepHook = no_op  # after its backward passes, before clipping and the optimizer step
     after_training: Callable[[torch.optim.Optimizer], None] = no_op  # after the last step, before evaluation
+    loss_weights: tuple[float, ...] | None = None  # per task id, the factor its losses count with (None: 1 each)
+    head_affine: dict[str, tuple[float, float]] | None = None  # regression task → (shift, scale) of its head's output
+    swaps: Callable[[int, np.ndarray], np.ndarray | None] = lambda step, rows: None  # (step, rows [N, 2]) → which
+    # pairs are read in the swapped order (None: none)

@@ -84,14 +84,16 @@ def student_plan(
     seed: int,
     shuffle_all: bool,
     window: int,
+    weights: list[float] | None = None,
 ) -> np.ndarray:
     """The student's plan for `student.mixing`, length-grouped over windows of `window` steps (0 = off).
 
-    mixed: `multitask_plan` then `group_by_length` (BAM). round-robin: `round_robin_plan`; summed and pcgrad:
-    `summed_plan`; both grouped by `group_task_batches_by_length`, so each step keeps its tasks and their counts.
+    mixed: `multitask_plan` (task weights `weights`, None = 1 each) then `group_by_length` (BAM). round-robin:
+    `round_robin_plan`; summed and pcgrad: `summed_plan`; both grouped by `group_task_batches_by_length`, so each
+    step keeps its tasks and their counts.
     """
     if mixing == "mixed":
-        plan = multitask_plan(sizes, batch_size, total_steps, alpha, seed, shuffle_all)
+        plan = multitask_plan(sizes, batch_size, total_steps, alpha, seed, shuffle_all, weights)
         return group_by_length(plan, lengths, window, seed)
     if mixing == "round-robin":
         plan = round_robin_plan(sizes, batch_size, total_steps, seed)
@@ -101,16 +103,27 @@ def student_plan(
     return group_task_batches_by_length(blocks, lengths, window * len(sizes), seed).reshape(plan.shape)
 
 
-def plan_of(sc: StudentConfig, sizes: list[int], lengths: list[np.ndarray], total_steps: int) -> np.ndarray:
+def sampling_weights(sc: StudentConfig, names: list[str]) -> list[float] | None:
+    """Each task's `student.sampling_weights` entry (1 where it has none), in task-id order; None when none is set."""
+    return [sc.sampling_weights.get(name, 1.0) for name in names] if sc.sampling_weights else None
+
+
+def plan_of(
+    sc: StudentConfig, names: list[str], sizes: list[int], lengths: list[np.ndarray], total_steps: int
+) -> np.ndarray:
     """`student_plan` with the run's `student` keys."""
     args = (sc.batch_size, total_steps, sc.alpha, sc.seed, sc.shuffle_all, sc.group_by_length)
-    return student_plan(sc.mixing, sizes, lengths, *args)
+    return student_plan(sc.mixing, sizes, lengths, *args, sampling_weights(sc, names))
 
 
-def reported_probabilities(sc: StudentConfig, sizes: list[int]) -> np.ndarray:
-    """p(τ) of the plan: |D_τ|^α for BAM (size-proportional when shuffling all data together); uniform otherwise,
-    as every task gets the same number of batches."""
-    return task_probabilities(sizes, 0.0 if sc.mixing != "mixed" else 1.0 if sc.shuffle_all else sc.alpha)
+def reported_probabilities(sc: StudentConfig, names: list[str], sizes: list[int]) -> np.ndarray:
+    """p(τ) of the plan: w_τ · |D_τ|^α for BAM (size-proportional when shuffling all data together); uniform
+    otherwise, as every task gets the same number of batches."""
+    if sc.mixing != "mixed":
+        return task_probabilities(sizes, 0.0)
+    if sc.shuffle_all:
+        return task_probabilities(sizes, 1.0)
+    return task_probabilities(sizes, sc.alpha, sampling_weights(sc, names))
 
 
 def split_by_task(parts: list[np.ndarray]) -> list[np.ndarray]:
@@ -119,11 +132,12 @@ def split_by_task(parts: list[np.ndarray]) -> list[np.ndarray]:
     return [part[part[:, 0] == t] for part in parts for t in np.unique(part[:, 0])]
 
 
-def options(sc: StudentConfig) -> Options:
-    """The options' first calls: how `sc.mixing` plans the run and cuts a step into micro-batches; the rest BAM's."""
+def options(sc: StudentConfig, names: list[str]) -> Options:
+    """The options' first calls: how `sc.mixing` plans the run of the tasks `names` (with their
+    `sampling_weights`) and cuts a step into micro-batches; the rest BAM's."""
     return Options(
         examples_per_step=partial(examples_per_step, sc.mixing, sc.batch_size),
-        plan=partial(plan_of, sc),
-        task_probabilities=partial(reported_probabilities, sc),
+        plan=partial(plan_of, sc, names),
+        task_probabilities=partial(reported_probabilities, sc, names),
         split=split_by_task if sc.mixing in PER_TASK else list,
     )

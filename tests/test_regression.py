@@ -1,0 +1,143 @@
+"""How the student treats regression (docs/regression.md): the loss scales, the task weights in the sampling, both
+orders of a pair, and the probe that logs each task's gradient at the heads' input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from pipeline.core.config import ModelConfig
+from pipeline.core.data import swap_pair
+from pipeline.core.loss import multitask_loss
+from pipeline.core.model import MultiTaskModel, head_spec
+from pipeline.core.sampling import multitask_plan, task_probabilities
+from pipeline.core.tasks import TaskSpec, get_glue_task
+from pipeline.core.training import model_inputs
+from student.options.regression import loss_weights, standardisation, swap_draws
+from student.probe import TaskGradients
+
+RAW = np.array([0.0, 1.2, 2.5, 3.1, 4.8, 5.0, 0.4, 2.2], dtype=np.float32)  # scores on a 0–5 scale
+
+
+def _similarity(high: float) -> TaskSpec:
+    """A sentence-similarity task declaring the range [0, high] (its scores stay in 0–5)."""
+    return dataclasses.replace(get_glue_task("stsb"), name="similarity", label_range=(0.0, high))
+
+
+def _model(tasks: list[TaskSpec], affine: dict[str, tuple[float, float]]) -> MultiTaskModel:
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    heads = {t.name: head_spec(t, ModelConfig(), affine=affine.get(t.name)) for t in tasks}
+    return MultiTaskModel(BertModel(config), heads, "pooler", dropout=0.0)
+
+
+def _step(task_loss: str, high: float) -> tuple[float, dict[str, float], list[torch.Tensor]]:
+    """One forward and backward pass over a batch of SST-2 and similarity rows, the similarity task declaring [0,
+    high]: the loss, each task's gradient norm at the heads' input, and the encoder's gradients."""
+    tasks = [get_glue_task("sst2"), _similarity(high)]
+    stats = standardisation(tasks, [np.array([0, 1, 1, 0]), RAW]) if task_loss == "standardised" else {}
+    model = _model(tasks, stats)
+    probe = TaskGradients(model, [t.name for t in tasks])
+    g = torch.Generator().manual_seed(3)
+    task_ids = torch.tensor([0, 1, 0, 1, 1, 0, 1, 1])
+    labels = torch.where(task_ids == 1, torch.from_numpy(RAW) / high, torch.tensor([0.0, 1.0]).repeat(4))
+    batch = {
+        "input_ids": torch.randint(5, 50, (8, 6), generator=g),
+        "attention_mask": torch.ones(8, 6, dtype=torch.long),
+        "token_type_ids": torch.zeros(8, 6, dtype=torch.long),
+        "task_ids": task_ids,
+        "labels": labels,
+    }
+    probe.watch(task_ids)
+    outputs = model(**model_inputs(batch))
+    weights = loss_weights(task_loss, tasks, stats)
+    loss, _ = multitask_loss(outputs, task_ids, labels, tasks, 1.0, None, weights)
+    loss.backward()
+    probe.step()
+    return loss.item(), probe.window(), [p.grad.clone() for p in model.encoder.parameters() if p.grad is not None]
+
+
+def test_standardised_regression_trains_alike_whatever_range_the_task_declares() -> None:
+    """With standardised targets a regression task's loss, its share of the gradient and the encoder's gradients are
+    the same whether it declares [0, 5] or [0, 100]; with BAM's scaled labels they are not."""
+    loss_5, norms_5, grads_5 = _step("standardised", 5.0)
+    loss_100, norms_100, grads_100 = _step("standardised", 100.0)
+    assert loss_100 == pytest.approx(loss_5, rel=1e-5)
+    assert norms_100["similarity"] == pytest.approx(norms_5["similarity"], rel=1e-4)
+    assert norms_100["sst2"] == pytest.approx(norms_5["sst2"], rel=1e-4)
+    for a, b in zip(grads_5, grads_100):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    _, mean_5, _ = _step("mean", 5.0)
+    _, mean_100, _ = _step("mean", 100.0)
+    share = {k: v["similarity"] ** 2 / sum(x**2 for x in v.values()) for k, v in (("5", mean_5), ("100", mean_100))}
+    assert abs(share["5"] - share["100"]) > 0.05  # BAM's loss: the declared range moves the task's share
+
+
+def test_label_scale_is_the_squared_error_on_the_labels_own_scale() -> None:
+    task = get_glue_task("stsb")
+    outputs = torch.tensor([[0.1], [0.5], [0.9]])
+    gold = torch.tensor([0.2, 0.4, 1.0])  # scaled by 5
+    weights = loss_weights("label-scale", [task], {})
+    loss, per_task = multitask_loss(outputs, torch.zeros(3, dtype=torch.long), gold, [task], 1.0, None, weights)
+    assert weights == (25.0,)
+    assert loss.item() == pytest.approx(((outputs[:, 0] * 5 - gold * 5) ** 2).mean().item(), rel=1e-6)
+    assert per_task["stsb"][0] == pytest.approx(((outputs[:, 0] - gold) ** 2).sum().item(), rel=1e-6)  # logged as is
+
+
+def test_a_standardised_head_returns_the_scaled_label_space() -> None:
+    """The head predicts z; the model returns z · σ + μ, so evaluation and predict need nothing else."""
+    task = _similarity(5.0)
+    (mean, std) = standardisation([task], [RAW])["similarity"]
+    assert (mean, std) == pytest.approx((RAW.mean() / 5, RAW.std() / 5), rel=1e-6)
+    plain, standardised = _model([task], {}), _model([task], {"similarity": (mean, std)})
+    batch = {"input_ids": torch.tensor([[2, 7, 9, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    z = plain(**batch, task_ids=torch.tensor([0]))
+    torch.testing.assert_close(standardised(**batch, task_ids=torch.tensor([0])), z * std + mean)
+
+
+def test_standardising_a_constant_label_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="'similarity' are all equal"):
+        standardisation([_similarity(5.0)], [np.full(4, 2.0, np.float32)])
+
+
+def test_swap_pair_reads_the_sentences_in_the_other_order() -> None:
+    ids = np.array([101, 7, 8, 102, 9, 102])  # [CLS] a a [SEP] b [SEP]
+    types = np.array([0, 0, 0, 0, 1, 1])
+    swapped, swapped_types = swap_pair(ids, types)
+    assert swapped.tolist() == [101, 9, 102, 7, 8, 102] and swapped_types.tolist() == [0, 0, 0, 1, 1, 1]
+    again = swap_pair(swapped, swapped_types)
+    assert again[0].tolist() == ids.tolist() and again[1].tolist() == types.tolist()
+    single = np.array([101, 7, 102])
+    assert swap_pair(single, np.zeros(3, np.int64))[0] is single
+
+
+def test_swap_draws_are_fair_coins_the_same_however_a_step_is_split() -> None:
+    rng = np.random.default_rng(0)
+    rows = np.stack([rng.integers(0, 3, 400), rng.integers(0, 1000, 400)], axis=-1)
+    mask = np.array([False, True, True])
+    whole = swap_draws(1, 17, rows, mask)
+    halves = np.concatenate([swap_draws(1, 17, rows[:150], mask), swap_draws(1, 17, rows[150:], mask)])
+    assert (whole == halves).all()
+    assert not whole[rows[:, 0] == 0].any()  # a task not named is never swapped
+    assert 0.4 < whole[rows[:, 0] > 0].mean() < 0.6
+    assert (swap_draws(1, 18, rows, mask) != whole).any() and (swap_draws(2, 17, rows, mask) != whole).any()
+
+
+def test_sampling_weights_multiply_a_tasks_probability() -> None:
+    sizes = [1000, 400, 100]
+    p = task_probabilities(sizes, 0.75, [1.0, 2.0, 1.0])
+    expected = np.array(sizes, float) ** 0.75 * [1, 2, 1]
+    np.testing.assert_allclose(p, expected / expected.sum())
+    plan = multitask_plan(sizes, 32, 400, 0.75, seed=1, weights=[1.0, 2.0, 1.0])
+    share = np.bincount(plan[:, :, 0].ravel(), minlength=3) / plan[:, :, 0].size
+    np.testing.assert_allclose(share, p, atol=0.01)
+    np.testing.assert_array_equal(
+        multitask_plan(sizes, 8, 10, 0.75, 1), multitask_plan(sizes, 8, 10, 0.75, 1, weights=None)
+    )
