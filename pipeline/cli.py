@@ -33,7 +33,7 @@ from pipeline.core.predict import load_student, predict_texts, read_inputs, task
 from pipeline.core.store import StoreError, write_text
 from pipeline.core.tasks import get_glue_task
 from pipeline.core.training import TrainingInterrupted
-from pipeline.dag import run_stages, stage_order, stage_status
+from pipeline.dag import clean, run_stages, stage_order, stage_status, stray_files
 from pipeline.experiments.variants import TEACHER_KEYS, ReproduceError
 from stages import STAGES
 
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="YAML run config (default: the run folder's config.yaml)")
         p.add_argument("--out", type=Path, help="run folder (default: artifacts/<config name>/)")
         p.add_argument("--data-dir", help="folder in the GLUE TSV layout (sets data.data_dir)")
+        if name == "status":
+            p.add_argument(
+                "--clean", action="store_true", help="remove the files no stage made and the leftovers of interrupted "
+                "writes (*.previous, .*.tmp) that status lists as extras"
+            )  # fmt: skip
         if name == "run":
             p.add_argument("--stage", help="run this stage and what it needs (default: all stages)")
             p.add_argument("--force", action="store_true", help="rerun the stage (all stages without --stage)")
@@ -131,8 +136,9 @@ def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool, repor
     accelerator.end_training()
 
 
-def cmd_status(cfg: RunConfig, run_dir: Path) -> None:
-    """Each stage in running order with the stages it needs (the DAG), whether it is done, and why not."""
+def cmd_status(cfg: RunConfig, run_dir: Path, remove_extras: bool = False) -> None:
+    """Each stage in running order with the stages it needs (the DAG), whether it is done, and why not; then the
+    files that are no stage's output (removed with `remove_extras`)."""
     memo: dict = {}
     needs = {name: ", ".join(STAGES[name].needs(cfg)) or "-" for name in stage_order(STAGES, cfg)}
     width = max(len(n) for n in needs.values())
@@ -141,6 +147,10 @@ def cmd_status(cfg: RunConfig, run_dir: Path) -> None:
     for name, upstream in needs.items():
         state, why = stage_status(STAGES, name, cfg, run_dir, memo)
         print(f"  {name:<9} {upstream:<{width}} {state:<8} {why}")
+    extras = clean(STAGES, cfg, run_dir) if remove_extras else stray_files(STAGES, cfg, run_dir)
+    if extras:
+        print(("removed" if remove_extras else "extras (no stage made them; status --clean removes them)") + ":")
+        print("".join(f"  {path.relative_to(run_dir)}\n" for path in extras), end="")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             cmd_run(cfg, run_dir, args.stage, args.force, args.report_to)
         else:
-            cmd_status(cfg, run_dir)
+            cmd_status(cfg, run_dir, args.clean)
     except (ConfigError, DataError, StoreError, ModelLoadError, FileNotFoundError, ReproduceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

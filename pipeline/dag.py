@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from filelock import FileLock, Timeout
 
 from pipeline.core.config import ConfigError, RunConfig, mixed_precision
 from pipeline.core.context import Context, Stage
@@ -26,7 +27,9 @@ from pipeline.core.store import (
     FORMAT_VERSION,
     StoreError,
     digest,
+    extra_files,
     format_of,
+    leftovers,
     manifest_path,
     read_manifest,
     verify_files,
@@ -138,6 +141,100 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _checkpoint_folders(root: Path) -> list[Path]:
+    """The `checkpoints/` folders in `root` (relative to it), outermost only."""
+    if not root.is_dir():
+        return []
+    return [p.relative_to(root) for p in sorted(root.rglob("checkpoints")) if p.is_dir() and "checkpoints" not in
+            p.relative_to(root).parts[:-1]]  # fmt: skip
+
+
+def _move_checkpoints(src: Path, dst: Path) -> None:
+    """Move every `checkpoints/` folder of `src` to the same place under `dst`, replacing what is there."""
+    for rel in _checkpoint_folders(src):
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        _remove(dst / rel)
+        os.replace(src / rel, dst / rel)
+
+
+def _set_aside(stage: Stage, cfg: RunConfig, run_dir: Path, name: str, forced: bool) -> list[tuple[Path, Path]]:
+    """Move the stage's manifest (and, unless it resumes, or when it is forced, its outputs) aside as `*.previous`
+    rather than deleting them: a run that fails is undone by `_after_failure`. Checkpoints stay where the stage
+    resumes from them. Returns (path, where it was put) pairs."""
+    targets = [manifest_path(run_dir, name)]
+    if not getattr(stage, "RESUMABLE", False) or forced:
+        targets += [run_dir / rel for rel in stage.makes(cfg)]
+    moved = []
+    for path in targets:
+        if path.exists():
+            backup = path.with_name(path.name + ".previous")
+            _remove(backup)
+            os.replace(path, backup)
+            _move_checkpoints(backup, path)
+            moved.append((path, backup))
+    return moved
+
+
+def _progress(set_aside: list[tuple[Path, Path]]) -> set[tuple[Path, int]]:
+    """The saved progress in the places set aside: each checkpoint and each finished part's `done.json`, with its
+    modification time."""
+    return {
+        (p, p.stat().st_mtime_ns) for path, _ in set_aside if path.is_dir() for p in path.rglob("*")
+        if p.name == "done.json" or (p.parent.name == "checkpoints" and p.is_dir())
+    }  # fmt: skip
+
+
+def _after_failure(
+    set_aside: list[tuple[Path, Path]], before: set[tuple[Path, int]], name: str, accelerator: Accelerator
+) -> None:
+    """A stage stopped (an error, a signal). When it saved progress since it started (`before`: `_progress` then) —
+    a checkpoint, or a finished part with its `done.json` — that progress replaces what was set aside, which is
+    removed: the next run resumes from it. Otherwise the previous outputs and manifest are put back as they were,
+    the stage's checkpoints kept."""
+    if _progress(set_aside) - before:
+        for _, backup in set_aside:
+            _remove(backup)
+        accelerator.print(f"[{name}] its progress is kept (the previous outputs are replaced): run again to resume")
+        return
+    for path, backup in set_aside:
+        _move_checkpoints(path, backup)
+        _remove(path)
+        os.replace(backup, path)
+
+
+def stray_files(stages: Stages, cfg: RunConfig, run_dir: Path) -> list[Path]:
+    """What is in the run folder but no stage's output: files inside a finished stage's folders that its manifest does
+    not list (or of a kind no stage makes), and the leftovers of interrupted writes (`*.previous`, `.*.tmp`, …)."""
+    found = leftovers(run_dir)
+    for name, stage in stages.items():
+        manifest = read_manifest(run_dir, name)
+        if manifest is not None:
+            makes, nested = stage.makes(cfg), nested_outputs(stages, name, cfg)
+            found += [run_dir / rel for rel in extra_files(run_dir, makes, manifest.get("files", {}), nested)]
+    return sorted(set(found))
+
+
+def run_lock(run_dir: Path) -> FileLock:
+    """The run folder's lock (`RUN/.lock`, the kernel's flock: it goes with the process, also a killed one), taken at
+    once or never: one call runs or cleans a folder at a time."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / ".lock"), fallback_to_soft=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise StoreError(f"{run_dir} is in use by another call (it holds {run_dir / '.lock'}); wait for it") from None
+    return lock
+
+
+def clean(stages: Stages, cfg: RunConfig, run_dir: Path) -> list[Path]:
+    """Remove `stray_files`, under the run folder's lock; returns what was removed."""
+    with run_lock(run_dir):
+        stray = stray_files(stages, cfg, run_dir)
+        for path in stray:
+            _remove(path)
+    return stray
+
+
 def run_stages(
     stages: Stages,
     cfg: RunConfig,
@@ -157,6 +254,17 @@ def run_stages(
             f"the Accelerator's mixed precision is {accelerator.mixed_precision!r}, the config's model.precision "
             f"{cfg.model.precision!r}: make the Accelerator with pipeline.core.accel.make_accelerator(precision=...)"
         )
+    lock = run_lock(run_dir) if accelerator.is_main_process else None
+    try:
+        return _run_stages(stages, cfg, run_dir, accelerator, target, force)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_stages(
+    stages: Stages, cfg: RunConfig, run_dir: Path, accelerator: Accelerator, target: str | None, force: bool
+) -> list[str]:
     ran = []
     # Statuses of stages already handled stay valid (each rerun stage is recorded as done below), so every
     # stage's files are checksummed once per call, not once per downstream stage.
@@ -175,27 +283,15 @@ def run_stages(
         accelerator.print(f"[{name}] run: {'forced' if forced and state == 'done' else why}")
         stage = stages[name]
         record = stage_record(stages, name, cfg, run_dir)
-        # The old manifest (and, unless the stage resumes, its outputs) are set aside rather than deleted: if the
-        # stage fails, e.g. on bad input, they are put back and the previous results are intact.
-        set_aside: list[tuple[Path, Path]] = []
-        if accelerator.is_main_process:
-            targets = [manifest_path(run_dir, name)]
-            if not getattr(stage, "RESUMABLE", False) or forced:
-                targets += [run_dir / rel for rel in stage.makes(cfg)]
-            for path in targets:
-                if path.exists():
-                    backup = path.with_name(path.name + ".previous")
-                    _remove(backup)
-                    os.replace(path, backup)
-                    set_aside.append((path, backup))
+        set_aside = _set_aside(stage, cfg, run_dir, name, forced) if accelerator.is_main_process else []
+        before = _progress(set_aside)
         accelerator.wait_for_everyone()
         start = time.time()
         try:
             result = stage.run(Context(cfg, run_dir, accelerator, record["digest"])) or {}
         except BaseException:
-            for path, backup in set_aside:
-                _remove(path)
-                os.replace(backup, path)
+            if accelerator.is_main_process:
+                _after_failure(set_aside, before, name, accelerator)
             raise
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:

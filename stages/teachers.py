@@ -100,13 +100,14 @@ def run(ctx: Context) -> dict:
         out_dir = ctx.run_dir / "teachers" / task.name
         done = out_dir / "done.json"
         own = task_digest(ctx.cfg, ctx.run_dir, task.name)
-        if done_intact(done, (own,), out_dir):
+        if done_intact(done, (own,), out_dir) and "metrics.json" in read_json(done)["files"]:
             acc.print(f"[teachers] {task.name}: already trained for this config, kept")
         else:
             train_teacher(_for_task(ctx.cfg, task.name), task, ctx.run_dir, out_dir, acc, resume_key=own)
             if acc.is_main_process:
                 save_task_specs(out_dir / "model", [task])  # the model then predicts label names alone
-                write_done(done, own, out_dir, sorted((out_dir / "model").iterdir()))
+                # the model and its dev scores: an edited or deleted metrics.json retrains this teacher alone
+                write_done(done, own, out_dir, [*sorted((out_dir / "model").iterdir()), out_dir / "metrics.json"])
             acc.wait_for_everyone()
         scores[task.name] = read_json(out_dir / "metrics.json")["score"]
     return {"score": scores}

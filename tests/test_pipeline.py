@@ -54,7 +54,7 @@ def test_each_stage_writes_exactly_its_files(smoke_run: Path) -> None:
         assert set(manifest(smoke_run, stage)["files"]) == files, stage
     on_disk = {p.relative_to(smoke_run).as_posix() for p in smoke_run.rglob("*") if p.is_file()}
     made = set().union(*expected.values())
-    extra = on_disk - made - {"config.yaml"} - {f"manifests/{s}.json" for s in expected}
+    extra = on_disk - made - {"config.yaml", ".lock"} - {f"manifests/{s}.json" for s in expected}  # .lock: `run_lock`
     assert not extra, f"files no stage declared: {sorted(extra)}"
     assert not any(p.suffix == ".tmp" for p in smoke_run.rglob("*"))
 

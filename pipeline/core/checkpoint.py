@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from pipeline.core.store import file_sha256, read_json, trim_log, write_json
+from pipeline.core.store import StoreError, file_sha256, read_json, trim_log, write_json
 
 CKPT_PREFIX = "step-"
 
@@ -146,7 +146,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if accelerator.scaler is not None and (path / "scaler.json").is_file():
         accelerator.scaler.load_state_dict(read_json(path / "scaler.json"))
     rng_file = path / f"rng-{accelerator.process_index}.safetensors"
-    if rng_file.is_file() and state.get("world_size") == accelerator.num_processes:
+    if rng_file.is_file():  # `resume` refuses a checkpoint of another process count
         rng = load_file(str(rng_file))
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
@@ -164,6 +164,14 @@ def resume(
     Returns (steps done, training seconds spent before this process)."""
     found = find_resume_checkpoint(out_dir / "checkpoints", digest, log=accelerator.print)
     step, before = 0, 0.0
+    if found is not None and found[1].get("world_size", 1) != accelerator.num_processes:
+        processes = found[1].get("world_size", 1)
+        raise StoreError(
+            f"{found[0]}: written by a run of {processes} process(es), this one has {accelerator.num_processes}; "
+            "each process's random state is part of the run, so it resumes only with the same count: continue with "
+            f"{processes} process(es) (accelerate launch --num_processes {processes} ...), or delete "
+            f"{out_dir / 'checkpoints'} to start this stage over"
+        )
     if found is not None:
         state = load_checkpoint(found[0], model, optimizer, accelerator)
         step, before = state["step"], state.get("elapsed_s", 0.0)

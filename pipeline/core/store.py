@@ -155,23 +155,55 @@ def done_intact(done: Path, digests: tuple[str, ...], folder: Path) -> bool:
     )
 
 
-def list_files(run_dir: Path, makes: list[str], exclude: Collection[str] = ()) -> list[str]:
-    """Every regular file of the declared outputs (relative to the run folder), minus checkpoints, temp files,
-    copies set aside while a stage reruns (`*.previous`) and the files or folders in `exclude`."""
-    out = []
+# What a stage may make: records and logs, arrays, safetensors weights, tokenizer files, plots, generated TSVs and the
+# model card. A file of another kind inside a stage's folders (a planted `pytorch_model.bin`, a `*.pkl`) is never
+# recorded as an output: `status` lists it as an extra.
+OUTPUT_SUFFIXES = (".json", ".jsonl", ".npy", ".safetensors", ".txt", ".model", ".md", ".png", ".tsv", ".yaml")
+# Left behind by an interrupted write: a file or folder set aside while a stage reran, a temporary file or
+# checkpoint, a model folder being saved or replaced, soft targets being made.
+LEFTOVER_SUFFIXES = (".previous", ".tmp", ".saving", ".replaced", ".partial")
+
+
+def _is_leftover(path: Path) -> bool:
+    return path.name.endswith(LEFTOVER_SUFFIXES)
+
+
+def _under(name: str, folders: Collection[str]) -> bool:
+    return any(name == e or name.startswith(f"{e}/") for e in folders)
+
+
+def _walk(run_dir: Path, makes: list[str]) -> Iterator[tuple[str, Path]]:
+    """(name relative to the run folder, path) of every file of the declared outputs, checkpoints and leftovers
+    left out (nothing below a leftover folder either)."""
     for rel in makes:
         path = run_dir / rel
         paths = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
         for p in paths:
             name = p.relative_to(run_dir).as_posix()
-            if (
-                p.is_file()
-                and not p.name.endswith((".tmp", ".previous"))
-                and "/checkpoints/" not in f"/{name}"
-                and not any(name == e or name.startswith(f"{e}/") for e in exclude)
-            ):
-                out.append(name)
-    return out
+            inside = p.relative_to(run_dir).parts
+            if p.is_file() and "checkpoints" not in inside and not any(_is_leftover(Path(x)) for x in inside):
+                yield name, p
+
+
+def list_files(run_dir: Path, makes: list[str], exclude: Collection[str] = ()) -> list[str]:
+    """Every output file of the declared outputs (relative to the run folder): of a kind in OUTPUT_SUFFIXES, not a
+    checkpoint or a leftover of an interrupted write, not in the files or folders `exclude`."""
+    return [name for name, p in _walk(run_dir, makes) if p.name.endswith(OUTPUT_SUFFIXES) and not _under(name, exclude)]
+
+
+def extra_files(run_dir: Path, makes: list[str], recorded: Collection[str], exclude: Collection[str] = ()) -> list[str]:
+    """Files in the declared outputs that are not `recorded` (a finished stage's manifest) nor in `exclude`: put
+    there by someone else, or of a kind no stage makes."""
+    return [name for name, _ in _walk(run_dir, makes) if name not in recorded and not _under(name, exclude)]
+
+
+def leftovers(run_dir: Path) -> list[Path]:
+    """The leftovers of interrupted writes anywhere in the run folder (LEFTOVER_SUFFIXES), outermost only."""
+    found: list[Path] = []
+    for path in sorted(run_dir.rglob("*")) if run_dir.is_dir() else []:
+        if _is_leftover(path) and not any(parent in found for parent in path.parents):
+            found.append(path)
+    return found
 
 
 def manifest_path(run_dir: Path, stage: str) -> Path:
