@@ -599,7 +599,8 @@ def test_submission_files(repro: Path, tmp_path: Path) -> None:
         "index\tgenre\tsentence1\tsentence2\n0\tnews\tthe dog runs\tthe dog runs\n1\tnews\ta cat\tthe river\n"
     )
     results = json.loads((repro / "results.json").read_text())
-    model = Path(next(r for r in results["runs"] if r["variant"] == "bam")["run_dir"]) / "student" / "model"
+    assert not any(Path(r["run_dir"]).is_absolute() for r in results["runs"])  # run folders relative to OUT
+    model = repro / next(r for r in results["runs"] if r["variant"] == "bam")["run_dir"] / "student" / "model"
     models = {task: model for task in TASKS}
     written = write_submission(models, SPECS, glue, tmp_path / "submission", make_accelerator(), max_length=32)
     assert written == ["SST-2.tsv", "STS-B.tsv"]

@@ -22,12 +22,12 @@ def _medians(summary: dict[str, Any], tasks: list[str], shown: list[str]) -> tup
     return medians, spread
 
 
-def _curves(runs: list[dict[str, Any]], shown: list[str]) -> dict[str, Path | dict]:
+def _curves(runs: list[dict[str, Any]], shown: list[str], out: Path) -> dict[str, Path | dict]:
     """The first seed's training log of each shown student: its log.jsonl, else the curve results.json kept."""
     first_seed = min((r["seed"] for r in runs), default=None)
     logs: dict[str, Path | dict] = {}
     for run in runs:
-        log = Path(run["run_dir"]) / "student" / "log.jsonl"
+        log = out / run["run_dir"] / "student" / "log.jsonl"  # relative to OUT
         if run["variant"] in shown and run["seed"] == first_seed and (log.is_file() or "curve" in run):
             logs[run["variant"]] = log if log.is_file() else run["curve"]  # the folder may be gone
     return logs
@@ -49,6 +49,6 @@ def write_plots(results: dict[str, Any], out: Path) -> None:
         several = any(len(summary[v]["seeds"]) > 1 for v in shown)
         title = "GLUE dev, median over seeds" + (" (whiskers: min–max)" if several else "")
         plot_scores(medians, out / "plots" / (f"{prefix[:-1]}.png" if prefix else "scores.png"), title, spread=spread)
-        logs = _curves(results["runs"], shown)
+        logs = _curves(results["runs"], shown, out)
         if logs:
             plot_training_curves(logs, out / "plots" / f"{prefix}training.png")

@@ -189,9 +189,9 @@ def _submit(cfg: RunConfig, out: Path, runs: list[dict[str, Any]], accelerator) 
     """Leaderboard files of the best student, when its folder is here (a run known only from results.json has no
     model) and the GLUE folder has test files."""
     best = best_run(runs)
-    if best is None or not Path(best["run_dir"]).is_dir():
+    if best is None or not (out / best["run_dir"]).is_dir():
         return
-    run_dir = Path(best["run_dir"])
+    run_dir = out / best["run_dir"]
     models = {task: run_dir / "student" / "model" for task in cfg.data.tasks}
     specs = read_task_specs(run_dir, cfg.data.tasks)
     written = write_submission(models, specs, Path(cfg.data.data_dir), out / "submission", accelerator,

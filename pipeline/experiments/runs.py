@@ -6,6 +6,7 @@ specs its data stage wrote (`data/tasks.json`), so GLUE and custom tasks are rep
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,27 @@ def collect_run(
 ) -> dict[str, Any] | None:
     """The finished run's record for results.json, or None while it is not finished. `scfg`: the seed's config;
     `setting`: a tuning run's."""
-    numbers = collect(
-        variant_config(scfg, variant, out, setting=setting), run_dirs(out, seed, variant, setting)[1], variant
-    )
+    run_dir = run_dirs(out, seed, variant, setting)[1]
+    numbers = collect(variant_config(scfg, variant, out, setting=setting), run_dir, variant)
     if numbers is None:
         return None
-    return {"variant": variant, "seed": seed, **numbers, "key": variant_key(scfg, variant, out, setting=setting)}
+    return {
+        "variant": variant,
+        "seed": seed,
+        **numbers,
+        **portable(numbers, run_dir, out),
+        "key": variant_key(scfg, variant, out, setting=setting),
+    }
+
+
+def portable(numbers: dict[str, Any], run_dir: Path, out: Path) -> dict[str, Any]:
+    """A record's paths as results.json keeps them, free of the machine's: the run folder relative to OUT, the
+    GLUE folder relative to where the call ran."""
+    config = numbers["config"]
+    data_dir = config["data"]["data_dir"]
+    if data_dir is not None:
+        config = {**config, "data": {**config["data"], "data_dir": os.path.relpath(data_dir)}}
+    return {"run_dir": run_dir.relative_to(out).as_posix(), "config": config}
 
 
 def finished_run(
