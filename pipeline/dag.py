@@ -65,7 +65,7 @@ def nested_outputs(stages: Stages, name: str, cfg: RunConfig) -> set[str]:
 def stage_order(stages: Stages, cfg: RunConfig, target: str | None = None) -> list[str]:
     """Topological order of `target` and everything it needs (all stages when target is None)."""
     if target is not None and target not in stages:
-        raise ValueError(f"unknown stage '{target}' (stages: {', '.join(stages)})")
+        raise ConfigError(f"--stage: unknown stage '{target}'; choose from {', '.join(stages)}")
     graph = {name: set(stage.needs(cfg)) for name, stage in stages.items()}
     order = list(TopologicalSorter(graph).static_order())
     if target is None:

@@ -132,3 +132,9 @@ def test_a_checkpoint_of_another_process_count_is_refused(tmp_path: Path) -> Non
         resume(tmp_path, "d", model, optimizer, acc, "[student]", 10)
     (path / "state.json").write_text(json.dumps(state))
     assert resume(tmp_path, "d", model, optimizer, acc, "[student]", 10)[0] == 5
+
+
+def test_an_unknown_stage_is_an_error_listing_the_stages(tmp_path: Path, capsys) -> None:
+    assert main(["run", "--config", str(SMOKE), "--out", str(tmp_path / "run"), "--stage", "studnet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown stage 'studnet'; choose from data, teachers, distill, student, evaluate, report" in err
