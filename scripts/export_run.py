@@ -1,7 +1,7 @@
 """Copy a finished run's small result files into a folder meant for version control, with the machine and times.
 
     python scripts/export_run.py --run artifacts/glue-small --to results/glue-small \
-        --command "python -m pipeline run --config configs/glue-small.yaml --data-dir ../shared/data/glue"
+        --command "python -m pipeline run --config configs/glue-small.yaml --data-dir PATH_TO_GLUE"
     python scripts/export_run.py --run DIR --to results/glue-small/reproduce     # a reproduce-glue folder
     python scripts/export_run.py --run DIR --to results/glue-small/reproduce --options-to results/options
 

@@ -1,7 +1,7 @@
 """Rewrite the keys of a reproduce-glue results.json made by an earlier version with today's, changing no number.
 
-    python scripts/migrate_results.py --data-dir ../shared/data/glue results/glue-small/*/results.json
-    python scripts/migrate_results.py --data-dir ../shared/data/glue --check results/glue-small/bf16/results.json
+    python scripts/migrate_results.py --data-dir PATH_TO_GLUE results/glue-small/*/results.json
+    python scripts/migrate_results.py --data-dir PATH_TO_GLUE --check results/glue-small/bf16/results.json
 
 Run keys, tuning-run keys and tuning bases carry the run-folder format (`FORMAT_VERSION`): a results.json of an
 earlier format finds none of its runs done. This computes each key anew from the record's stored config (its

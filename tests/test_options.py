@@ -1,4 +1,4 @@
-"""The multitask options (README "Options"): each against a reference computation, the digests they must leave
+"""The multitask options (docs/options.md): each against a reference computation, the digests they must leave
 alone at their defaults, and each family end to end on the smoke config (train, evaluate, report, predict)."""
 
 from __future__ import annotations

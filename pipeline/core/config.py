@@ -48,8 +48,8 @@ class DataConfig:
         "glue"  # synthetic = small generated data set in the GLUE layout (smoke runs)
     )
     data_dir: str | None = None  # folder in the GLUE TSV layout; None = the Hub (nyu-mll/glue) through `datasets`
-    max_length: int = 128  # tokens per example after truncation
-    max_train_examples: dict[str, int] = field(default_factory=dict)  # per-task cap on train rows; missing = all
+    max_length: int = 128  # tokens per example after truncation: 8 to the model's position embeddings
+    max_train_examples: dict[str, int] = field(default_factory=dict)  # per-task cap on train rows (>= 1); missing = all
     seed: int = 0  # seed of the random subset taken when a task is capped
 
 
@@ -106,7 +106,7 @@ class TeacherConfig:
     group_by_length: int = 50  # batches per length-grouping window (similar lengths share a batch); 0 = off
     eval_batch_size: int = 128
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none; a finished teacher is never redone)
-    keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep
+    keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep (0 = all)
     seed: int = 1
     # A model folder saved by this pipeline (e.g. a run's `student/model`) each teacher starts from: its encoder and,
     # when it has one, its head for the task. With epochs 0 that model is the teacher as it is (Multi→Multi);
@@ -139,7 +139,7 @@ class StudentConfig:
     eval_batch_size: int = 128
     log_every: int = 10  # steps between log lines in student/log.jsonl
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none)
-    keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep
+    keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep (0 = all)
     seed: int = 1
     # Multitask options (docs: options); each default is BAM's (the options' modules: student/options/).
     mixing: Literal["mixed", "round-robin", "summed", "pcgrad"] = "mixed"  # how tasks share an optimizer step:
@@ -151,7 +151,8 @@ class StudentConfig:
     adv_epsilon: float = 0.1  # fgm: the step's L2 norm per example; pgd: the L2 ball's radius per example; fgsm: the
     # step per coordinate, so its L2 norm per example is ε·√(tokens · hidden): take it far smaller (0.0015 matches
     # FGM's 0.1 on a 12-token MiniLM sentence; 0.01 broke training on glue-small). Per example: a word embedding's
-    # norm is about 1 in BERT-family models, so ε 0.1 moves a 12-token sentence's embeddings by about 3 % (README)
+    # norm is about 1 in BERT-family models, so ε 0.1 moves a 12-token sentence's embeddings by about 3 %
+    # (docs/options.md)
     adv_alpha: float = 0.05  # pgd: the size of each normalised step; with K·α > ε the projection onto the ball acts
     # (at 0.1, 0.05 and 3 the last δ reaches the ball's edge, FGM's norm ε, unless the steps turn back; at K·α ≤ ε
     # it never would)
@@ -166,8 +167,8 @@ class StudentConfig:
     # Regression in the multitask loss (docs/regression.md has each setting's measured effect):
     task_loss: Literal["mean", "label-scale", "standardised"] = "mean"  # mean = BAM: squared error on the labels
     # scaled to [0, 1] by the task's range; label-scale = × (hi − lo)², the error on the label's own scale;
-    # standardised = ÷ the variance of the task's scaled training labels (standardised targets: does not depend on
-    # the declared range)
+    # standardised = the head predicts standardised values (the error of standardised targets, by the mean and
+    # standard deviation of the task's training labels: it does not depend on the declared range)
     sampling_weights: dict[str, float] = field(default_factory=dict)  # p(τ) ∝ w_τ · |D_τ|^alpha; missing = 1
     swap_pairs: tuple[str, ...] = ()  # pair tasks whose two sentences are unordered (e.g. mrpc, stsb): each training
     # example is read in the swapped order with probability 1/2 (the teacher's target is the stored order's)

@@ -5,9 +5,11 @@ Pure: nothing here reads a data file (a custom task's labels are learnt by the d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,36 +25,158 @@ def task_name(name: str, custom: dict[str, CustomTaskConfig]) -> str:
     return name if name in custom else get_glue_task(name).name
 
 
+Rule = tuple[Callable[[Any], bool], str]  # (is the value allowed, what is allowed: "… must be <this>, got …")
+
+
+def _at_least(low: int, note: str = "") -> Rule:
+    return (lambda v: low <= v < math.inf, f"an integer >= {low}{note}")
+
+
+def _finite(test: Callable[[float], bool], allowed: str) -> Rule:
+    return (lambda v: math.isfinite(v) and test(v), allowed)
+
+
+SEED: Rule = (lambda v: 0 <= v < 2**32, f"an integer in [0, {2**32 - 1}] (NumPy's seed range)")
+POSITIVE = _finite(lambda v: v > 0, "a finite number > 0")
+FRACTION = _finite(lambda v: 0 <= v < 1, "in [0, 1)")
+
+# The settings of a teachers' or the student section; a teacher's per-task settings get the same ranges.
+TRAINING: dict[str, Rule] = {
+    "epochs": POSITIVE,  # teachers: 0 too with teachers.init_from (the model as it is)
+    "batch_size": _at_least(1),
+    "lr": POSITIVE,
+    "layer_decay": _finite(lambda v: 0 < v <= 1, "in (0, 1]"),
+    "warmup": FRACTION,
+    "weight_decay": _finite(lambda v: v >= 0, "a finite number >= 0"),
+    "max_grad_norm": _finite(lambda v: v >= 0, "a finite number >= 0 (0 = no clipping)"),
+    "grad_accum": _at_least(1),
+    "group_by_length": _at_least(0, " (0 = off)"),
+    "eval_batch_size": _at_least(1),
+    "checkpoint_every": _at_least(0, " (0 = none)"),
+    "keep_checkpoints": _at_least(0, " (0 = all)"),  # checkpoint.save_checkpoint prunes only when > 0
+    "seed": SEED,
+}
+
+# The allowed range of every numeric key, by its dotted name; `.*` is each entry of a mapping of tasks. A numeric
+# key without a rule here fails tests/test_config_values.py.
+RANGES: dict[str, Rule] = {
+    "data.max_length": _at_least(8),  # and at most the model's position embeddings: _model_fits, check_model_limits
+    "data.max_train_examples.*": _at_least(1, " (the number of training rows kept)"),
+    "data.seed": SEED,
+    "model.dropout": FRACTION,
+    "model.tiny_hidden_size": _at_least(1),
+    "model.tiny_layers": _at_least(1),
+    "model.tiny_heads": _at_least(1),
+    **{f"teachers.{key}": rule for key, rule in TRAINING.items()},
+    **{f"student.{key}": rule for key, rule in TRAINING.items()},
+    "student.alpha": _finite(lambda v: v >= 0, "a finite number >= 0"),
+    "student.fixed_lambda": _finite(lambda v: 0 <= v <= 1, "null or in [0, 1]"),
+    "student.log_every": _at_least(1),
+    "student.adv_epsilon": POSITIVE,  # only with an adversarial loss
+    "student.adv_alpha": POSITIVE,  # only with an adversarial loss
+    "student.adv_steps": _at_least(1),
+    "student.supcon_weight": _finite(lambda v: v >= 0, "a finite number >= 0 (0 = off)"),
+    "student.supcon_temperature": POSITIVE,
+    "student.unfreeze_every": _finite(lambda v: v >= 0, "a finite number >= 0 (0 = off)"),
+    "student.sampling_weights.*": POSITIVE,
+    "student.regression_hidden": _at_least(0, " (0 = a linear head)"),
+}
+
+# build_tiny_random's max_position_embeddings: the longest input of model.name_or_path tiny-random.
+TINY_RANDOM_POSITIONS = 512
+
+
 def validate(cfg: RunConfig) -> list[str]:
     """Value checks that types alone cannot express; returns every problem found."""
     problems = _validate_task_names(cfg)
     for name, task in cfg.data.custom_tasks.items():
         problems += _validate_custom_task(name, task)
-    if cfg.data.max_length < 8:
-        problems.append(f"'data.max_length' must be >= 8, got {cfg.data.max_length}")
-    sections = [("teachers", cfg.teachers, None), ("student", cfg.student, None)]
-    for task, own in cfg.teachers.per_task.items():  # a task's own keys; the section's are checked once, above
-        sections.append((f"teachers.per_task.{task}", cfg.teachers.for_task(task), set(own.given())))
-    for section, sub, keys in sections:
-        as_is = section.startswith("teachers") and cfg.teachers.init_from is not None  # epochs 0: the model as it is
-        problems += [problem for key, problem in _validate_training(section, sub, as_is) if keys is None or key in keys]
+    problems += _out_of_range(cfg) + _model_fits(cfg) + _batches_split(cfg)
     init_from = cfg.teachers.init_from
     if init_from is not None and not (Path(init_from) / "heads.json").is_file():
         problems.append(
             f"'teachers.init_from': '{init_from}' is not a model folder saved by this pipeline (no heads.json); "
             "expected e.g. a run's student/model"
         )
-    lam = cfg.student.fixed_lambda
-    if lam is not None and not 0 <= lam <= 1:
-        problems.append(f"'student.fixed_lambda' must be null or in [0, 1], got {lam}")
     if cfg.student.task_loss == "standardised" and cfg.model.regression_head == "sigmoid":
         problems.append(
             "'student.task_loss' standardised needs 'model.regression_head' linear (a sigmoid bounds the "
             "output to [0, 1], standardised values are not)"
         )
-    if cfg.student.alpha < 0:
-        problems.append(f"'student.alpha' must be >= 0, got {cfg.student.alpha}")
     return problems + _validate_options(cfg.student)
+
+
+def _settings(cfg: RunConfig) -> Iterator[tuple[str, str, Any]]:
+    """(RANGES key, the key as messages name it, value) of every setting given; None (= the default's meaning, or
+    the section's) is left out. A teacher's per-task settings are checked against the `teachers.` ranges."""
+    sections: dict[str, Any] = {name: getattr(cfg, name) for name in ("data", "model", "teachers", "student")}
+    sections |= {f"teachers.per_task.{task}": own for task, own in cfg.teachers.per_task.items()}
+    for name, section in sections.items():
+        rules = "teachers" if name.startswith("teachers") else name
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, dict):  # a mapping of tasks: one rule for every entry
+                yield from ((f"{rules}.{f.name}.*", f"{name}.{f.name}.{k}", v) for k, v in value.items())
+            elif value is not None:
+                yield f"{rules}.{f.name}", f"{name}.{f.name}", value
+
+
+def _out_of_range(cfg: RunConfig) -> list[str]:
+    """Every numeric value outside its RANGES rule, naming the key, the value and what is allowed."""
+    problems = []
+    for rule, key, value in _settings(cfg):
+        if rule not in RANGES or _exempt(cfg, rule, value):
+            continue
+        allowed, wanted = RANGES[rule]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)  # a config built in code: any type
+        if not (number and allowed(value)):
+            problems.append(f"'{key}' must be {wanted}, got {value}")
+    return problems
+
+
+def _exempt(cfg: RunConfig, rule: str, value: Any) -> bool:
+    """The ranges that do not apply to this config."""
+    if rule == "teachers.epochs":  # epochs 0: the init_from model is the teacher as it is
+        return value == 0 and cfg.teachers.init_from is not None
+    return rule in ("student.adv_epsilon", "student.adv_alpha") and cfg.student.adversarial == "none"
+
+
+def _model_fits(cfg: RunConfig) -> list[str]:
+    """The tiny-random model can be built (its heads divide its width) and holds data.max_length tokens; a real
+    model's limits are read from its config.json by model.check_model_limits."""
+    m, problems = cfg.model, []
+    if m.tiny_hidden_size >= 1 and m.tiny_heads >= 1 and m.tiny_hidden_size % m.tiny_heads:
+        problems.append(
+            f"'model.tiny_heads' {m.tiny_heads} must divide 'model.tiny_hidden_size' {m.tiny_hidden_size} "
+            "(each attention head gets an equal share of the width)"
+        )
+    if m.name_or_path == "tiny-random" and cfg.data.max_length > TINY_RANDOM_POSITIONS:
+        problems.append(too_long(cfg.data.max_length, TINY_RANDOM_POSITIONS, "model.name_or_path", m.name_or_path))
+    return problems
+
+
+def too_long(max_length: int, positions: int, key: str, model: str) -> str:
+    """The problem of a data.max_length beyond the position embeddings of the model `key` names."""
+    return f"'data.max_length' {max_length} is more than the model's {positions} position embeddings ({key} '{model}')"
+
+
+def _batches_split(cfg: RunConfig) -> list[str]:
+    """Each optimizer step splits the global batch into grad_accum equal parts (and those across the processes,
+    checked at training: the process count is not part of the config)."""
+    sections = [("teachers", cfg.teachers, "batch_size"), ("student", cfg.student, "batch_size")]
+    for task, own in cfg.teachers.per_task.items():
+        if own.batch_size is not None or own.grad_accum is not None:
+            key = "batch_size" if own.batch_size is not None else "grad_accum"
+            sections.append((f"teachers.per_task.{task}", cfg.teachers.for_task(task), key))
+    problems = []
+    for name, sub, key in sections:
+        size, accum = sub.batch_size, sub.grad_accum
+        if size >= 1 and accum >= 1 and size % accum:
+            problems.append(
+                f"'{name}.{key}': batch_size {size} must be a multiple of grad_accum {accum} "
+                "(each optimizer step splits the batch into grad_accum equal parts)"
+            )
+    return problems
 
 
 def _validate_task_names(cfg: RunConfig) -> list[str]:
@@ -81,26 +205,6 @@ def _validate_task_names(cfg: RunConfig) -> list[str]:
     return problems
 
 
-def _validate_training(section: str, sub: Any, epochs_may_be_0: bool) -> list[tuple[str, str]]:
-    """(key, problem) of a teachers' or student section's training settings."""
-    found = []
-    for key in ("epochs", "lr", "batch_size", "grad_accum", "eval_batch_size"):
-        value = getattr(sub, key)
-        if key == "epochs" and epochs_may_be_0 and value == 0:
-            continue
-        if not 0 < value < float("inf"):
-            found.append((key, f"'{section}.{key}' must be a finite number > 0, got {value}"))
-    if not 0 < sub.layer_decay <= 1:
-        found.append(("layer_decay", f"'{section}.layer_decay' must be in (0, 1], got {sub.layer_decay}"))
-    if not 0 <= sub.warmup < 1:
-        found.append(("warmup", f"'{section}.warmup' must be in [0, 1), got {sub.warmup}"))
-    if sub.group_by_length < 0:
-        found.append(
-            ("group_by_length", f"'{section}.group_by_length' must be >= 0 (0 = off), got {sub.group_by_length}")
-        )
-    return found
-
-
 def _validate_options(s: StudentConfig) -> list[str]:
     """Value checks of the student's multitask options, and the combinations that are refused."""
     problems = []
@@ -110,20 +214,6 @@ def _validate_options(s: StudentConfig) -> list[str]:
         allowed = typing.get_args(hints[key])
         if getattr(s, key) not in allowed:
             problems.append(f"'student.{key}' must be one of {'/'.join(allowed)}, got {getattr(s, key)!r}")
-    positive = ["supcon_temperature"] + (["adv_epsilon", "adv_alpha"] if s.adversarial != "none" else [])
-    for key in positive:
-        if not 0 < getattr(s, key) < math.inf:
-            problems.append(f"'student.{key}' must be a finite number > 0, got {getattr(s, key)}")
-    for key in ("supcon_weight", "unfreeze_every"):
-        if not 0 <= getattr(s, key) < math.inf:
-            problems.append(f"'student.{key}' must be a finite number >= 0 (0 = off), got {getattr(s, key)}")
-    for task, weight in s.sampling_weights.items():
-        if not 0 < weight < math.inf:
-            problems.append(f"'student.sampling_weights.{task}' must be a finite number > 0, got {weight}")
-    if s.regression_hidden < 0:
-        problems.append(f"'student.regression_hidden' must be >= 0 (0 = a linear head), got {s.regression_hidden}")
-    if s.adv_steps < 1:
-        problems.append(f"'student.adv_steps' must be >= 1, got {s.adv_steps}")
     finite = math.isfinite(s.unfreeze_every)  # NaN / inf: reported above
     if s.unfreeze_unit == "steps" and finite and s.unfreeze_every != int(s.unfreeze_every):
         problems.append(f"'student.unfreeze_every' counts steps (unfreeze_unit: steps): whole, got {s.unfreeze_every}")

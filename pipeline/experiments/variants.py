@@ -37,7 +37,7 @@ DERIVED: dict[str, tuple[str, dict[str, Any]]] = {
 }
 PARENT = {"multi-multi": "multi", "bam-ft": "bam"}  # the run whose model the variant starts from
 FINE_TUNE_LR = 1e-5
-# The multitask options (README "Options"), each BAM with one option on: run only when named in --variants, and
+# The multitask options (docs/options.md), each BAM with one option on: run only when named in --variants, and
 # shown in a table of their own beside BAM's defaults.
 OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "round-robin": ("BAM, round-robin task batches", {"mixing": "round-robin"}),

@@ -1,4 +1,4 @@
-"""The multitask options (README "Options"), each a module beside the plain BAM loop of `student/train.py`:
+"""The multitask options (docs/options.md), each a module beside the plain BAM loop of `student/train.py`:
 
   mixing.py       `mixing`: how the tasks share a step (BAM's `mixed`, round-robin, summed); builds the `Options`
   pcgrad.py       `mixing: pcgrad`: PCGrad gradient surgery on the summed step

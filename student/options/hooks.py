@@ -63,7 +63,7 @@ StepHook = Callable[[int, int, torch.optim.Optimizer], None]  # (step, total ste
 
 @dataclass(frozen=True)
 class Options:
-    """The multitask options of a run (README "Options"), as the calls the loop makes. Defaults are BAM's."""
+    """The multitask options of a run (docs/options.md), as the calls the loop makes. Defaults are BAM's."""
 
     examples_per_step: Callable[[int], int]  # (number of tasks) → rows of one optimizer step
     plan: Callable[[list[int], list[np.ndarray], int], np.ndarray]  # (sizes, lengths, total steps) → [steps, rows, 2]
