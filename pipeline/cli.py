@@ -1,9 +1,10 @@
-"""Command line: `python -m pipeline run|status|predict|reproduce-glue`.
+"""Command line: `python -m pipeline run|status|predict|export|reproduce-glue`.
 
     python -m pipeline run --config configs/smoke.yaml --out /tmp/smoke          # every stage, tiny model, ~20 s
     python -m pipeline run --stage teachers --config configs/glue-small.yaml --data-dir ../shared/data/glue
     python -m pipeline status --out artifacts/smoke
     python -m pipeline predict --model artifacts/smoke/student/model --task sst2 --input texts.jsonl
+    python -m pipeline export --model artifacts/smoke/student/model --to exported  # exported/<task>/: transformers
     python -m pipeline run --config configs/smoke.yaml --student.lr=3e-4        # reruns student and later only
     python -m pipeline run --config configs/smoke.yaml --report-to tensorboard  # curves in RUN/tracking/
     python -m pipeline reproduce-glue --config configs/glue-small.yaml --data-dir ../shared/data/glue \
@@ -27,6 +28,7 @@ import yaml
 
 from pipeline.core.accel import TRACKERS, make_accelerator
 from pipeline.core.config import ConfigError, RunConfig, load_config, to_dict
+from pipeline.core.export import ExportError, export_model, hub_repo
 from pipeline.core.glue import DataError
 from pipeline.core.model import ModelLoadError, load_tokenizer
 from pipeline.core.predict import load_student, predict_texts, read_inputs, task_specs
@@ -36,6 +38,24 @@ from pipeline.core.training import TrainingInterrupted
 from pipeline.dag import clean, run_stages, stage_order, stage_status, stray_files
 from pipeline.experiments.variants import TEACHER_KEYS, ReproduceError
 from stages import STAGES
+
+
+def add_run_arguments(p: argparse.ArgumentParser, stage: bool = True, run: bool = True) -> None:
+    """The arguments of `run` (of `status` without `run`'s own); `stage`: --stage too (not for `python -m student`)."""
+    p.add_argument("--config", type=Path, help="YAML run config (default: the run folder's config.yaml)")
+    p.add_argument("--out", type=Path, help="run folder (default: artifacts/<config name>/)")
+    p.add_argument("--data-dir", help="folder in the GLUE TSV layout (sets data.data_dir)")
+    if not run:
+        return
+    if stage:
+        p.add_argument("--stage", help=f"run this stage and what it needs (default: all stages; {', '.join(STAGES)})")
+    p.add_argument("--force", action="store_true", help="rerun the stage (all stages without --stage)")
+    p.add_argument(
+        "--report-to",
+        choices=list(TRACKERS),
+        default="none",
+        help="also send training curves to TensorBoard / W&B (all = both), logged under RUN/tracking/",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,23 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run stages (and whatever they need)"), ("status", "show what is done")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", type=Path, help="YAML run config (default: the run folder's config.yaml)")
-        p.add_argument("--out", type=Path, help="run folder (default: artifacts/<config name>/)")
-        p.add_argument("--data-dir", help="folder in the GLUE TSV layout (sets data.data_dir)")
+        add_run_arguments(p, run=name == "run")
         if name == "status":
             p.add_argument(
                 "--clean", action="store_true", help="remove the files no stage made and the leftovers of interrupted "
                 "writes (*.previous, .*.tmp) that status lists as extras"
             )  # fmt: skip
-        if name == "run":
-            p.add_argument("--stage", help="run this stage and what it needs (default: all stages)")
-            p.add_argument("--force", action="store_true", help="rerun the stage (all stages without --stage)")
-            p.add_argument(
-                "--report-to",
-                choices=list(TRACKERS),
-                default="none",
-                help="also send training curves to TensorBoard / W&B (all = both), logged under RUN/tracking/",
-            )
     p = sub.add_parser("reproduce-glue", help="Single vs Multi vs BAM and ablations over seeds (pipeline/experiments/)")
     p.add_argument("--config", type=Path, required=True, help="YAML run config, e.g. configs/glue-small.yaml")
     p.add_argument("--out", type=Path, required=True, help="folder for the runs, results.json, table.md and plots")
@@ -89,8 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="which head to use, e.g. sst2")
     p.add_argument("--input", required=True, help="TSV, CSV or JSONL file, or - for JSON Lines on stdin")
     p.add_argument("--output", help="write JSON Lines here (default: stdout)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="texts per forward pass (default 128)")
+    p.add_argument(
+        "--max-length", type=_positive_int, default=128, help="tokens per text (pair) after truncation (default 128)"
+    )
+    p = sub.add_parser("export", help="write each task of a model as a transformers classifier (core/export.py)")
+    p.add_argument("--model", required=True, help="a saved model folder, e.g. artifacts/RUN/student/model")
+    p.add_argument("--to", required=True, help="where to write: one folder per task, TO/<task>/")
+    p.add_argument("--task", help="export only this task (default: every task of the model)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload each task's folder to the Hub model repository "
+                   "REPO-<task> (with --task, to REPO itself), e.g. user/bam-glue-small")  # fmt: skip
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repositories private")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def resolve(args: argparse.Namespace, extra: list[str], for_status: bool = False) -> tuple[RunConfig, Path]:
@@ -105,7 +134,9 @@ def resolve(args: argparse.Namespace, extra: list[str], for_status: bool = False
     return cfg, run_dir
 
 
-def run_predict(model_dir: str, task_name: str, input_path: str, output: str | None, batch_size: int) -> int:
+def run_predict(
+    model_dir: str, task_name: str, input_path: str, output: str | None, batch_size: int, max_length: int = 128
+) -> int:
     accelerator = make_accelerator(precision=None)
     model = load_student(model_dir).to(accelerator.device)
     specs = {task.name: task for task in task_specs(model)}
@@ -118,12 +149,28 @@ def run_predict(model_dir: str, task_name: str, input_path: str, output: str | N
         raise DataError(f"{model_dir} has no head for '{task_name}' (it has: {', '.join(model.task_names)})")
     task = specs[task_name]
     tokenizer = load_tokenizer(model_dir)
-    results = predict_texts(model, tokenizer, task, read_inputs(input_path, task), accelerator, batch_size)
+    positions = getattr(model.encoder.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise ConfigError(f"--max-length {max_length} is more than the model's {positions} position embeddings")
+    texts = read_inputs(input_path, task)
+    results = predict_texts(model, tokenizer, task, texts, accelerator, batch_size, max_length)
     lines = "".join(json.dumps(r) + "\n" for r in results)
     if output is None:
         sys.stdout.write(lines)
     else:
         write_text(output, lines)
+    return 0
+
+
+def run_export(model_dir: str, to: str, task: str | None, repo: str | None, private: bool = False) -> int:
+    try:
+        folders = export_model(model_dir, to, task, repo, private)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, folder in folders.items():
+        pushed = f" (pushed to the Hub: {hub_repo(repo, name, task is not None)})" if repo else ""
+        print(f"{name}: {folder}{pushed}")
     return 0
 
 
@@ -164,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             if extra:
                 raise ConfigError(f"unrecognised arguments: {' '.join(extra)}")
-            return run_predict(args.model, args.task, args.input, args.output, args.batch_size)
+            return run_predict(args.model, args.task, args.input, args.output, args.batch_size, args.max_length)
+        if args.command == "export":
+            if extra:
+                raise ConfigError(f"unrecognised arguments: {' '.join(extra)}")
+            return run_export(args.model, args.to, args.task, args.push_to_hub, args.private)
         cfg, run_dir = resolve(args, extra)
         if args.command == "reproduce-glue":
             from pipeline.experiments.run import reproduce

@@ -23,6 +23,7 @@ from filelock import FileLock, Timeout
 
 from pipeline.core.config import ConfigError, RunConfig, mixed_precision
 from pipeline.core.context import Context, Stage
+from pipeline.core.model import check_model_limits
 from pipeline.core.store import (
     FORMAT_VERSION,
     StoreError,
@@ -254,6 +255,9 @@ def run_stages(
             f"the Accelerator's mixed precision is {accelerator.mixed_precision!r}, the config's model.precision "
             f"{cfg.model.precision!r}: make the Accelerator with pipeline.core.accel.make_accelerator(precision=...)"
         )
+    problems = check_model_limits(cfg)  # what the config alone cannot know: the model's own limits
+    if problems:
+        raise ConfigError("invalid configuration for the model:\n  " + "\n  ".join(problems))
     lock = run_lock(run_dir) if accelerator.is_main_process else None
     try:
         return _run_stages(stages, cfg, run_dir, accelerator, target, force)

@@ -12,10 +12,11 @@ from pipeline.core.context import Context
 from pipeline.core.custom import read_custom_split, resolve_task
 from pipeline.core.data import save_split, split_dir, tokenize_split
 from pipeline.core.glue import Example, read_split, split_path
-from pipeline.core.model import build_tiny_random, load_tokenizer, resolve_model_path
+from pipeline.core.model import load_tokenizer, resolve_model_path
 from pipeline.core.store import source_sha256, write_json
 from pipeline.core.synthetic import SYNTHETIC_TASKS, write_synthetic_glue
 from pipeline.core.tasks import TaskSpec, get_glue_task, write_task_specs
+from pipeline.core.tiny import build_tiny_random
 
 NAME = "data"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.core.card import render_card
+from pipeline.core.card import card_data, hub_base_model, portable, render_card
 from pipeline.core.config import OPTIONS, RunConfig, StudentConfig, to_dict
 from pipeline.core.context import Context
 from pipeline.core.plots import plot_scores, plot_training_curves
@@ -80,8 +80,11 @@ def render(metrics: dict, cfg: RunConfig) -> str:
     return "\n".join(lines)
 
 
-def render_student_card(metrics: dict, cfg: RunConfig, tasks: list[TaskSpec], model_dir: Path, command: str) -> str:
-    """The student's model card: its tasks, its dev scores beside its teachers', its config and command."""
+def render_student_card(
+    metrics: dict, cfg: RunConfig, tasks: list[TaskSpec], model_dir: Path, run_dir: Path, command: str
+) -> str:
+    """The student's model card: its tasks, its dev scores beside its teachers' (the model-index has the student's),
+    its config and command."""
     s = cfg.student
     if s.fixed_lambda is None:
         how = (
@@ -94,8 +97,9 @@ def render_student_card(metrics: dict, cfg: RunConfig, tasks: list[TaskSpec], mo
         how = f"with λ fixed at {s.fixed_lambda} (target = λ·gold label + (1 − λ)·teacher prediction)"
     about = (
         "A multitask model from born-again multitask distillation (BAM!, Clark et al., 2019): one single-task "
-        f"teacher was fine-tuned per task, then this student, initialised from `{cfg.model.name_or_path}`, learnt "
-        f"every task at once, {how}. The teachers are in `teachers/<task>/model/` of the same run folder."
+        f"teacher was fine-tuned per task, then this student, initialised from "
+        f"`{portable(cfg.model.name_or_path, run_dir)}`, learnt every task at once, {how}. The teachers are in "
+        "`RUN/teachers/<task>/model/` of the same run folder `RUN`."
     )
     scores = [
         "Score = the task's dev metric (0–100); every metric of the student is listed beside it.",
@@ -113,7 +117,9 @@ def render_student_card(metrics: dict, cfg: RunConfig, tasks: list[TaskSpec], mo
     avg = metrics["average"]
     scores.append(f"| **average** | | **{avg['teacher']:.1f}** | **{avg['student']:.1f}** | **{avg['gain']:+.1f}** | |")
     config = {"student": to_dict(s), "model": to_dict(cfg.model), "data": {"tasks": list(cfg.data.tasks)}}
-    return render_card(f"BAM! student: {cfg.name}", about, model_dir, tasks, scores, config, command)
+    results = {name: metrics["tasks"][name]["student"] for name in cfg.data.tasks}
+    data = card_data(cfg.data, tasks, f"bam-{cfg.name}-student", results, hub_base_model(cfg.model.name_or_path))
+    return render_card(f"BAM! student: {cfg.name}", about, model_dir, run_dir, tasks, scores, config, command, data)
 
 
 def score_table(metrics: dict, cfg: RunConfig) -> dict[str, dict[str, float]]:
@@ -139,6 +145,7 @@ def run(ctx: Context) -> dict:
     plot_training_curves({"student": run_dir / "student" / "log.jsonl"}, run_dir / "plots" / "training.png")
     command = read_json(run_dir / "student" / "summary.json").get("command", "(not recorded)")
     tasks = read_task_specs(run_dir, cfg.data.tasks)
-    write_text(run_dir / CARD, render_student_card(metrics, cfg, tasks, run_dir / "student" / "model", command))
+    card = render_student_card(metrics, cfg, tasks, run_dir / "student" / "model", run_dir, command)
+    write_text(run_dir / CARD, card)
     write_text(run_dir / "report.md", render(metrics, cfg))
     return {}

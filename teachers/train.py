@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from pipeline.core.card import current_command, metrics_table, render_card
+from pipeline.core.card import card_data, current_command, hub_base_model, metrics_table, portable, render_card
 from pipeline.core.checkpoint import resume, save_checkpoint
 from pipeline.core.config import RunConfig, to_dict
 from pipeline.core.data import collate, load_split
@@ -150,16 +150,19 @@ def train_teacher(
     # save
     if acc.is_main_process:
         save_model(acc.unwrap_model(model), tokenizer, out_dir / "model")
-        start = f"`{cfg.model.name_or_path}`" if tc.init_from is None else f"the model in `{tc.init_from}`"
+        origin = f"`{portable(cfg.model.name_or_path, run_dir)}`"
+        start = origin if tc.init_from is None else f"the model in `{portable(tc.init_from, run_dir)}`"
         trained = f"fine-tuned on {task.name} alone" if total_steps else f"taken as it is for {task.name}"
         about = (
             f'A single-task teacher ("Single" in BAM!, Clark et al., 2019): {start} {trained}, with the student\'s '
             "architecture and one head. The multitask student of this run learns from its cached predictions."
         )
         config = {"teachers": to_dict(tc), "model": to_dict(cfg.model)}
+        base = hub_base_model(cfg.model.name_or_path) if tc.init_from is None else None  # a folder's origin: unknown
+        data = card_data(cfg.data, tasks, f"bam-{cfg.name}-teacher-{task.name}", {task.name: metrics}, base)
         card = render_card(
-            f"BAM! teacher: {task.name} ({cfg.name})", about, out_dir / "model", tasks, metrics_table(metrics),
-            config, current_command(),
+            f"BAM! teacher: {task.name} ({cfg.name})", about, out_dir / "model", run_dir, tasks,
+            metrics_table(metrics), config, current_command(), data,
         )  # fmt: skip
         write_text(out_dir / "model" / "README.md", card)
         write_json(

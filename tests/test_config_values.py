@@ -190,7 +190,7 @@ def _max_length(name: str, max_length: int) -> list[str]:
 
 
 def test_tiny_random_positions_are_the_built_model_s(tmp_path: Path) -> None:
-    from pipeline.core.model import build_tiny_random
+    from pipeline.core.tiny import build_tiny_random
 
     build_tiny_random(tmp_path, ["a small text"], ModelConfig(tiny_hidden_size=8, tiny_layers=1, tiny_heads=2), seed=0)
     config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
@@ -222,7 +222,7 @@ def test_a_model_folder_s_config_json_limits_max_length(tmp_path: Path) -> None:
             f"'data.max_length' 65 is more than the model's 64 position embeddings (model.name_or_path "
             f"'{tmp_path / name}')"
         ]
-    assert "cannot read the model's config.json" in _max_length(str(tmp_path / "absent"), 64)[0]
+    assert f"the folder '{tmp_path / 'absent'}' does not exist" in _max_length(str(tmp_path / "absent"), 64)[0]
     (tmp_path / "bert" / "heads.json").write_text("{}")  # a model saved by this pipeline: the teachers' start
     cfg = load_config(None, [f"--teachers.init_from={tmp_path / 'bert'}", "--data.max_length=100"])
     assert check_model_limits(dataclasses.replace(cfg, model=ModelConfig(name_or_path="tiny-random"))) == [

@@ -298,6 +298,16 @@ BAD_FILES = {  # case: (file name, content, what the message must say besides th
     "text not text": ("dev.jsonl", '{"sentence": null, "label": "a"}\n', ["line 1", "'sentence'", "expected text"]),
     "not utf-8": ("dev.csv", b"sentence,label\nx,pos\n\xff,neg\n", ["line 3", "not valid UTF-8"]),
     "no such file": ("missing.csv", None, ["no such file"]),
+    "empty text": ("dev.csv", "sentence,label\nx,pos\n  ,neg\n", ["line 3", "'sentence'", "the text is empty"]),
+    "quoted empty text": ("dev.tsv", 'sentence\tlabel\nx\tpos\n""\tneg\n', ["line 3", "the text is empty"]),
+    "empty text in json": ("dev.jsonl", '{"sentence": " ", "label": "a"}\n', ["line 1", "the text is empty"]),
+    "number as text": ("dev.jsonl", '{"sentence": 5, "label": "a"}\n', ["line 1", "expected text, got 5"]),
+    "lone surrogate": ("dev.jsonl", '{"sentence": "a\\ud800", "label": "a"}\n', ["line 1", "not a character"]),
+    "utf-16": ("dev.csv", "sentence,label\nx,pos\n".encode("utf-16"), ["line 1", "NUL byte", "save it as UTF-8"]),
+    "huge integer": ("dev.jsonl", '{"sentence": "x", "label": 1' + "0" * 5000 + "}\n", ["line 1", "refuses"]),
+    "deep nesting": ("dev.jsonl", '{"sentence": "x", "label": ' + "[" * 5000 + "\n", ["line 1", "refuses"]),
+    "long line": ("dev.jsonl", '["' + "x" * 100_000 + '"]\n', ["line 1", "expected a JSON object", "100004 char"]),
+    "cr-only json": ("dev.jsonl", '{"sentence": "x", "label": "a"}\r["y"]\r', ["line 2", "expected a JSON object"]),
 }  # fmt: skip
 
 
@@ -312,6 +322,30 @@ def test_bad_file_names_file_line_and_what_was_expected(tmp_path: Path, case: st
     assert message.startswith(dev), message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert len(message) < len(dev) + 400, f"the message quotes too much of the file: {message[:500]!r}..."
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_cr_only_line_ends_read_the_same(tmp_path: Path, fmt: str) -> None:
+    """Files saved with old-Mac line ends (a lone \\r) read as with \\n, quoted line breaks kept."""
+    if fmt == "jsonl":
+        text = jsonl([{"sentence": t, "label": y} for t, y in ROWS]).replace("\n", "\r")  # JSON escapes its own
+    else:
+        out = io.StringIO()
+        csv.writer(out, delimiter="," if fmt == "csv" else "\t", lineterminator="\r", quoting=csv.QUOTE_ALL).writerows(
+            [("sentence", "label"), *ROWS]
+        )
+        text = out.getvalue()
+    path = write(tmp_path / f"dev.{fmt}", text)
+    assert "\n" not in text.replace("two\nlines", "")
+    assert read_dev(declare(path, path)) == EXPECTED
+
+
+def test_huge_integer_score_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.jsonl", '{"a": "x", "score": 1}\n{"a": "y", "score": 1' + "0" * 400 + "}\n")
+    with pytest.raises(DataError, match=r"train\.jsonl: line 2: column 'score': score 1000.* is not a finite") as info:
+        resolve_task("sim", declare(path, path, text=("a",), label="score", kind="regression"))
+    assert len(str(info.value)) < len(path) + 400
 
 
 def test_bad_score_names_file_line_and_column(tmp_path: Path) -> None:

@@ -138,3 +138,16 @@ def test_an_unknown_stage_is_an_error_listing_the_stages(tmp_path: Path, capsys)
     assert main(["run", "--config", str(SMOKE), "--out", str(tmp_path / "run"), "--stage", "studnet"]) == 2
     err = capsys.readouterr().err
     assert "unknown stage 'studnet'; choose from data, teachers, distill, student, evaluate, report" in err
+
+
+def test_a_max_length_beyond_the_models_positions_stops_before_any_stage(tmp_path: Path, capsys) -> None:
+    argv = ["run", "--config", str(ROOT / "configs" / "glue-small.yaml"), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--data.max_length=100000"]) == 2
+    assert "'data.max_length' 100000 is more than the model's 512 position embeddings" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "manifests").exists()
+
+
+def test_the_student_command_has_its_own_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "student", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m student")
+    assert "--report-to" in result.stdout and "--stage" not in result.stdout

@@ -23,8 +23,8 @@ from stages import STAGES as REGISTRY
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
 GLUE_DIRS = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
 SPLIT_FILES = ["ids.json", "input_ids.npy", "labels.npy", "offsets.npy", "split.json", "token_type_ids.npy"]
-MODEL_FILES = ["config.json", "heads.json", "heads.safetensors", "model.safetensors", "tokenizer.json",
-               "tokenizer_config.json"]  # fmt: skip
+MODEL_FILES = ["checksums.json", "config.json", "heads.json", "heads.safetensors", "model.safetensors",
+               "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
 
 
 def expected_files() -> dict[str, set[str]]:
@@ -299,12 +299,14 @@ def test_changed_teacher_outputs_make_distill_stale(smoke_copy: Path) -> None:
     fix and `--force`) makes the cached soft targets stale."""
     from safetensors.numpy import save_file
 
+    from pipeline.core.checksums import record_checksum
     from pipeline.core.store import read_json, write_manifest
     from pipeline.dag import stage_record
 
     path = smoke_copy / "teachers" / "rte" / "model" / "heads.safetensors"
     heads = load_file(str(path))
     save_file({k: v + 0.5 for k, v in heads.items()}, str(path))
+    record_checksum(path.parent, path.name)  # as saving does: a model whose files do not match is never loaded
     cfg = load_config(SMOKE)
     old = read_json(smoke_copy / "manifests" / "teachers.json")
     record = {**stage_record(REGISTRY, "teachers", cfg, smoke_copy), "finished": old["finished"]}

@@ -10,7 +10,8 @@ Files: the format comes from the suffix (`.csv`, `.tsv`, `.jsonl`) unless `forma
 line names its columns, unless `columns` does (a file without a header line). Fields in double quotes may hold the
 delimiter, line breaks and doubled quotes, as the csv module reads them; with `quoting: false` quotes are plain text
 and every delimiter splits (as in GLUE's TSV files). Other columns (an index column, ids) are ignored. JSON Lines: one
-object per line. Blank lines are skipped everywhere.
+object per line. Blank lines are skipped everywhere; a row whose text is empty (or not text: a number, a null) is an
+error naming its line, never a silent empty example. Files are read by `tables.py`.
 
 Labels: a classification task's classes are `labels` in the declared order; else, for a Hub dataset whose label
 column is a ClassLabel, its names in its order; else the sorted set of values in the training data (in numeric order
@@ -24,16 +25,14 @@ and its 1-based line (or the Hub dataset, split and 0-based row), the column, an
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core.glue import DataError, Example, parse_decimal
+from pipeline.core.glue import DataError, Example, check_text, parse_decimal, quote
+from pipeline.core.tables import read_json_lines, read_table, read_text
 from pipeline.core.tasks import TaskSpec
 
 if TYPE_CHECKING:
@@ -64,79 +63,18 @@ def file_format(path: str, declared: str) -> str | None:
     return declared if declared != "auto" else SUFFIXES.get(Path(path).suffix.lower())
 
 
-def _decode(path: Path) -> str:
-    """The file's text (a leading BOM dropped); bad UTF-8 is an error naming the line."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
-
-
 def _read_delimited(path: Path, delimiter: str, decl: CustomTaskConfig) -> list[tuple[str, dict[str, str]]]:
     """(where, {column: field}) per data row of a CSV or TSV file."""
-    needed = [*decl.text, decl.label]
-    quoting = csv.QUOTE_MINIMAL if decl.quoting else csv.QUOTE_NONE
-    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
-    separator = "tab" if delimiter == "\t" else "comma"
-    columns = decl.columns
-    rows = []
-    while True:
-        line = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            hint = "; if quotes are plain text in this file, set quoting: false" if decl.quoting else ""
-            raise DataError(f"{path}: line {line}: cannot split the {separator}-separated fields: {err}{hint}") from err
-        if not fields:  # a blank line
-            continue
-        if columns is None:
-            columns = tuple(fields)
-            for column in needed:
-                if column not in columns:
-                    raise DataError(f"{path}: line {line}: header lacks column {column!r}; header found: {fields}")
-                if columns.count(column) > 1:
-                    raise DataError(f"{path}: line {line}: column {column!r} appears twice in the header {fields}")
-            continue
-        if len(fields) != len(columns):
-            raise DataError(
-                f"{path}: line {line}: expected {len(columns)} {separator}-separated fields {list(columns)}, "
-                f"got {len(fields)}"
-            )
-        rows.append((f"{path}: line {line}", dict(zip(columns, fields))))
-    if rows:
-        return rows
-    if columns is None or decl.columns is not None:
-        what = "a header line with the columns" if decl.columns is None else "rows with the columns"
-        raise DataError(f"{path}: line 1: the file is empty; expected {what} {list(columns or needed)}")
-    raise DataError(f"{path}: line {reader.line_num + 1}: expected data rows after the header, found none")
+    hint = "; if quotes are plain text in this file, set quoting: false" if decl.quoting else ""
+    required = [(column,) for column in (*decl.text, decl.label)]
+    table = read_table(read_text(path), str(path), delimiter, required, decl.quoting, decl.columns, hint)
+    return [(f"{path}: line {line}", row) for line, row in table.rows]
 
 
 def _read_jsonl(path: Path, decl: CustomTaskConfig) -> list[tuple[str, dict[str, Any]]]:
     """(where, object) per non-blank line of a JSON Lines file."""
-    needed = [*decl.text, decl.label]
-    rows = []
-    for number, line in enumerate(_decode(path).split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {number}: not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: line {number}: expected a JSON object with the fields {needed}, got {row!r}")
-        for column in needed:
-            if column not in row:
-                raise DataError(f"{path}: line {number}: no field {column!r}; fields found: {list(row)}")
-        rows.append((f"{path}: line {number}", row))
-    if not rows:
-        raise DataError(f"{path}: line 1: the file is empty; expected a JSON object per line with the fields {needed}")
-    return rows
+    required = [(column,) for column in (*decl.text, decl.label)]
+    return [(f"{path}: line {line}", row) for line, row in read_json_lines(read_text(path), str(path), required)]
 
 
 def _read_hub(decl: CustomTaskConfig, split: str) -> tuple[str, list[tuple[str, dict[str, Any]]], list[str] | None]:
@@ -171,18 +109,12 @@ def _read_hub(decl: CustomTaskConfig, split: str) -> tuple[str, list[tuple[str, 
     return source, rows, names
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise DataError(f"{where}: expected text, got {value!r}")
-    return value.strip()
-
-
 def _class(value: Any, where: str) -> str:
     """A class label as text: a string (stripped) or an integer."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{where}: expected a label name or an integer, got {value!r}")
+        raise DataError(f"{where}: expected a label name or an integer, got {quote(value)}")
     return value.strip()
 
 
@@ -191,11 +123,14 @@ def _score(value: Any, where: str) -> float:
     if isinstance(value, str):
         score = parse_decimal(value.strip())
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        score = float(value)
+        try:
+            score = float(value)
+        except OverflowError:  # an integer beyond a float's range: JSON allows 400 digits
+            score = math.inf
     else:
         score = math.nan
     if not math.isfinite(score):
-        raise DataError(f"{where}: score {value!r} is not a finite decimal number")
+        raise DataError(f"{where}: score {quote(value)} is not a finite decimal number")
     return score
 
 
@@ -225,7 +160,7 @@ def read_records(decl: CustomTaskConfig, split: str) -> tuple[str, list[Record],
     records = [
         Record(
             where=where,
-            texts=tuple(_text(row[column], f"{where}: column {column!r}") for column in decl.text),
+            texts=tuple(check_text(row[column], f"{where}: column {column!r}") for column in decl.text),
             label=parse(row[decl.label], f"{where}: column {decl.label!r}"),
         )
         for where, row in rows

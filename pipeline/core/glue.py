@@ -3,7 +3,8 @@
 Both readers return the same `Example`s in the same order: ids are `"{task}:{split}:{row}"` with `row` the 0-based
 data-row index in file order, labels are class indices in `TaskSpec.labels` order (or the unscaled float score for
 regression), and every text field has its surrounding whitespace stripped (SST-2 sentences end with a space in the
-TSV). The TSV reader is strict: every problem is a `DataError` naming the file, the 1-based line and the column.
+TSV). The TSV reader is strict: every problem is a `DataError` naming the file, the 1-based line and the column; an
+empty text (a blank sentence) is one too, since it would train on nothing.
 """
 
 from __future__ import annotations
@@ -24,13 +25,44 @@ HUB_SPLITS = {
 }
 # A plain decimal number; stricter than float(), which also takes "nan", "inf", "1_0" and non-ASCII digits.
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# How much of an offending input an error message quotes: enough to find it, never a whole file read as one line.
+QUOTE_LIMIT = 200
 
 
 class DataError(ValueError):
     """Bad input data.
 
-    The message names the file, the line (1-based, as in an editor) and/or the field, and what was expected.
+    The message names the file, the line (1-based, as in an editor) and/or the field, and what was expected; it
+    quotes at most `QUOTE_LIMIT` characters of the input (`quote`).
     """
+
+
+def quote(value: object) -> str:
+    """`repr(value)` for an error message, cut to `QUOTE_LIMIT` characters (saying how long it was)."""
+    text = repr(value)
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    return f"{text[:QUOTE_LIMIT]}… ({len(text)} characters in all)"
+
+
+def check_text(value: object, where: str) -> str:
+    """A text field's value with surrounding whitespace stripped.
+
+    Raises:
+        DataError: The value is not a string (a number, a null), holds a lone surrogate, or is empty once stripped:
+            an empty sentence would train (or be predicted) on nothing but [CLS] [SEP], so it is refused, not kept.
+    """
+    if not isinstance(value, str):
+        raise DataError(f"{where}: expected text, got {quote(value)}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate, e.g. JSON's "\ud800": no tokenizer takes it
+            raise DataError(f"{where}: the text holds {quote(value[err.start])}, which is not a character") from None
+    text = value.strip()
+    if not text:
+        raise DataError(f"{where}: the text is empty ({quote(value)}); fill it in or delete the example")
+    return text
 
 
 @dataclass(frozen=True)
@@ -88,6 +120,16 @@ def _read_lines(path: Path) -> list[str]:
     return lines
 
 
+def _cr_hint(line: str) -> str:
+    """For a message about a line holding carriage returns: the likely cause (CR-only line ends), else nothing."""
+    if "\r" not in line:
+        return ""
+    return (
+        f" (the line holds {line.count(chr(13))} carriage returns (\\r) not followed by \\n: if the file has CR-only "
+        "line ends, as old Mac editors write, convert them to \\n)"
+    )
+
+
 def parse_decimal(value: str) -> float:
     """A plain decimal number ("3", "-0.5", "1e3") as a float; NaN for anything else ("nan", "inf", "1_0", "")."""
     return float(value) if _NUMBER.fullmatch(value) else math.nan
@@ -98,7 +140,7 @@ def _parse_score(task: TaskSpec, value: str, where: str) -> float:
     low, high = task.label_range
     score = parse_decimal(value)
     if not (math.isfinite(score) and low <= score <= high):  # also rejects NaN and "1e999" (inf)
-        raise DataError(f"{where}: score {value!r} is not a finite decimal number in [{low}, {high}]")
+        raise DataError(f"{where}: score {quote(value)} is not a finite decimal number in [{low}, {high}]")
     return score
 
 
@@ -109,7 +151,7 @@ def _parse_label(task: TaskSpec, value: str, where: str) -> int | float:
         return _parse_score(task, value, where)
     if value not in task.tsv_labels:
         allowed = ", ".join(repr(label) for label in task.tsv_labels)
-        raise DataError(f"{where}: label {value!r} is not one of the {task.name} labels {allowed}")
+        raise DataError(f"{where}: label {quote(value)} is not one of the {task.name} labels {allowed}")
     return task.tsv_labels.index(value)
 
 
@@ -123,7 +165,10 @@ def _get_columns(task: TaskSpec, path: Path, lines: list[str]) -> tuple[tuple[st
     header = tuple(lines[0].split("\t"))
     for column in (*task.text_columns, task.label_column):
         if column not in header:
-            raise DataError(f"{path}: line 1: header lacks required column {column!r}; header found: {list(header)}")
+            raise DataError(
+                f"{path}: line 1: header lacks required column {column!r}; header found: {quote(list(header))}"
+                f"{_cr_hint(lines[0])}"
+            )
     return header, 1
 
 
@@ -141,7 +186,8 @@ def read_tsv_split(task: TaskSpec, split: str, data_dir: str | Path) -> list[Exa
         The examples in file order.
 
     Raises:
-        DataError: Missing file, bad encoding, missing header column, wrong field count, bad label, or no data rows.
+        DataError: Missing file, bad encoding, missing header column, wrong field count, empty text, bad label, or no
+            data rows.
     """
     path = split_path(task, split, Path(data_dir))
     if not path.is_file():
@@ -162,10 +208,10 @@ def read_tsv_split(task: TaskSpec, split: str, data_dir: str | Path) -> list[Exa
         fields = line.split("\t")
         if len(fields) != len(columns):
             raise DataError(
-                f"{path}: line {number}: expected {len(columns)} tab-separated fields {list(columns)}, "
-                f"got {len(fields)}"
+                f"{path}: line {number}: expected {len(columns)} tab-separated fields {quote(list(columns))}, "
+                f"got {len(fields)}{_cr_hint(line)}"
             )
-        texts = [fields[i].strip() for i in text_index]
+        texts = [check_text(fields[i], f"{path}: line {number}: column {columns[i]!r}") for i in text_index]
         where = f"{path}: line {number}: column {task.label_column!r}"
         examples.append(
             Example(
@@ -201,7 +247,7 @@ def read_hub_split(task: TaskSpec, split: str) -> list[Example]:
         The examples in dataset order, in the same form as `read_tsv_split`.
 
     Raises:
-        DataError: The Hub could not be reached, or a row has an invalid label.
+        DataError: The Hub could not be reached, or a row has an invalid label or a missing or empty text.
     """
     _check_split(task, split)
     import datasets  # slow import; only the Hub path needs it
@@ -219,14 +265,14 @@ def read_hub_split(task: TaskSpec, split: str) -> list[Example]:
     data = dataset.to_dict()
     examples = []
     for row in range(len(dataset)):
-        where = f"{HUB_DATASET}/{task.hub_config} split {hub_split}: row {row}: column 'label'"
-        texts = [str(data[column][row]).strip() for column in columns]
+        where = f"{HUB_DATASET}/{task.hub_config} split {hub_split}: row {row}"
+        texts = [check_text(data[column][row], f"{where}: column {column!r}") for column in columns]
         examples.append(
             Example(
                 id=f"{task.name}:{split}:{row}",
                 text_a=texts[0],
                 text_b=texts[1] if len(texts) > 1 else None,
-                label=_check_hub_label(task, data["label"][row], where),
+                label=_check_hub_label(task, data["label"][row], f"{where}: column 'label'"),
             )
         )
     return examples

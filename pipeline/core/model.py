@@ -2,7 +2,8 @@
 
 Teachers and the student are the same `MultiTaskModel` (teachers simply have one head): "born-again".
 A saved model is a Hugging Face folder (`AutoModel.from_pretrained` loads the encoder) plus `heads.safetensors`
-and `heads.json` for the task heads.
+and `heads.json` for the task heads, and `checksums.json`: the sha256 of every file `save_model` wrote, checked by
+`load_model` before anything is read, so a damaged or altered folder is refused instead of predicting garbage.
 """
 
 from __future__ import annotations
@@ -10,20 +11,19 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from pipeline.core.config import ModelConfig
+from pipeline.core.checksums import CHECKSUMS, checksum_problem, write_checksums
+from pipeline.core.config import ModelConfig, RunConfig
+from pipeline.core.config_checks import too_long
 from pipeline.core.store import replace_folder, write_json
 from pipeline.core.tasks import TaskSpec
-
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 class ModelLoadError(RuntimeError):
@@ -48,6 +48,44 @@ def resolve_model_path(cfg: ModelConfig, run_dir: Path) -> str:
     if cfg.name_or_path == "tiny-random":
         return str(run_dir / "data" / "tiny-random")
     return cfg.name_or_path
+
+
+def check_model_limits(cfg: RunConfig) -> list[str]:
+    """`data.max_length` against the position embeddings of the models the teachers and the student start from
+    (model.name_or_path, teachers.init_from): call before any stage runs. Reads only each model's config.json, and
+    downloads nothing: a Hub model not in the local cache is checked when a stage loads it. tiny-random, built by the
+    data stage, is checked by config validation.
+
+    Returns:
+        Every problem found, naming the key and the model (empty when all fit).
+    """
+    problems = []
+    models = [("model.name_or_path", cfg.model.name_or_path), ("teachers.init_from", cfg.teachers.init_from)]
+    for key, name in models:
+        if name is None or name == "tiny-random":
+            continue
+        try:
+            path = bundled_minilm_path() if name == "minilm" else name
+            config = AutoConfig.from_pretrained(
+                path, trust_remote_code=cfg.model.trust_remote_code, local_files_only=True
+            )
+        except ModelLoadError as err:
+            problems.append(str(err))
+            continue
+        except (OSError, ValueError) as err:  # a Hub name not cached: checked when it loads; a folder: now
+            if not Path(path).expanduser().exists() and path.startswith(("/", ".", "~")):
+                problems.append(f"'{key}': the folder '{path}' does not exist")
+            elif Path(path).expanduser().exists():
+                problems.append(f"'{key}': cannot read the model's config.json from '{path}': {err}")
+            continue
+        positions = getattr(config, "max_position_embeddings", None)
+        if not isinstance(positions, int):
+            continue  # no absolute positions (e.g. relative or rotary): no limit to check
+        if config.model_type in ("roberta", "xlm-roberta", "camembert", "data2vec-text"):
+            positions -= (config.pad_token_id or 0) + 1  # their positions start after the padding index
+        if cfg.data.max_length > positions:
+            problems.append(too_long(cfg.data.max_length, positions, key, name))
+    return problems
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
@@ -77,42 +115,6 @@ def _load_hint(path: str, what: str, err: Exception) -> str:
             "holding config.json, the weights and the tokenizer files (or 'minilm' for the bundled MiniLM)."
         )
     return f"could not load the {what} from '{path}' (model.name_or_path): {reason}.{hint}"
-
-
-def build_tiny_random(out_dir: Path, texts: list[str], cfg: ModelConfig, seed: int, vocab_size: int = 4000) -> None:
-    """A small randomly initialised BERT with a word-level vocabulary drawn from `texts` (smoke runs and tests)."""
-    words = Counter(w for t in texts for w in _basic_split(t))
-    vocab = SPECIAL_TOKENS + sorted(w for w, _ in words.most_common(vocab_size - len(SPECIAL_TOKENS)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
-    tokenizer.save_pretrained(out_dir)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=cfg.tiny_hidden_size,
-        num_hidden_layers=cfg.tiny_layers,
-        num_attention_heads=cfg.tiny_heads,
-        intermediate_size=4 * cfg.tiny_hidden_size,
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(seed)
-    BertModel(config).save_pretrained(out_dir)
-
-
-def _basic_split(text: str) -> list[str]:
-    out, word = [], []
-    for ch in text.lower():
-        if ch.isalnum():
-            word.append(ch)
-            continue
-        if word:
-            out.append("".join(word))
-            word = []
-        if not ch.isspace():
-            out.append(ch)
-    if word:
-        out.append("".join(word))
-    return out
 
 
 def head_spec(
@@ -299,17 +301,42 @@ def build_model_from(
     return model
 
 
+# A saved model is an encoder plus heads of our own, not a `*ForSequenceClassification`; from its folder,
+# transformers 5 would build one with a random classifier and only log "classifier.weight | MISSING". Its config.json
+# says so in ways `AutoModelForSequenceClassification` and `pipeline()` act on and `AutoModel` (`load_encoder`) never
+# reads: a classifier dropout of -1 makes the family's classifier raise when built (BERT, RoBERTa, ELECTRA:
+# classifier_dropout; DistilBERT: seq_classif_dropout; ALBERT: classifier_dropout_prob), `architectures` names no
+# transformers class (else `pipeline()` falls back to the bare encoder), and the one label and `bam_multi_head` say
+# what to run instead (`pipeline/core/export.py` undoes all of it).
+MULTI_HEAD_NOTE = (
+    "a BAM! multi-head folder (an encoder + heads.safetensors), not a sequence classifier: "
+    "`python -m pipeline export --model THIS_FOLDER --to DIR` writes one standard classifier folder per task"
+)
+CLASSIFIER_DROPOUT_KEYS = ("classifier_dropout", "seq_classif_dropout", "classifier_dropout_prob")
+
+
+def mark_multi_head(config_path: Path) -> None:
+    """Mark a saved encoder's `config.json` as a multi-head folder's (see `MULTI_HEAD_NOTE`)."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update({key: -1.0 for key in CLASSIFIER_DROPOUT_KEYS if key in config})
+    config.update(architectures=["BamMultiTaskModel"], bam_multi_head=MULTI_HEAD_NOTE)
+    config.update(id2label={"0": MULTI_HEAD_NOTE}, label2id={MULTI_HEAD_NOTE: 0})
+    write_json(config_path, config)
+
+
 def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
     """Encoder and tokenizer as a Hugging Face folder (safetensors), heads beside it.
 
     Written to a new folder that then replaces `out_dir` whole: a crash leaves the old model as it was, and no file
     is written over in place (`save_pretrained` would), so a model folder hard-linked from another run's
-    (reproduce-glue shares finished runs that way) is never changed through the link."""
+    (reproduce-glue shares finished runs that way) is never changed through the link. `checksums.json`, written
+    last, lists every file with its sha256 for `load_model` to verify."""
     out_dir = Path(out_dir)
     new = out_dir.with_name(out_dir.name + ".saving")
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
     model.encoder.save_pretrained(new, safe_serialization=True)
+    mark_multi_head(new / "config.json")
     tokenizer.save_pretrained(new)
     state = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
     save_file(state, str(new / "heads.safetensors"))
@@ -320,12 +347,23 @@ def save_model(model: MultiTaskModel, tokenizer, out_dir: Path) -> None:
         "heads": model.head_specs,
     }
     write_json(new / "heads.json", meta)
+    write_checksums(new)
     replace_folder(new, out_dir)
 
 
-def load_model(model_dir: str | Path, dropout: float = 0.1) -> MultiTaskModel:
-    """Load a model written by `save_model` (teacher or student)."""
+def load_model(model_dir: str | Path, dropout: float = 0.1, require_checksums: bool = False) -> MultiTaskModel:
+    """Load a model written by `save_model` (teacher or student), its files first checked against their checksums.
+    A folder without `checksums.json` (saved before models recorded them; inside a run folder its stage's manifest
+    verifies it) is loaded only when not `require_checksums` (`load_student` requires them).
+
+    Raises:
+        ModelLoadError: The folder is missing, damaged or changed (`checksum_problem`), of an older format when
+            `require_checksums`, or the encoder cannot be loaded.
+    """
     model_dir = Path(model_dir)
+    problem = checksum_problem(model_dir)
+    if problem is not None and (require_checksums or (model_dir / CHECKSUMS).is_file()):
+        raise ModelLoadError(problem)
     meta = json.loads((model_dir / "heads.json").read_text(encoding="utf-8"))
     heads = {name: meta["heads"][name] for name in meta["tasks"]}  # the saved order fixes the task ids
     encoder = load_encoder(str(model_dir), safetensors_only=True)
