@@ -49,7 +49,8 @@ def add_run_arguments(p: argparse.ArgumentParser, stage: bool = True, run: bool 
         return
     if stage:
         p.add_argument("--stage", help=f"run this stage and what it needs (default: all stages; {', '.join(STAGES)})")
-    p.add_argument("--force", action="store_true", help="rerun the stage (all stages without --stage)")
+    redo = "rerun the stage (all stages without --stage)" if stage else "rerun the student even when it is done"
+    p.add_argument("--force", action="store_true", help=redo)
     p.add_argument(
         "--report-to",
         choices=list(TRACKERS),

@@ -150,4 +150,4 @@ def test_a_max_length_beyond_the_models_positions_stops_before_any_stage(tmp_pat
 def test_the_student_command_has_its_own_help() -> None:
     result = subprocess.run([sys.executable, "-m", "student", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("usage: python -m student")
-    assert "--report-to" in result.stdout and "--stage" not in result.stdout
+    assert "--report-to" in result.stdout and "--stage " not in result.stdout
