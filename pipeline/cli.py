@@ -1,8 +1,9 @@
-"""Command line: `python -m pipeline run|status|predict|export|reproduce-glue`.
+"""Command line: `python -m pipeline run|status|predict|export|config|reproduce-glue`.
 
     python -m pipeline run --config configs/smoke.yaml --out /tmp/smoke          # every stage, tiny model, ~20 s
     python -m pipeline run --stage teachers --config configs/glue-small.yaml --data-dir ../shared/data/glue
     python -m pipeline status --out artifacts/smoke
+    python -m pipeline config show --config configs/glue-small.yaml --student.lr=2e-4   # every key, explained
     python -m pipeline predict --model artifacts/smoke/student/model --task sst2 --input texts.jsonl
     python -m pipeline export --model artifacts/smoke/student/model --to exported  # exported/<task>/: transformers
     python -m pipeline run --config configs/smoke.yaml --student.lr=3e-4        # reruns student and later only
@@ -28,6 +29,7 @@ import yaml
 
 from pipeline.core.accel import TRACKERS, make_accelerator
 from pipeline.core.config import ConfigError, RunConfig, load_config, to_dict
+from pipeline.core.config_doc import show_config
 from pipeline.core.export import ExportError, export_model, hub_repo
 from pipeline.core.glue import DataError
 from pipeline.core.model import ModelLoadError, load_tokenizer
@@ -75,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "--clean", action="store_true", help="remove the files no stage made and the leftovers of interrupted "
                 "writes (*.previous, .*.tmp) that status lists as extras"
             )  # fmt: skip
+    p = sub.add_parser("config", help="print a config as it resolves (file, overrides, defaults), every key explained")
+    p.add_argument("action", choices=["show"], help="show: the resolved config, each key with its meaning")
+    add_run_arguments(p, run=False)
     p = sub.add_parser("reproduce-glue", help="Single vs Multi vs BAM and ablations over seeds (pipeline/experiments/)")
     p.add_argument("--config", type=Path, required=True, help="YAML run config, e.g. configs/glue-small.yaml")
     p.add_argument("--out", type=Path, required=True, help="folder for the runs, results.json, table.md and plots")
@@ -228,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             only = parse_seeds(args.seeds, args.only_seeds) if args.only_seeds is not None else None
             reproduce(cfg, run_dir, args.seeds, variants, accelerator, command, args.dry_run, grid, teacher_grid, only)
             accelerator.end_training()
+        elif args.command == "config":
+            print(show_config(cfg))
         elif args.command == "run":
             cmd_run(cfg, run_dir, args.stage, args.force, args.report_to)
         else:

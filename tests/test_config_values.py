@@ -10,6 +10,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.core.config import (
     ConfigError,
@@ -230,3 +231,16 @@ def test_a_model_folder_s_config_json_limits_max_length(tmp_path: Path) -> None:
         f"(teachers.init_from '{tmp_path / 'bert'}')"
     ]
     assert _max_length("nobody-here/not-in-the-cache", 100000) == []  # no download: checked when a stage loads it
+
+
+def test_config_show_prints_the_resolved_config_with_every_keys_meaning(capsys) -> None:
+    from pipeline.cli import main
+    from pipeline.core.config import to_dict
+
+    assert main(["config", "show", "--config", str(SMOKE), "--student.lr=2e-4", "--teachers.per_task.rte.lr=1e-5"]) == 0
+    out = capsys.readouterr().out
+    resolved = load_config(SMOKE, ["--student.lr=2e-4", "--teachers.per_task.rte.lr=1e-5"])
+    assert yaml.safe_load(out) == json.loads(json.dumps(to_dict(resolved)))  # valid YAML: the config itself
+    keyed = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(keyed) > 60 and all("  # " in line for line in keyed)  # every key explained
+    assert "  lr: 0.0002  # peak learning rate of the heads (depth 0)" in out
