@@ -33,6 +33,15 @@ def makes(cfg: RunConfig) -> list[str]:
     return ["report.md", "plots", CARD]
 
 
+# A tiny random model or generated data: the run exercises the code, and its scores say nothing about the method.
+SMOKE_NOTE = [
+    "**This run exercises the code, not the method**: a tiny random BERT and/or a small generated data set, trained",
+    "for seconds. Its scores (near chance on some tasks, the student under its teachers) say nothing about BAM; the",
+    "method's numbers come from real data and a pretrained model (docs/reproducing.md).",
+    "",
+]
+
+
 def render(metrics: dict, cfg: RunConfig) -> str:
     lines = [
         f"# BAM! run `{cfg.name}`",
@@ -40,6 +49,7 @@ def render(metrics: dict, cfg: RunConfig) -> str:
         "Dev-set scores (0–100). Score = the paper's metric per task: MCC for CoLA, Spearman for STS-B, accuracy",
         "otherwise; every metric is listed beside it.",
         "",
+        *SMOKE_NOTE * (cfg.data.source == "synthetic" or cfg.model.name_or_path == "tiny-random"),
         "![dev scores of the teachers and the student](plots/scores.png)",
         "",
         "| task | metric | teacher (Single) | student | gain | all teacher metrics | all student metrics |",
