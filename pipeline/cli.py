@@ -20,26 +20,14 @@ over the defaults in pipeline/core/config.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-import yaml
+from pipeline.core.config import TEACHER_KEYS, TRACKERS, RunConfig, load_config
+from pipeline.core.errors import ConfigError, PipelineError, TrainingInterrupted
 
-from pipeline.core.accel import TRACKERS, make_accelerator
-from pipeline.core.config import ConfigError, RunConfig, load_config, to_dict
-from pipeline.core.config_doc import show_config
-from pipeline.core.export import ExportError, export_model, hub_repo
-from pipeline.core.glue import DataError
-from pipeline.core.model import ModelLoadError, load_tokenizer
-from pipeline.core.predict import load_student, predict_texts, read_inputs, task_specs
-from pipeline.core.store import StoreError, write_text
-from pipeline.core.tasks import get_glue_task
-from pipeline.core.training import TrainingInterrupted
-from pipeline.dag import clean, run_stages, stage_order, stage_status, stray_files
-from pipeline.experiments.variants import TEACHER_KEYS, ReproduceError
-from stages import STAGES
+STAGE_NAMES = "data, teachers, distill, student, evaluate, report"  # for --help; the registry is stages.STAGES
 
 
 def add_run_arguments(p: argparse.ArgumentParser, stage: bool = True, run: bool = True) -> None:
@@ -50,7 +38,7 @@ def add_run_arguments(p: argparse.ArgumentParser, stage: bool = True, run: bool 
     if not run:
         return
     if stage:
-        p.add_argument("--stage", help=f"run this stage and what it needs (default: all stages; {', '.join(STAGES)})")
+        p.add_argument("--stage", help=f"run this stage and what it needs (default: all stages; {STAGE_NAMES})")
     redo = "rerun the stage (all stages without --stage)" if stage else "rerun the student even when it is done"
     p.add_argument("--force", action="store_true", help=redo)
     p.add_argument(
@@ -140,106 +128,34 @@ def resolve(args: argparse.Namespace, extra: list[str], for_status: bool = False
     return cfg, run_dir
 
 
-def run_predict(
-    model_dir: str, task_name: str, input_path: str, output: str | None, batch_size: int, max_length: int = 128
-) -> int:
-    accelerator = make_accelerator(precision=None)
-    model = load_student(model_dir).to(accelerator.device)
-    specs = {task.name: task for task in task_specs(model)}
-    if task_name not in specs:
-        try:
-            task_name = get_glue_task(task_name).name  # "SST-2" → "sst2"
-        except ValueError:
-            pass
-    if task_name not in specs:
-        raise DataError(f"{model_dir} has no head for '{task_name}' (it has: {', '.join(model.task_names)})")
-    task = specs[task_name]
-    tokenizer = load_tokenizer(model_dir)
-    positions = getattr(model.encoder.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and max_length > positions:
-        raise ConfigError(f"--max-length {max_length} is more than the model's {positions} position embeddings")
-    texts = read_inputs(input_path, task)
-    results = predict_texts(model, tokenizer, task, texts, accelerator, batch_size, max_length)
-    lines = "".join(json.dumps(r) + "\n" for r in results)
-    if output is None:
-        sys.stdout.write(lines)
-    else:
-        write_text(output, lines)
-    return 0
-
-
-def run_export(model_dir: str, to: str, task: str | None, repo: str | None, private: bool = False) -> int:
-    try:
-        folders = export_model(model_dir, to, task, repo, private)
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for name, folder in folders.items():
-        pushed = f" (pushed to the Hub: {hub_repo(repo, name, task is not None)})" if repo else ""
-        print(f"{name}: {folder}{pushed}")
-    return 0
-
-
-def cmd_run(cfg: RunConfig, run_dir: Path, stage: str | None, force: bool, report_to: str = "none") -> None:
-    accelerator = make_accelerator(report_to, run_dir, cfg.model.precision)
-    ran = run_stages(STAGES, cfg, run_dir, accelerator, target=stage, force=force)
-    if accelerator.is_main_process:  # written after success, so a failed run never replaces a good record
-        write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    accelerator.print(f"done: ran {', '.join(ran) or 'nothing (all up to date)'}; run folder {run_dir}")
-    accelerator.end_training()
-
-
-def cmd_status(cfg: RunConfig, run_dir: Path, remove_extras: bool = False) -> None:
-    """Each stage in running order with the stages it needs (the DAG), whether it is done, and why not; then the
-    files that are no stage's output (removed with `remove_extras`)."""
-    memo: dict = {}
-    needs = {name: ", ".join(STAGES[name].needs(cfg)) or "-" for name in stage_order(STAGES, cfg)}
-    width = max(len(n) for n in needs.values())
-    print(f"run folder {run_dir}")
-    print(f"  {'stage':<9} {'needs':<{width}} {'state':<8} why")
-    for name, upstream in needs.items():
-        state, why = stage_status(STAGES, name, cfg, run_dir, memo)
-        print(f"  {name:<9} {upstream:<{width}} {state:<8} {why}")
-    extras = clean(STAGES, cfg, run_dir) if remove_extras else stray_files(STAGES, cfg, run_dir)
-    if extras:
-        print(("removed" if remove_extras else "extras (no stage made them; status --clean removes them)") + ":")
-        print("".join(f"  {path.relative_to(run_dir)}\n" for path in extras), end="")
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # weight loading/saving bars drown the stage output
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        if args.command == "predict":
-            if extra:
-                raise ConfigError(f"unrecognised arguments: {' '.join(extra)}")
-            return run_predict(args.model, args.task, args.input, args.output, args.batch_size, args.max_length)
-        if args.command == "export":
-            if extra:
-                raise ConfigError(f"unrecognised arguments: {' '.join(extra)}")
-            return run_export(args.model, args.to, args.task, args.push_to_hub, args.private)
-        cfg, run_dir = resolve(args, extra)
-        if args.command == "reproduce-glue":
-            from pipeline.experiments.run import reproduce
-            from pipeline.experiments.variants import parse_seeds, parse_tune, parse_variants
+        if args.command in ("predict", "export") and extra:
+            raise ConfigError(f"unrecognised arguments: {' '.join(extra)}")
+        cfg, run_dir = (None, None) if args.command in ("predict", "export") else resolve(args, extra)
+        from transformers.utils import logging as hf_logging
 
+        from pipeline import commands  # torch, transformers and the stages: only once a command runs
+
+        hf_logging.disable_progress_bar()  # weight loading/saving bars drown the stage output
+        if args.command == "predict":
+            return commands.run_predict(args.model, args.task, args.input, args.output, args.batch_size,
+                                        args.max_length)  # fmt: skip
+        if args.command == "export":
+            return commands.run_export(args.model, args.to, args.task, args.push_to_hub, args.private)
+        if args.command == "reproduce-glue":
             command = "python -m pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
-            variants, (grid, teacher_grid) = parse_variants(args.variants), parse_tune(args.tune, cfg)
-            accelerator = make_accelerator(precision=cfg.model.precision)
-            only = parse_seeds(args.seeds, args.only_seeds) if args.only_seeds is not None else None
-            reproduce(cfg, run_dir, args.seeds, variants, accelerator, command, args.dry_run, grid, teacher_grid, only)
-            accelerator.end_training()
+            commands.cmd_reproduce(cfg, run_dir, args, command)
         elif args.command == "config":
-            print(show_config(cfg))
+            commands.cmd_config(cfg)
         elif args.command == "run":
-            cmd_run(cfg, run_dir, args.stage, args.force, args.report_to)
+            commands.cmd_run(cfg, run_dir, args.stage, args.force, args.report_to)
         else:
-            cmd_status(cfg, run_dir, args.clean)
-    except (ConfigError, DataError, StoreError, ModelLoadError, FileNotFoundError, ReproduceError) as err:
+            commands.cmd_status(cfg, run_dir, args.clean)
+    except (PipelineError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:

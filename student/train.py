@@ -30,6 +30,7 @@ from pipeline.core.card import current_command
 from pipeline.core.checkpoint import resume, save_checkpoint
 from pipeline.core.config import RunConfig, to_dict
 from pipeline.core.data import collate, load_split
+from pipeline.core.errors import TrainingInterrupted
 from pipeline.core.loss import annealing_lambda, multitask_loss
 from pipeline.core.model import build_model, load_tokenizer, resolve_model_path, save_model
 from pipeline.core.sampling import rank_slice, steps_for
@@ -37,7 +38,6 @@ from pipeline.core.store import load_soft_targets, write_json
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import (
     GracefulStop,
-    TrainingInterrupted,
     compute_record,
     evaluate,
     get_lr_multiplier,

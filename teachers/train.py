@@ -22,6 +22,7 @@ from pipeline.core.card import card_data, current_command, hub_base_model, metri
 from pipeline.core.checkpoint import resume, save_checkpoint
 from pipeline.core.config import RunConfig, to_dict
 from pipeline.core.data import collate, load_split
+from pipeline.core.errors import TrainingInterrupted
 from pipeline.core.loss import multitask_loss
 from pipeline.core.metrics import main_score
 from pipeline.core.model import build_model, build_model_from, load_tokenizer, resolve_model_path, save_model
@@ -30,7 +31,6 @@ from pipeline.core.store import write_json, write_text
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import (
     GracefulStop,
-    TrainingInterrupted,
     compute_record,
     evaluate,
     get_lr_multiplier,

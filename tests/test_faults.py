@@ -151,3 +151,17 @@ def test_the_student_command_has_its_own_help() -> None:
     result = subprocess.run([sys.executable, "-m", "student", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("usage: python -m student")
     assert "--report-to" in result.stdout and "--stage " not in result.stdout
+
+
+def test_help_and_argument_errors_load_no_torch() -> None:
+    """`--help` answers without importing torch, transformers or the stages (they load once a command runs)."""
+    code = (
+        "import sys\nfrom pipeline.cli import main\n"
+        "for argv in (['--help'], ['run', '--help'], ['nope']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'accelerate', 'stages') if m in sys.modules)\n"
+        "print('heavy:', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert "heavy: []" in result.stdout, result.stdout + result.stderr
+    assert "invalid choice: 'nope' (choose from 'run', 'status', 'config'" in result.stderr

@@ -17,7 +17,8 @@ from conftest import ROOT, SMOKE, run_smoke
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
-from pipeline.cli import main, make_accelerator
+from pipeline.cli import main
+from pipeline.core.accel import make_accelerator
 from pipeline.core.config import OPTIONS, ConfigError, ModelConfig, RunConfig, StudentConfig, load_config, validate
 from pipeline.core.data import TokenizedSplit, collate
 from pipeline.core.loss import multitask_loss

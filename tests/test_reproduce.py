@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from pipeline.cli import main, make_accelerator
+from pipeline.cli import main
+from pipeline.core.accel import make_accelerator
 from pipeline.core.config import RunConfig, load_config, validate
 from pipeline.core.metrics import main_score
 from pipeline.core.submission import read_test_split, write_submission

@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import SMOKE, run_smoke
 
-from pipeline.cli import main, make_accelerator
+from pipeline.cli import main
+from pipeline.core.accel import make_accelerator
 from pipeline.core.config import load_config
 from pipeline.core.training import flatten
 from pipeline.dag import run_stages, stage_status

@@ -6,10 +6,9 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from pipeline.core.config import ConfigError, mixed_precision
+from pipeline.core.config import TRACKERS, ConfigError, mixed_precision
 
 # --report-to choices → Accelerate trackers
-TRACKERS = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"]}
 
 
 def make_accelerator(report_to: str = "none", run_dir: Path | None = None, precision: str | None = "fp32"):

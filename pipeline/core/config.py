@@ -93,6 +93,12 @@ class TeacherTaskConfig:
         return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
 
 
+# A task's own teacher settings (`teachers.per_task.TASK.KEY`, `reproduce-glue --tune teachers.KEY`).
+TEACHER_KEYS = tuple(f.name for f in dataclasses.fields(TeacherTaskConfig))
+# `--report-to` → the trackers Accelerate logs to (pipeline/core/accel.py).
+TRACKERS = {"none": [], "tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"]}
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     epochs: float = 3.0  # passes over each task's training set

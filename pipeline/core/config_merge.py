@@ -11,9 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names every offending key."""
+from pipeline.core.errors import ConfigError
 
 
 def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:

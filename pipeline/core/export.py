@@ -30,6 +30,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from transformers import AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 from pipeline.core.card import LICENSE, TAGS
+from pipeline.core.errors import ExportError
 from pipeline.core.model import CLASSIFIER_DROPOUT_KEYS, MultiTaskModel, load_tokenizer
 from pipeline.core.predict import load_student, task_specs
 from pipeline.core.store import replace_folder, write_text
@@ -38,10 +39,6 @@ from pipeline.core.tasks import TaskSpec
 HEAD_LAYERS = ("classifier", "classifier.out_proj")  # the family's last linear layer: the task's (folded) head
 POOLER_LAYERS = {"classifier.dense": "pooler.dense"}  # a RoBERTa-like head's dense + tanh over [CLS]: our pooler
 TOLERANCE = 1e-4  # largest difference allowed between an export's outputs and the multitask model's (label scale)
-
-
-class ExportError(ValueError):
-    """A model cannot be exported as asked; the message names each task, the reason and what to change."""
 
 
 def classifier_config(encoder_config: PretrainedConfig, task: TaskSpec) -> PretrainedConfig:

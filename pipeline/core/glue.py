@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.errors import DataError
 from pipeline.core.tasks import TaskSpec
 
 HUB_DATASET = "nyu-mll/glue"
@@ -27,14 +28,6 @@ HUB_SPLITS = {
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # How much of an offending input an error message quotes: enough to find it, never a whole file read as one line.
 QUOTE_LIMIT = 200
-
-
-class DataError(ValueError):
-    """Bad input data.
-
-    The message names the file, the line (1-based, as in an editor) and/or the field, and what was expected; it
-    quotes at most `QUOTE_LIMIT` characters of the input (`quote`).
-    """
 
 
 def quote(value: object) -> str:

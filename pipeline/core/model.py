@@ -22,12 +22,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from pipeline.core.checksums import CHECKSUMS, checksum_problem, write_checksums
 from pipeline.core.config import ModelConfig, RunConfig
 from pipeline.core.config_checks import too_long
+from pipeline.core.errors import ModelLoadError
 from pipeline.core.store import replace_folder, write_json
 from pipeline.core.tasks import TaskSpec
-
-
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer could not be loaded; the message says from where and what to try."""
 
 
 def bundled_minilm_path() -> str:

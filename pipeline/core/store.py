@@ -20,14 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import StoreError
+
 # The run-folder format: every stage manifest, stage digest and per-task record carries it. Bump it whenever what a
 # record means changes (a config key's effect, a file's layout, what a digest covers); a folder made by another
 # format then reads as stale, with a message, and reruns. Format 2: config subsets hold every key, defaults included.
 FORMAT_VERSION = 2
-
-
-class StoreError(RuntimeError):
-    """A run-folder file is missing, corrupt, or does not match what it is joined to."""
 
 
 @contextmanager

@@ -266,10 +266,6 @@ def flatten(d: dict[str, Any], sep: str = "/", prefix: str = "") -> dict[str, An
     return out
 
 
-class TrainingInterrupted(RuntimeError):
-    """SIGTERM or SIGINT arrived; a checkpoint was saved and the same command resumes from it."""
-
-
 class GracefulStop:
     """Turns SIGTERM/SIGINT into a flag the loop checks between optimizer steps (so it can checkpoint first).
 

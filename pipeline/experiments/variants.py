@@ -12,7 +12,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import ConfigError, RunConfig, TeacherTaskConfig, override, parse_overrides
+from pipeline.core.config import TEACHER_KEYS, ConfigError, RunConfig, TeacherTaskConfig, override, parse_overrides
 from stages import STAGES
 
 # Variant name → (label in the tables, student config changes). "single" is the teachers themselves.
@@ -77,7 +77,6 @@ GROUPS = (
 SHARED = ("data", "teachers", "distill")  # stages every variant of a seed shares
 TUNE_SEED = 1  # the seed every tuning run is made on; the choice holds for every seed
 TEACHERS = "teachers"  # what the teachers' tuning is named by (OUT/tuning/teachers.json); not a variant
-TEACHER_KEYS = tuple(f.name for f in dataclasses.fields(TeacherTaskConfig))  # what a task's teacher can set alone
 
 
 class ReproduceError(ValueError):
