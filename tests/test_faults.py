@@ -165,3 +165,9 @@ def test_help_and_argument_errors_load_no_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert "heavy: []" in result.stdout, result.stdout + result.stderr
     assert "invalid choice: 'nope' (choose from 'run', 'status', 'config'" in result.stderr
+
+
+def test_every_error_the_cli_reports_is_a_pipeline_error(capsys) -> None:
+    """A bad --variants (an experiments error) is reported as `error: …` with status 2, not a traceback."""
+    assert main(["reproduce-glue", "--config", str(SMOKE), "--out", "unused", "--variants", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: --variants: unknown ['nope']")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import TEACHER_KEYS, ConfigError, RunConfig, TeacherTaskConfig, override, parse_overrides
+from pipeline.core.errors import PipelineError
 from stages import STAGES
 
 # Variant name → (label in the tables, student config changes). "single" is the teachers themselves.
@@ -79,7 +80,7 @@ TUNE_SEED = 1  # the seed every tuning run is made on; the choice holds for ever
 TEACHERS = "teachers"  # what the teachers' tuning is named by (OUT/tuning/teachers.json); not a variant
 
 
-class ReproduceError(ValueError):
+class ReproduceError(PipelineError, ValueError):
     """A bad --variants, --seeds or --tune value, or an OUT another call holds."""
 
 
