@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
 
 from pipeline.core.config import ConfigError, RunConfig, mixed_precision
@@ -142,26 +143,11 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _checkpoint_folders(root: Path) -> list[Path]:
-    """The `checkpoints/` folders in `root` (relative to it), outermost only."""
-    if not root.is_dir():
-        return []
-    return [p.relative_to(root) for p in sorted(root.rglob("checkpoints")) if p.is_dir() and "checkpoints" not in
-            p.relative_to(root).parts[:-1]]  # fmt: skip
-
-
-def _move_checkpoints(src: Path, dst: Path) -> None:
-    """Move every `checkpoints/` folder of `src` to the same place under `dst`, replacing what is there."""
-    for rel in _checkpoint_folders(src):
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        _remove(dst / rel)
-        os.replace(src / rel, dst / rel)
-
-
 def _set_aside(stage: Stage, cfg: RunConfig, run_dir: Path, name: str, forced: bool) -> list[tuple[Path, Path]]:
-    """Move the stage's manifest (and, unless it resumes, or when it is forced, its outputs) aside as `*.previous`
-    rather than deleting them: a run that fails is undone by `_after_failure`. Checkpoints stay where the stage
-    resumes from them. Returns (path, where it was put) pairs."""
+    """Move the stage's manifest (and, unless it resumes, or when it is forced, its outputs with their checkpoints:
+    a forced stage starts over) aside as `*.previous` rather than deleting them: a run that fails is undone by
+    `_after_failure`. A resumable stage that is not forced keeps its outputs and checkpoints where it resumes from
+    them. Returns (path, where it was put) pairs."""
     targets = [manifest_path(run_dir, name)]
     if not getattr(stage, "RESUMABLE", False) or forced:
         targets += [run_dir / rel for rel in stage.makes(cfg)]
@@ -171,7 +157,6 @@ def _set_aside(stage: Stage, cfg: RunConfig, run_dir: Path, name: str, forced: b
             backup = path.with_name(path.name + ".previous")
             _remove(backup)
             os.replace(path, backup)
-            _move_checkpoints(backup, path)
             moved.append((path, backup))
     return moved
 
@@ -181,7 +166,7 @@ def _progress(set_aside: list[tuple[Path, Path]]) -> set[tuple[Path, int]]:
     modification time."""
     return {
         (p, p.stat().st_mtime_ns) for path, _ in set_aside if path.is_dir() for p in path.rglob("*")
-        if p.name == "done.json" or (p.parent.name == "checkpoints" and p.is_dir())
+        if p.name == "done.json" or (p.parent.name == "checkpoints" and (p / "state.json").is_file())
     }  # fmt: skip
 
 
@@ -190,26 +175,27 @@ def _after_failure(
 ) -> None:
     """A stage stopped (an error, a signal). When it saved progress since it started (`before`: `_progress` then) —
     a checkpoint, or a finished part with its `done.json` — that progress replaces what was set aside, which is
-    removed: the next run resumes from it. Otherwise the previous outputs and manifest are put back as they were,
-    the stage's checkpoints kept."""
+    removed: the next run resumes from it. Otherwise the previous outputs and manifest (with the checkpoints a forced
+    run had set aside) are put back as they were."""
     if _progress(set_aside) - before:
         for _, backup in set_aside:
             _remove(backup)
         accelerator.print(f"[{name}] its progress is kept (the previous outputs are replaced): run again to resume")
         return
     for path, backup in set_aside:
-        _move_checkpoints(path, backup)
         _remove(path)
         os.replace(backup, path)
 
 
 def stray_files(stages: Stages, cfg: RunConfig, run_dir: Path) -> list[Path]:
     """What is in the run folder but no stage's output: files inside a finished stage's folders that its manifest does
-    not list (or of a kind no stage makes), and the leftovers of interrupted writes (`*.previous`, `.*.tmp`, …)."""
-    found = leftovers(run_dir)
+    not list (or of a kind no stage makes), and the leftovers of interrupted writes (`*.previous`, `.*.tmp`, …).
+    Only done stages are looked into: a stage that is not may hold a stopped run's parts, which it resumes from."""
+    found, memo = leftovers(run_dir), {}
     for name, stage in stages.items():
         manifest = read_manifest(run_dir, name)
-        if manifest is not None:
+        # a stage that is not done may hold a stopped run's work that its (older) manifest does not list yet
+        if manifest is not None and stage_status(stages, name, cfg, run_dir, memo)[0] == "done":
             makes, nested = stage.makes(cfg), nested_outputs(stages, name, cfg)
             found += [run_dir / rel for rel in extra_files(run_dir, makes, manifest.get("files", {}), nested)]
     return sorted(set(found))
@@ -224,11 +210,17 @@ def run_lock(run_dir: Path) -> FileLock:
         lock.acquire(timeout=0)
     except Timeout:
         raise StoreError(f"{run_dir} is in use by another call (it holds {run_dir / '.lock'}); wait for it") from None
+    except (OSError, NotImplementedError) as err:
+        raise StoreError(
+            f"cannot lock {run_dir / '.lock'}: {err} (the run folder needs a filesystem with flock)"
+        ) from err
     return lock
 
 
 def clean(stages: Stages, cfg: RunConfig, run_dir: Path) -> list[Path]:
-    """Remove `stray_files`, under the run folder's lock; returns what was removed."""
+    """Remove `stray_files`, under the run folder's lock; returns what was removed (nothing from a missing folder)."""
+    if not run_dir.is_dir():
+        return []
     with run_lock(run_dir):
         stray = stray_files(stages, cfg, run_dir)
         for path in stray:
@@ -258,7 +250,16 @@ def run_stages(
     problems = check_model_limits(cfg)  # what the config alone cannot know: the model's own limits
     if problems:
         raise ConfigError("invalid configuration for the model:\n  " + "\n  ".join(problems))
-    lock = run_lock(run_dir) if accelerator.is_main_process else None
+    lock, refused = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = run_lock(run_dir)
+        except StoreError as err:
+            refused = [str(err)]
+    if accelerator.num_processes > 1:  # every process stops when the main one cannot lock the folder
+        broadcast_object_list(refused)
+    if refused[0] is not None:
+        raise StoreError(refused[0])
     try:
         return _run_stages(stages, cfg, run_dir, accelerator, target, force)
     finally:

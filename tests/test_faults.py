@@ -62,7 +62,8 @@ def test_files_no_stage_made_are_extras_never_outputs(smoke_copy: Path, capsys) 
     assert run_smoke(smoke_copy, "--student.epochs=2", stage="student") == ["student"]
     recorded = json.loads((smoke_copy / "manifests" / "student.json").read_text())["files"]
     assert "student/pytorch_model.bin" not in recorded and "student/model/model.safetensors" in recorded
-    found = {p.relative_to(smoke_copy).as_posix() for p in stray_files(REGISTRY, load_config(SMOKE), smoke_copy)}
+    cfg = load_config(SMOKE, ["--student.epochs=2"])
+    found = {p.relative_to(smoke_copy).as_posix() for p in stray_files(REGISTRY, cfg, smoke_copy)}
     assert found == {
         "student/pytorch_model.bin", "teachers/sst2/weights.pkl", "distill/sst2/.train.npy.x1y2.tmp",
         "student.previous",
@@ -73,8 +74,7 @@ def test_files_no_stage_made_are_extras_never_outputs(smoke_copy: Path, capsys) 
     )
     assert main(["status", "--config", str(SMOKE), "--out", str(smoke_copy), "--student.epochs=2", "--clean"]) == 0
     assert not any(p.exists() for p in planted) and not (smoke_copy / "student.previous").exists()
-    assert stray_files(REGISTRY, load_config(SMOKE), smoke_copy) == []
-    cfg = load_config(SMOKE, ["--student.epochs=2"])
+    assert stray_files(REGISTRY, cfg, smoke_copy) == []
     assert all(stage_status(REGISTRY, s, cfg, smoke_copy)[0] == "done" for s in ("teachers", "distill", "student"))
 
 

@@ -287,8 +287,8 @@ def build_model_from(
     heads = {t.name: head_spec(t, cfg) for t in tasks}
     model = MultiTaskModel(source.encoder, heads, source.pooling, cfg.dropout)
     for name, spec in heads.items():
-        saved = source.head_specs.get(name, {})
-        if all(saved.get(key) == value for key, value in spec.items()):  # same shape and output (saved adds "task")
+        saved = {key: value for key, value in source.head_specs.get(name, {}).items() if key != "task"}
+        if saved == spec:  # same shape and output: an MLP or standardised head is not a plain one
             model.heads[name].load_state_dict(source.heads[name].state_dict())
         elif need_heads:
             raise ValueError(

@@ -78,5 +78,13 @@ def add(opts: Options, sc: StudentConfig, run: Run) -> Options:
     single = [t.name for t in run.tasks if t.name in sc.swap_pairs and len(t.text_columns) != 2]
     if single:
         raise ConfigError(f"'student.swap_pairs' names {single}: not sentence-pair tasks, nothing to swap")
+    untyped = [
+        t.name for t, s in zip(run.tasks, run.train) if t.name in sc.swap_pairs and not (s.token_type_ids == 1).any()
+    ]
+    if untyped:
+        raise ConfigError(
+            f"'student.swap_pairs' names {untyped}: this tokenizer marks no second sentence (no token type 1), so the "
+            "pairs cannot be cut in two; leave them out"
+        )
     mask = np.array([name in sc.swap_pairs for name in names])
     return dataclasses.replace(opts, swaps=lambda step, rows: swap_draws(sc.seed, step, rows, mask))
