@@ -86,7 +86,7 @@ def cmd_status(cfg: RunConfig, run_dir: Path, remove_extras: bool = False) -> No
     for name, upstream in needs.items():
         state, why = stage_status(STAGES, name, cfg, run_dir, memo)
         print(f"  {name:<9} {upstream:<{width}} {state:<8} {why}")
-    extras = clean(STAGES, cfg, run_dir) if remove_extras else stray_files(STAGES, cfg, run_dir)
+    extras = clean(STAGES, cfg, run_dir) if remove_extras else stray_files(STAGES, cfg, run_dir, memo)
     if extras:
         print(("removed" if remove_extras else "extras (no stage made them; status --clean removes them)") + ":")
         print("".join(f"  {path.relative_to(run_dir)}\n" for path in extras), end="")

@@ -187,11 +187,11 @@ def _after_failure(
         os.replace(backup, path)
 
 
-def stray_files(stages: Stages, cfg: RunConfig, run_dir: Path) -> list[Path]:
+def stray_files(stages: Stages, cfg: RunConfig, run_dir: Path, memo: dict | None = None) -> list[Path]:
     """What is in the run folder but no stage's output: files inside a finished stage's folders that its manifest does
     not list (or of a kind no stage makes), and the leftovers of interrupted writes (`*.previous`, `.*.tmp`, …).
     Only done stages are looked into: a stage that is not may hold a stopped run's parts, which it resumes from."""
-    found, memo = leftovers(run_dir), {}
+    found, memo = leftovers(run_dir), {} if memo is None else memo  # `status` hands in its statuses
     for name, stage in stages.items():
         manifest = read_manifest(run_dir, name)
         # a stage that is not done may hold a stopped run's work that its (older) manifest does not list yet
