@@ -785,11 +785,12 @@ def test_multis_key_and_record_hold_when_the_teachers_change(tmp_path: Path, cap
 
 
 @contextlib.contextmanager
-def lock_held_elsewhere(path: Path):
-    """`path` locked by another process (as a concurrent call would hold it) until the block ends: then killed."""
+def lock_held_elsewhere(path: Path, seconds: float = 120):
+    """`path` locked by another process (as a concurrent call would hold it) for `seconds` or until the block ends:
+    then killed."""
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import filelock, time; held = filelock.FileLock({str(path)!r}); held.acquire(); "
-         "print('held', flush=True); time.sleep(120)"],
+         f"print('held', flush=True); time.sleep({seconds})"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -838,6 +839,9 @@ def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None
         assert main([*argv, "--only-seeds", "2"]) == 2
         assert "another call is tuning on seed 1" in capsys.readouterr().err
     assert main([*argv, "--only-seeds", "2"]) == 0
+    # a call that only looks at the tuning lock holds it for a moment: a call started then waits, it does not fail
+    with lock_held_elsewhere(out / "locks" / "tuning.lock", seconds=1):
+        assert main([*argv, "--only-seeds", "2"]) == 0
 
 
 def test_only_seeds_arguments(tmp_path: Path, capsys) -> None:

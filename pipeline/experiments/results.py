@@ -134,6 +134,7 @@ def record_tuning_run(out: Path, run: dict[str, Any]) -> None:
 # ---- locks ----------------------------------------------------------------------------------------------------------
 
 LOCK_WAIT = 600.0  # seconds a call waits for results.json's lock before it says which file holds it
+PROBE_WAIT = 3.0  # seconds a call waits for the tuning lock: a call that only looks at it holds it for a moment
 
 
 @functools.cache
@@ -163,8 +164,8 @@ def _acquire(out: Path, name: str, timeout: float, why: str):
         raise ReproduceError(f"cannot lock {lock.lock_file}: {err} (OUT must be on a filesystem with flock)") from err
 
 
-def _try_lock(out: Path, name: str, stack: contextlib.ExitStack, why: str) -> None:
-    stack.enter_context(_acquire(out, name, 0, f"{why}; another process holds it"))
+def _try_lock(out: Path, name: str, stack: contextlib.ExitStack, why: str, timeout: float = 0) -> None:
+    stack.enter_context(_acquire(out, name, timeout, f"{why}; another process holds it"))
 
 
 def claim_seeds(out: Path, seeds: list[int], stack: contextlib.ExitStack, tuning: contextlib.ExitStack | None) -> None:
@@ -173,8 +174,9 @@ def claim_seeds(out: Path, seeds: list[int], stack: contextlib.ExitStack, tuning
     the first seed, then among `seeds`), OUT/locks/tuning.lock is held until that stack closes (once the choice is
     made); meanwhile a call for other seeds is refused, as it would run without the choice."""
     busy = f"another call is tuning on seed {TUNE_SEED} of {out}: start this one once it has made its choice"
-    with contextlib.ExitStack() as probe:  # without tuning: taken and let go at once, only to see if one is
-        _try_lock(out, "tuning", tuning if tuning is not None else probe, busy)
+    with contextlib.ExitStack() as probe:  # without tuning: taken and let go at once, only to see if one is (calls
+        # started together probe at once, hence the short wait)
+        _try_lock(out, "tuning", tuning if tuning is not None else probe, busy, PROBE_WAIT)
     for seed in seeds:
         busy = f"seed {seed} of {out} is being run by another call; give each call its own seeds with --only-seeds"
         _try_lock(out, f"seed-{seed}", stack, busy)
