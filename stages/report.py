@@ -42,6 +42,15 @@ SMOKE_NOTE = [
 ]
 
 
+# `select: best` (teachers or student): the dev set chose the weights it then scores.
+SELECT_NOTE = [
+    "**Weights chosen on dev** (`select: best`): each model kept is the one of its best dev evaluation, so these dev",
+    "scores are optimistic; compare them only with runs that chose the same way (the step kept: `selected_step` in",
+    "`student/summary.json` and each teacher's `metrics.json`).",
+    "",
+]
+
+
 def render(metrics: dict, cfg: RunConfig) -> str:
     lines = [
         f"# BAM! run `{cfg.name}`",
@@ -50,6 +59,7 @@ def render(metrics: dict, cfg: RunConfig) -> str:
         "otherwise; every metric is listed beside it.",
         "",
         *SMOKE_NOTE * (cfg.data.source == "synthetic" or cfg.model.name_or_path == "tiny-random"),
+        *SELECT_NOTE * ("best" in (cfg.student.select, cfg.teachers.select)),
         "![dev scores of the teachers and the student](plots/scores.png)",
         "",
         "| task | metric | teacher (Single) | student | gain | all teacher metrics | all student metrics |",

@@ -22,6 +22,7 @@ def config_subset(cfg: RunConfig) -> dict:
     unused = ["eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"]  # do not change outputs
     unused += ["adv_epsilon"] * (s.adversarial == "none") + ["adv_alpha", "adv_steps"] * (s.adversarial != "pgd")
     unused += ["supcon_temperature"] * (s.supcon_weight == 0) + ["unfreeze_unit"] * (s.unfreeze_every == 0)
+    unused += ["eval_every", "select"] * (s.select == "last")  # evaluating during training changes no weights
     student = {k: v for k, v in to_dict(s).items() if k not in unused}
     return {"student": student, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
 

@@ -36,6 +36,9 @@ def config_subset(cfg: RunConfig) -> dict:
     # settings that do not change the outputs; init_from counts by its files' content (`sources`), not its path
     for key in ("eval_batch_size", "checkpoint_every", "keep_checkpoints", "init_from"):
         teachers.pop(key)
+    if cfg.teachers.select == "last":  # then evaluating during training changes no weights
+        for key in ("eval_every", "select"):
+            teachers.pop(key)
     # each task's own settings where they differ from the section's (a value equal to the section's changes nothing)
     per_task = {}
     for task, own in sorted(cfg.teachers.per_task.items()):

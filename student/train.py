@@ -32,8 +32,10 @@ from pipeline.core.config import RunConfig, to_dict
 from pipeline.core.data import collate, load_split
 from pipeline.core.errors import TrainingInterrupted
 from pipeline.core.loss import annealing_lambda, multitask_loss
+from pipeline.core.metrics import main_score
 from pipeline.core.model import build_model, load_tokenizer, resolve_model_path, save_model
 from pipeline.core.sampling import rank_slice, steps_for
+from pipeline.core.selection import DevSelection
 from pipeline.core.store import load_soft_targets, write_json
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import (
@@ -97,11 +99,19 @@ def train_student(
 
     # resume
     ckpt_root = out_dir / "checkpoints"
-    start_step, before = resume(out_dir, resume_key, model, optimizer, acc, "[student]", total_steps)
+    start_step, before, found = resume(out_dir, resume_key, model, optimizer, acc, "[student]", total_steps)
+    log_path = out_dir / "log.jsonl"
+    devs = {(t.name, split): load_split(run_dir, t.name, split) for t in tasks for split in t.dev_splits}
+    selection = DevSelection(
+        sc.eval_every, sc.select, acc,
+        partial(evaluate_tasks, tasks=tasks, devs=devs, acc=acc, batch_size=sc.eval_batch_size),
+        lambda dev: {t.name: main_score(t, dev[t.name][t.dev_splits[0]]) for t in tasks},
+        lambda record: log_record(acc, log_path, record, "student"),
+    )  # fmt: skip
+    selection.restore(found)  # eval_every: dev metrics during training; select: the weights kept (last or best)
 
     # loop
     model.train()
-    log_path = out_dir / "log.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(
         range(start_step, total_steps),
@@ -152,29 +162,28 @@ def train_student(
                 show_progress(acc, bar, record, [*windows], total_steps)
                 log_record(acc, log_path, record, "student")
                 windows = {}
+            selection.after_step(model, done, total_steps)
+            # a checkpoint's state: with the training seconds so far (wall_s spans resumes) and the choice so far
+            state = {**ckpt_state, "elapsed_s": before + time.time() - started, **selection.checkpoint_state()}
+            keep, extra = sc.keep_checkpoints, selection.checkpoint_tensors()
             if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < total_steps:
-                state = {**ckpt_state, "elapsed_s": before + time.time() - started}  # wall_s spans resumes
-                save_checkpoint(ckpt_root, done, model, optimizer, acc, state, sc.keep_checkpoints)
+                save_checkpoint(ckpt_root, done, model, optimizer, acc, state, keep, extra)
             if stop.should_stop(acc):
-                state = {**ckpt_state, "elapsed_s": before + time.time() - started}
-                path = save_checkpoint(ckpt_root, done, model, optimizer, acc, state, sc.keep_checkpoints)
+                path = save_checkpoint(ckpt_root, done, model, optimizer, acc, state, keep, extra)
                 raise TrainingInterrupted(
                     f"[student] stopped by a signal after step {done}/{total_steps}; saved {path}. "
                     "Run the same command again to resume."
                 )
     opts.after_training(optimizer)
 
-    # eval
-    metrics, dev_examples = {}, {}
-    for i, task in enumerate(tasks):
-        for split in task.dev_splits:
-            dev = load_split(run_dir, task.name, split)
-            desc = f"student {task.name}/{split}"
-            metrics.setdefault(task.name, {})[split] = evaluate(model, dev, i, tasks, acc, sc.eval_batch_size, desc)
-            dev_examples.setdefault(task.name, {})[split] = len(dev)  # predict() checks it covered each row once
+    # eval: the last weights, or the best ones seen (`select`)
+    last = evaluate_tasks(model, tasks, devs, acc, sc.eval_batch_size)
+    metrics, selected_step = selection.finish(model, total_steps, last)
     acc.print("[student] " + "; ".join(f"{t} {m}" for t, m in metrics.items()))
-    log_record(acc, log_path, {"step": total_steps, "dev": metrics}, "student")
     stop_tracking(acc)
+    dev_examples: dict = {}
+    for (name, split), dev in devs.items():
+        dev_examples.setdefault(name, {})[split] = len(dev)  # predict() checks it covered each row once
 
     # save
     counts = np.bincount(plan[:, :, 0].ravel(), minlength=len(tasks))
@@ -185,6 +194,7 @@ def train_student(
         "examples_per_task": {t.name: int(c) for t, c in zip(tasks, counts)},
         "task_probabilities": {t.name: float(p) for t, p in zip(tasks, probs)},
         "dev": metrics,
+        "selected_step": selected_step,  # the step of the weights kept (`select`)
         "dev_examples": dev_examples,
         "wall_s": round(before + time.time() - started, 2),  # training time, over resumes
         "compute": compute_record(acc, start_step),
@@ -196,6 +206,17 @@ def train_student(
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the finished model supersedes them
     acc.wait_for_everyone()
     return {"total_steps": total_steps, "examples_per_task": summary["examples_per_task"]}
+
+
+def evaluate_tasks(
+    model, tasks: list[TaskSpec], devs: dict[tuple[str, str], object], acc: Accelerator, batch_size: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Dev metrics of every task's dev splits (`devs`: (task, split) → tokenised split), per task and split."""
+    metrics: dict = {}
+    for (name, split), dev in devs.items():
+        i = [t.name for t in tasks].index(name)
+        metrics.setdefault(name, {})[split] = evaluate(model, dev, i, tasks, acc, batch_size, f"student {name}/{split}")
+    return metrics
 
 
 def forward_loss(

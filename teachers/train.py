@@ -27,6 +27,7 @@ from pipeline.core.loss import multitask_loss
 from pipeline.core.metrics import main_score
 from pipeline.core.model import build_model, build_model_from, load_tokenizer, resolve_model_path, save_model
 from pipeline.core.sampling import group_by_length, rank_slice, single_task_plan, steps_for
+from pipeline.core.selection import DevSelection
 from pipeline.core.store import write_json, write_text
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import (
@@ -76,11 +77,27 @@ def train_teacher(
 
     # resume
     ckpt_root = out_dir / "checkpoints"
-    start_step, before = resume(out_dir, resume_key, model, optimizer, acc, f"[teachers] {task.name}:", total_steps)
+    start_step, before, found = resume(
+        out_dir, resume_key, model, optimizer, acc, f"[teachers] {task.name}:", total_steps
+    )
+    log_path = out_dir / "log.jsonl"
+    track = f"teachers/{task.name}"
+
+    def dev_metrics(model) -> dict[str, dict[str, float]]:
+        return {
+            split: evaluate(model, dev, 0, tasks, acc, tc.eval_batch_size, desc=f"teacher {task.name}/{split}")
+            for split, dev in devs.items()
+        }
+
+    selection = DevSelection(
+        tc.eval_every, tc.select, acc, dev_metrics,
+        lambda dev: {task.name: main_score(task, dev[task.dev_splits[0]])},
+        lambda record: log_record(acc, log_path, record, track),
+    )  # fmt: skip
+    selection.restore(found)  # eval_every: dev metrics during training; select: the weights kept (last or best)
 
     # loop
     model.train()
-    log_path = out_dir / "log.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(
         range(start_step, total_steps),
@@ -91,12 +108,11 @@ def train_teacher(
         dynamic_ncols=True,
     )
     started, examples = time.time(), 0
-    track = f"teachers/{task.name}"
     start_tracking(acc, cfg, "teachers", track)
     ckpt_state = {"digest": resume_key, "total_steps": total_steps, "config": to_dict(cfg)}
 
-    def state() -> dict:  # a checkpoint's state: with the training seconds so far, so wall_s spans resumes
-        return {**ckpt_state, "elapsed_s": before + time.time() - started}
+    def state() -> dict:  # a checkpoint's state: with the training seconds so far (wall_s spans resumes), the choice
+        return {**ckpt_state, "elapsed_s": before + time.time() - started, **selection.checkpoint_state()}
 
     with GracefulStop() as stop:
         for step in bar:
@@ -129,22 +145,20 @@ def train_teacher(
                     "examples_per_s": examples / (time.time() - started),
                 }
                 log_record(acc, log_path, record, track)
+            selection.after_step(model, step + 1, total_steps)
+            keep, extra = tc.keep_checkpoints, selection.checkpoint_tensors()
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < total_steps:
-                save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state(), tc.keep_checkpoints)
+                save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state(), keep, extra)
             if stop.should_stop(acc):
-                path = save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state(), tc.keep_checkpoints)
+                path = save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state(), keep, extra)
                 raise TrainingInterrupted(
                     f"[teachers] {task.name}: stopped by a signal after step {step + 1}/{total_steps}; saved {path}. "
                     "Run the same command again to resume."
                 )
 
-    # eval
-    metrics = {
-        split: evaluate(model, dev, 0, tasks, acc, tc.eval_batch_size, desc=f"teacher {task.name}/{split}")
-        for split, dev in devs.items()
-    }
+    # eval: the last weights, or the best ones seen (`select`)
+    metrics, selected_step = selection.finish(model, total_steps, dev_metrics(model))
     acc.print(f"[teachers] {task.name}: " + ", ".join(f"{s} {m}" for s, m in metrics.items()))
-    log_record(acc, log_path, {"step": total_steps, "dev": metrics}, track)
     stop_tracking(acc)
 
     # save
@@ -172,6 +186,7 @@ def train_teacher(
                 "dev": metrics,
                 "score": main_score(task, metrics[task.dev_splits[0]]),
                 "steps": total_steps,
+                "selected_step": selected_step,  # the step of the weights kept (`select`)
                 "train_examples": len(train),
                 "wall_s": round(before + time.time() - started, 2),  # training time, over resumes
                 "compute": compute_record(acc, start_step),

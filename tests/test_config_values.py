@@ -40,6 +40,7 @@ TRAINING = {
     "group_by_length": ("-1", "an integer >= 0 (0 = off)"),
     "eval_batch_size": ("0", "an integer >= 1"),
     "checkpoint_every": ("-5", "an integer >= 0 (0 = none)"),
+    "eval_every": ("-1", "an integer >= 0 (0 = only at the end)"),
     "keep_checkpoints": ("-1", "an integer >= 0 (0 = all)"),
     "seed": ("-1", SEEDS),
 }
@@ -94,6 +95,8 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(
     ("overrides", "message"),
     [
         (["--model.tiny_heads=3"], "'model.tiny_heads' 3 must divide 'model.tiny_hidden_size' 32"),
+        (["--student.select=best"], "'student.select' best needs 'student.eval_every' > 0"),
+        (["--teachers.select=best"], "'teachers.select' best needs 'teachers.eval_every' > 0"),
         (
             ["--data.max_length=100000"],
             "'data.max_length' 100000 is more than the model's 512 position embeddings (model.name_or_path "

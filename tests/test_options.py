@@ -42,7 +42,7 @@ TASKS = ["sst2", "mrpc", "stsb", "rte"]
 BAM_KEYS = {
     "epochs", "batch_size", "lr", "layer_decay", "warmup", "weight_decay", "max_grad_norm", "grad_accum", "alpha",
     "shuffle_all", "fixed_lambda", "group_by_length", "eval_batch_size", "log_every", "checkpoint_every",
-    "keep_checkpoints", "seed",
+    "keep_checkpoints", "seed", "eval_every", "select",
 }  # fmt: skip
 ON = {  # a non-default value of every option key
     "mixing": "summed",

@@ -87,7 +87,8 @@ def test_student_log_records_lambda_and_task_losses(smoke_run: Path) -> None:
     log = [json.loads(x) for x in (smoke_run / "student" / "log.jsonl").read_text().splitlines()]
     summary = json.loads((smoke_run / "student" / "summary.json").read_text())
     total = summary["total_steps"]
-    assert log[-1] == {"step": total, "dev": summary["dev"]}
+    assert log[-1] == {"step": total, "dev": summary["dev"], "score": {t: log[-1]["score"][t] for t in TASKS}}
+    assert summary["selected_step"] == total  # select: last
     lines = training_lines(smoke_run)
     assert lines[-1]["step"] == total
     steps = [x["step"] for x in lines]

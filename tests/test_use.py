@@ -143,7 +143,7 @@ def test_trackers_get_the_records_of_the_jsonl_logs(tracked) -> None:
     expected: dict[str, dict[int, float]] = {}
     for prefix, path in logs.items():
         records = [json.loads(line) for line in path.read_text().splitlines()]
-        assert set(records[-1]) == {"step", "dev"}, "the log ends with the dev metrics"
+        assert set(records[-1]) == {"step", "dev", "score"}, "the log ends with the dev metrics"
         for record in records:
             for key, value in flatten(record).items():
                 if key != "step":

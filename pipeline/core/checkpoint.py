@@ -50,8 +50,10 @@ def save_checkpoint(
     accelerator: Accelerator,
     state: dict[str, Any],
     keep: int,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write `root/step-{step:06d}/`; every process saves its RNG state, the main process the rest."""
+    """Write `root/step-{step:06d}/`; every process saves its RNG state, the main process the rest, and each of
+    `extra`'s tensor sets as `<name>.safetensors` (e.g. the best weights so far: pipeline/core/selection.py)."""
     final = root / f"{CKPT_PREFIX}{step:06d}"
     tmp = root / f"{CKPT_PREFIX}{step:06d}.tmp"
     if accelerator.is_main_process:
@@ -68,6 +70,8 @@ def save_checkpoint(
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
+        for name, tensors in (extra or {}).items():
+            save_file(_dedupe(tensors), str(tmp / f"{name}.safetensors"))
         if accelerator.scaler is not None:  # fp16's loss scale: restarting it would skip the first steps on overflow
             write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
     accelerator.wait_for_everyone()
@@ -157,13 +161,13 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 def resume(
     out_dir: Path, digest: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
     prefix: str, total_steps: int,
-) -> tuple[int, float]:  # fmt: skip
+) -> tuple[int, float, Path | None]:  # fmt: skip
     """Restore the newest intact checkpoint under `out_dir/checkpoints` made for `digest`, if any, and cut
     `out_dir/log.jsonl` back to it; `prefix` starts the message (e.g. "[student]").
 
-    Returns (steps done, training seconds spent before this process)."""
+    Returns (steps done, training seconds spent before this process, the checkpoint's folder or None)."""
     found = find_resume_checkpoint(out_dir / "checkpoints", digest, log=accelerator.print)
-    step, before = 0, 0.0
+    step, before, path = 0, 0.0, None
     if found is not None and found[1].get("world_size", 1) != accelerator.num_processes:
         processes = found[1].get("world_size", 1)
         raise StoreError(
@@ -174,8 +178,8 @@ def resume(
         )
     if found is not None:
         state = load_checkpoint(found[0], model, optimizer, accelerator)
-        step, before = state["step"], state.get("elapsed_s", 0.0)
+        step, before, path = state["step"], state.get("elapsed_s", 0.0), found[0]
         accelerator.print(f"{prefix} resuming from {found[0].name} ({step}/{total_steps} steps done)")
     if accelerator.is_main_process:
         trim_log(out_dir / "log.jsonl", step)
-    return step, before
+    return step, before, path

@@ -111,6 +111,11 @@ class TeacherConfig:
     grad_accum: int = 1  # gradient accumulation steps
     group_by_length: int = 50  # batches per length-grouping window (similar lengths share a batch); 0 = off
     eval_batch_size: int = 128
+    eval_every: int = 0  # optimizer steps between dev evaluations during training (0 = only at the end): the dev
+    # curve in log.jsonl and the trackers
+    select: Literal["last", "best"] = "last"  # the weights kept: last = after the last step (the paper's); best =
+    # the best dev score (the task's main metric) of the evaluations every eval_every steps and the last: the dev
+    # score then chose the weights as well, so it is optimistic
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none; a finished teacher is never redone)
     keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep (0 = all)
     seed: int = 1
@@ -143,6 +148,11 @@ class StudentConfig:
     fixed_lambda: float | None = None  # None = teacher annealing λ = step/total; 0 = pure distillation; 1 = Multi
     group_by_length: int = 50  # batches per length-grouping window (task frequencies unchanged); 0 = off
     eval_batch_size: int = 128
+    eval_every: int = 0  # optimizer steps between dev evaluations during training (0 = only at the end): the dev
+    # curve in student/log.jsonl, the trackers and plots/training.png
+    select: Literal["last", "best"] = "last"  # the weights kept: last = after the last step (the paper's); best =
+    # the best mean over the tasks of their main dev metric, of the evaluations every eval_every steps and the last
+    # (the dev scores then chose the weights as well, so they are optimistic)
     log_every: int = 10  # steps between log lines in student/log.jsonl
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0 = none)
     keep_checkpoints: int = 2  # how many step-numbered checkpoints to keep (0 = all)

@@ -52,6 +52,7 @@ TRAINING: dict[str, Rule] = {
     "grad_accum": _at_least(1),
     "group_by_length": _at_least(0, " (0 = off)"),
     "eval_batch_size": _at_least(1),
+    "eval_every": _at_least(0, " (0 = only at the end)"),
     "checkpoint_every": _at_least(0, " (0 = none)"),
     "keep_checkpoints": _at_least(0, " (0 = all)"),  # checkpoint.save_checkpoint prunes only when > 0
     "seed": SEED,
@@ -103,6 +104,12 @@ def validate(cfg: RunConfig) -> list[str]:
             "'student.task_loss' standardised needs 'model.regression_head' linear (a sigmoid bounds the "
             "output to [0, 1], standardised values are not)"
         )
+    for section in ("teachers", "student"):
+        if getattr(cfg, section).select == "best" and not getattr(cfg, section).eval_every:
+            problems.append(
+                f"'{section}.select' best needs '{section}.eval_every' > 0 (the steps between dev evaluations "
+                "to choose among); with eval_every 0 only the last weights are evaluated"
+            )
     return problems + _validate_options(cfg.student)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -101,10 +102,10 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
     the loss at the adversarial embeddings, for students trained with an adversarial option), one colour per label,
     on a log scale when every loss is positive; then the learning rate (solid, left axis) and λ (dashed, right
     axis); with a gradient probe's records (`grad_norm`), a last panel of each task's share of the squared gradient
-    at the heads' input, of the first such label. The x-axis is the training examples seen, so students that take
-    steps of different sizes (`summed`'s one batch of every task) line up; logs without example counts are drawn
-    over optimizer steps. Lines that are not training records (the final dev metrics) and lines cut short by a
-    crash are skipped.
+    at the heads' input, of the first such label; with dev evaluations during training (`eval_every`), a panel of
+    each task's main dev metric and their mean, of the first label that has at least two. The x-axis is the
+    training examples seen, so students that take steps of different sizes (`summed`'s one batch of every task)
+    line up; logs without example counts are drawn over optimizer steps. Lines cut short by a crash are skipped.
     """
     runs = {
         label: _training_records(log) if isinstance(log, (str, Path)) else _records(log) for label, log in logs.items()
@@ -119,7 +120,9 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
     tasks = list(dict.fromkeys(task for records in runs.values() for r in records for task in r["loss"]))
     colours = {label: f"C{i % 10}" for i, label in enumerate(runs)}
     probed = next((label for label, records in runs.items() if any("grad_norm" in r for r in records)), None)
-    panels = len(tasks) + 1 + (probed is not None)
+    devs = {label: _dev_records(log) for label, log in logs.items() if isinstance(log, (str, Path))}
+    curve = next((label for label, records in devs.items() if len(records) >= 2), None)
+    panels = len(tasks) + 1 + (probed is not None) + (curve is not None)
     columns = min(3, panels)
     rows = -(-panels // columns)
     fig = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.8), layout="constrained")
@@ -161,6 +164,10 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
     lr_ax.grid(alpha=0.3)
     if probed is not None:
         _plot_gradient_shares(axes[len(tasks) + 1], runs[probed], tasks, x, probed if len(runs) > 1 else "")
+    if curve is not None:
+        steps, xs = [r["step"] for r in runs[curve]], [x(r) for r in runs[curve]]
+        at = partial(np.interp, xp=steps, fp=xs)  # a dev record's step on the x-axis of the training records
+        _plot_dev_curve(axes[panels - 1], devs[curve], at, curve if len(runs) > 1 else "")
     for ax in axes[panels:]:
         ax.set_visible(False)
     for i in range(max(0, panels - columns), panels):  # the lowest panel of each column
@@ -187,6 +194,25 @@ def _plot_gradient_shares(ax, records: list[dict], tasks: list[str], x, label: s
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, frameon=False)
     ax.grid(alpha=0.3)
+
+
+def _plot_dev_curve(ax, records: list[dict], at, label: str) -> None:
+    """Each task's main dev metric at each evaluation (`score`, pipeline/core/selection.py), and their mean."""
+    xs = [float(at(r["step"])) for r in records]
+    tasks = list(dict.fromkeys(t for r in records for t in r["score"]))
+    for i, task in enumerate(tasks):
+        ax.plot(xs, [r["score"].get(task, np.nan) for r in records], color=f"C{i % 10}", marker=".", label=task)
+    if len(tasks) > 1:
+        means = [np.mean(list(r["score"].values())) for r in records]
+        ax.plot(xs, means, color="black", linestyle="--", marker=".", label="mean")
+    ax.set_title("dev score (main metric)" + (f" ({label})" if label else ""), fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.3)
+
+
+def _dev_records(log: Path) -> list[dict]:
+    """The dev evaluations of a log (records with per-task `score`s), in file order."""
+    return [r for r in _log_lines(log) if isinstance(r.get("score"), dict)]
 
 
 def _moving_average(xs: tuple, ys: tuple) -> tuple[tuple, np.ndarray]:
@@ -230,14 +256,16 @@ def _records(columns: dict) -> list[dict]:
 
 def _training_records(log: Path) -> list[dict]:
     """The step records of a student log: those with a per-task loss, in file order."""
+    return [r for r in _log_lines(log) if isinstance(r.get("loss"), dict)]
+
+
+def _log_lines(log: Path) -> list[dict]:
     records = []
     for line in Path(log).read_text(encoding="utf-8").splitlines():
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except json.JSONDecodeError:  # the last line of a log still being written, or cut by a crash
             continue
-        if isinstance(record.get("loss"), dict):
-            records.append(record)
     return records
 
 
