@@ -33,7 +33,7 @@ from pipeline.core.data import collate, load_split
 from pipeline.core.errors import TrainingInterrupted
 from pipeline.core.loss import annealing_lambda, multitask_loss
 from pipeline.core.metrics import main_score
-from pipeline.core.model import build_model, load_tokenizer, resolve_model_path, save_model
+from pipeline.core.model import build_model, load_tokenizer, resolve_model_path, save_model, student_encoder_path
 from pipeline.core.sampling import rank_slice, steps_for
 from pipeline.core.selection import DevSelection
 from pipeline.core.store import load_soft_targets, write_json
@@ -74,12 +74,12 @@ def train_student(
 
     # setup
     set_seed(sc.seed)
-    model_path = resolve_model_path(cfg.model, run_dir)
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model, run_dir), cfg.model.trust_remote_code)  # the data's
     opts = get_options(sc, tasks, train, acc.num_processes)  # the options' calls; BAM's at their defaults
     model = build_model(
-        model_path, tasks, cfg.model, sc.seed, sc.pair_mode, sc.pooling, sc.regression_hidden, opts.head_affine
-    )
+        student_encoder_path(cfg, run_dir, tokenizer), tasks, cfg.model, sc.seed, sc.pair_mode, sc.pooling,
+        sc.regression_hidden, opts.head_affine, sc.layers,
+    )  # fmt: skip
     probe = TaskGradients(model, [t.name for t in tasks])  # each task's gradient at the heads' input, logged
     joined = (train, tasks, teacher, model.max_outputs)  # what `collate` joins plan rows to
     split_pairs, pad_id = model.pair_mode == "siamese", model.pad_id  # a siamese model reads each sentence alone

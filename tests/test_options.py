@@ -60,6 +60,8 @@ ON = {  # a non-default value of every option key
     "swap_pairs": ("mrpc", "stsb"),
     "pooling": "mean",
     "regression_hidden": 8,
+    "model": "tiny-random",
+    "layers": "every_other",
 }
 
 

@@ -190,13 +190,20 @@ class StudentConfig:
     # example is read in the swapped order with probability 1/2 (the teacher's target is the stored order's)
     pooling: Literal["model", "pooler", "cls", "mean"] = "model"  # the student's sentence vector; model = model.pooling
     regression_hidden: int = 0  # > 0: a regression head is an MLP with one hidden layer of this width (0 = linear)
+    # The student's size (docs/smaller-student.md); the defaults are BAM's born-again student, the teachers' model:
+    model: str | None = None  # the student's pretrained encoder, a Hub name or folder with the teachers' tokenizer
+    # (their vocabulary: the data is tokenised once); null = model.name_or_path
+    layers: Literal["all", "every_other"] | tuple[int, ...] = "all"  # the encoder layers the student keeps, as
+    # DistilBERT's initialisation does: all; every_other, counted from the top (6 → layers 1, 3, 5: the top one
+    # stays); or a list of indices, 0 = the bottom layer. Its depth then sets the layer-wise learning rates
 
 
-# The student's multitask options (each a module in student/options/); the report names those not at their default.
+# The student's options (the multitask ones: modules in student/options/; its size: model, layers); the report names
+# those not at their default.
 OPTIONS = (
     "mixing", "adversarial", "adv_epsilon", "adv_alpha", "adv_steps", "supcon_weight", "supcon_temperature",
     "pair_mode", "unfreeze_every", "unfreeze_unit", "task_loss", "sampling_weights", "swap_pairs", "pooling",
-    "regression_hidden",
+    "regression_hidden", "model", "layers",
 )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.custom import file_format
+from pipeline.core.shrink import kept_layers
 from pipeline.core.tasks import METRICS, get_glue_task
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def validate(cfg: RunConfig) -> list[str]:
             "'student.task_loss' standardised needs 'model.regression_head' linear (a sigmoid bounds the "
             "output to [0, 1], standardised values are not)"
         )
+    problems += _layers_problems(cfg)
     for section in ("teachers", "student"):
         if getattr(cfg, section).select == "best" and not getattr(cfg, section).eval_every:
             problems.append(
@@ -111,6 +113,19 @@ def validate(cfg: RunConfig) -> list[str]:
                 "to choose among); with eval_every 0 only the last weights are evaluated"
             )
     return problems + _validate_options(cfg.student)
+
+
+def _layers_problems(cfg: RunConfig) -> list[str]:
+    """`student.layers` as a list: indices from 0, each once, in order; against tiny-random's depth too (a real
+    model's depth is checked by model.check_model_limits, which reads its config)."""
+    if isinstance(cfg.student.layers, str):
+        return []
+    tiny = (cfg.student.model or cfg.model.name_or_path) == "tiny-random"
+    try:
+        kept_layers(cfg.student.layers, cfg.model.tiny_layers if tiny else None)
+    except ValueError as err:
+        return [str(err)]
+    return []
 
 
 def _settings(cfg: RunConfig) -> Iterator[tuple[str, str, Any]]:

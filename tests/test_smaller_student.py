@@ -1,0 +1,101 @@
+"""A student of another size: the layers it keeps of the teachers' pretrained encoder (`student.layers`), its own
+depth in the layer-wise learning rates, training from the stored soft targets, and `student.model`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMOKE, run_smoke
+from safetensors.torch import load_file
+from transformers import AutoModel, BertConfig, BertModel
+
+from pipeline.core.config import ConfigError, ModelConfig, load_config
+from pipeline.core.errors import ModelLoadError
+from pipeline.core.model import MultiTaskModel
+from pipeline.core.shrink import keep_layers, kept_layers
+from pipeline.core.tiny import build_tiny_random
+from pipeline.core.training import layerwise_param_groups
+
+
+@pytest.mark.parametrize(
+    ("layers", "depth", "kept"),
+    [("every_other", 6, [1, 3, 5]), ("every_other", 12, [1, 3, 5, 7, 9, 11]), ("every_other", 5, [0, 2, 4]),
+     ("all", 3, [0, 1, 2]), ((0, 5), 6, [0, 5])],
+)  # fmt: skip
+def test_which_layers_a_student_keeps(layers, depth: int, kept: list[int]) -> None:
+    assert kept_layers(layers, depth) == kept
+
+
+@pytest.mark.parametrize("layers", [(), (2, 1), (1, 1), (-1,), (6,)])
+def test_a_layer_list_that_does_not_fit_is_refused(layers: tuple) -> None:
+    with pytest.raises(ValueError, match=r"'student.layers' .*: expected layer indices of the 6-layer encoder"):
+        kept_layers(layers, 6)
+
+
+def _encoder(layers: int = 4) -> BertModel:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)  # fmt: skip
+    return BertModel(config).eval()
+
+
+def test_the_kept_layers_are_copied_exactly_and_the_encoder_says_its_depth(tmp_path: Path) -> None:
+    teacher = _encoder()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = keep_layers(_encoder(), (0, 2))
+    after = student.state_dict()
+    assert student.config.num_hidden_layers == 2
+    assert {k.split(".")[2] for k in after if k.startswith("encoder.layer.")} == {"0", "1"}
+    for key, value in after.items():
+        source = key.replace("encoder.layer.1.", "encoder.layer.2.")  # student layer 1 = teacher layer 2
+        assert torch.equal(value, before[source]), key
+    assert {k for k in before if k.startswith(("embeddings.", "pooler."))} <= set(after)
+    # the same network as the teacher's layers 0 and 2 run one after the other
+    ids = torch.tensor([[2, 7, 9, 3]])
+    hidden = teacher.embeddings(input_ids=ids)
+    for i in (0, 2):  # no padding: no attention mask
+        hidden = teacher.encoder.layer[i](hidden)
+    torch.testing.assert_close(student(input_ids=ids).last_hidden_state, hidden)
+    # saved and loaded as any model of its family
+    student.save_pretrained(tmp_path)
+    again = AutoModel.from_pretrained(tmp_path)
+    assert again.config.num_hidden_layers == 2 and len(again.encoder.layer) == 2
+
+
+def test_layerwise_learning_rates_use_the_students_own_depth() -> None:
+    heads = {"t": {"outputs": 2, "kind": "classification", "sigmoid": False, "pair": False}}
+    for kept, depth in ((None, 4), ((1, 3), 2)):
+        encoder = _encoder() if kept is None else keep_layers(_encoder(), kept)
+        groups = layerwise_param_groups(MultiTaskModel(encoder, heads, "pooler", 0.1), 1.0, 0.5, 0.0)
+        deepest = max(g["depth"] for g in groups)  # the embeddings: pooler 1, layers 2 … depth + 1, then them
+        assert deepest == depth + 2
+        assert min(g["lr"] for g in groups) == 0.5**deepest
+
+
+def test_a_shallower_student_trains_from_the_stored_soft_targets(smoke_copy: Path) -> None:
+    """The smoke run's teachers and soft targets as they are; only the student (1 of 2 layers) and what follows
+    run again, and the saved student is a 1-layer model whose layer is one the pretrained encoder had."""
+    assert run_smoke(smoke_copy, "--student.layers=[1]") == ["student", "evaluate", "report"]
+    model = smoke_copy / "student" / "model"
+    assert json.loads((model / "config.json").read_text())["num_hidden_layers"] == 1
+    weights = load_file(str(model / "model.safetensors"))
+    assert not any(k.startswith(("encoder.layer.1.", "layer.1.")) for k in weights)
+    summary = json.loads((smoke_copy / "metrics.json").read_text())
+    assert set(summary["tasks"]) == {"sst2", "mrpc", "stsb", "rte"}
+    assert "layers [1]" in (smoke_copy / "report.md").read_text()
+
+
+def test_a_student_model_of_another_vocabulary_is_refused(smoke_copy: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    build_tiny_random(other, ["words that the smoke data never uses"], ModelConfig(), seed=0)
+    with pytest.raises(ModelLoadError, match=r"'student.model' .* has another vocabulary than model.name_or_path"):
+        run_smoke(smoke_copy, f"--student.model={str(other)!r}")
+
+
+def test_layer_lists_are_checked_with_the_config() -> None:
+    with pytest.raises(ConfigError, match=r"'student.layers' \[0, 2\]: expected layer indices of the 2-layer"):
+        load_config(SMOKE, ["--student.layers=[0, 2]"])  # tiny-random has model.tiny_layers 2
+    load_config(SMOKE, ["--student.layers=[0]", "--student.model='tiny-random'"])
