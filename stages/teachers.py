@@ -39,6 +39,8 @@ def config_subset(cfg: RunConfig) -> dict:
     if cfg.teachers.select == "last":  # then evaluating during training changes no weights
         for key in ("eval_every", "select"):
             teachers.pop(key)
+    if cfg.teachers.layers == "all":  # the pretrained model as it is
+        teachers.pop("layers")
     # each task's own settings where they differ from the section's (a value equal to the section's changes nothing)
     per_task = {}
     for task, own in sorted(cfg.teachers.per_task.items()):

@@ -99,3 +99,34 @@ def test_layer_lists_are_checked_with_the_config() -> None:
     with pytest.raises(ConfigError, match=r"'student.layers' \[0, 2\]: expected layer indices of the 2-layer"):
         load_config(SMOKE, ["--student.layers=[0, 2]"])  # tiny-random has model.tiny_layers 2
     load_config(SMOKE, ["--student.layers=[0]", "--student.model='tiny-random'"])
+
+
+def test_reproduce_measures_the_small_student_against_small_baselines(tmp_path: Path) -> None:
+    """bam-small learns from the seed's teachers; single-small trains teachers of the small size in its own folder
+    (the baseline per task), multi-small the small model multitask at λ = 1; the table has their group."""
+    from pipeline.cli import main
+    from pipeline.experiments.variants import SMALL
+
+    out = tmp_path / "out"
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "1"]
+    assert main([*argv, "--variants", "single-small,multi-small,bam-small"]) == 0
+    seed = out / "runs" / "seed-1"
+
+    def depth(model: Path) -> int:
+        return json.loads((model / "config.json").read_text())["num_hidden_layers"]
+
+    for task in ("sst2", "mrpc", "stsb", "rte"):
+        assert depth(seed / "teachers" / "teachers" / task / "model") == 2  # the seed's teachers: the full model
+        small = seed / "single-small" / "teachers" / task / "model"
+        assert depth(small) == 1 and not (small / "model.safetensors").samefile(
+            seed / "teachers" / "teachers" / task / "model" / "model.safetensors"
+        )
+        soft = f"distill/{task}/train.npy"
+        assert (seed / "bam-small" / soft).samefile(seed / "teachers" / soft)  # BAM's teachers, not small ones
+    assert depth(seed / "bam-small" / "student" / "model") == depth(seed / "multi-small" / "student" / "model") == 1
+    multi = json.loads((seed / "multi-small" / "manifests" / "student.json").read_text())["config"]["student"]
+    assert multi["fixed_lambda"] == 1.0 and multi["layers"] == "every_other"
+    runs = {r["variant"] for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert runs == {"single-small", "multi-small", "bam-small"}
+    table = (out / "table.md").read_text()
+    assert "A smaller student" in table and all(label in table for label, _ in SMALL.values())

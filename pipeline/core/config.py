@@ -126,6 +126,8 @@ class TeacherConfig:
     # Per-task settings over the ones above, e.g. `per_task: {rte: {lr: 2e-5, epochs: 5}}` (what
     # `reproduce-glue --tune teachers.lr=...` chooses per task on dev); a task's teacher depends on its own alone.
     per_task: dict[str, TeacherTaskConfig] = field(default_factory=dict)
+    layers: Literal["all", "every_other"] | tuple[int, ...] = "all"  # the pretrained encoder's layers each teacher
+    # keeps, as student.layers (docs/smaller-student.md): a single-task baseline of a smaller student's size
 
     def for_task(self, task: str) -> TeacherConfig:
         """The settings `task`'s teacher trains with: the section's, with that task's own over them."""

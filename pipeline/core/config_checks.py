@@ -116,16 +116,21 @@ def validate(cfg: RunConfig) -> list[str]:
 
 
 def _layers_problems(cfg: RunConfig) -> list[str]:
-    """`student.layers` as a list: indices from 0, each once, in order; against tiny-random's depth too (a real
-    model's depth is checked by model.check_model_limits, which reads its config)."""
-    if isinstance(cfg.student.layers, str):
-        return []
-    tiny = (cfg.student.model or cfg.model.name_or_path) == "tiny-random"
-    try:
-        kept_layers(cfg.student.layers, cfg.model.tiny_layers if tiny else None)
-    except ValueError as err:
-        return [str(err)]
-    return []
+    """`student.layers` and `teachers.layers` as lists: indices from 0, each once, in order; against tiny-random's
+    depth too (a real model's depth is checked by model.check_model_limits, which reads its config)."""
+    problems = []
+    if cfg.teachers.layers != "all" and cfg.teachers.init_from is not None:
+        problems.append("'teachers.layers' applies to the pretrained model.name_or_path, not to teachers.init_from")
+    for section, model in (("student", cfg.student.model), ("teachers", None)):
+        layers = getattr(cfg, section).layers
+        if isinstance(layers, str):
+            continue
+        tiny = (model or cfg.model.name_or_path) == "tiny-random"
+        try:
+            kept_layers(layers, cfg.model.tiny_layers if tiny else None, f"{section}.layers")
+        except ValueError as err:
+            problems.append(str(err))
+    return problems
 
 
 def _settings(cfg: RunConfig) -> Iterator[tuple[str, str, Any]]:

@@ -68,8 +68,8 @@ def student_encoder_path(cfg: RunConfig, run_dir: Path, tokenizer) -> str:
 
 def check_model_limits(cfg: RunConfig) -> list[str]:
     """`data.max_length` against the position embeddings of the models the teachers and the student start from
-    (model.name_or_path, teachers.init_from, student.model), and `student.layers` against the student's encoder's
-    depth: call before any stage runs. Reads only each model's config.json, and
+    (model.name_or_path, teachers.init_from, student.model), and `student.layers` and `teachers.layers` against
+    their encoders' depth: call before any stage runs. Reads only each model's config.json, and
     downloads nothing: a Hub model not in the local cache is checked when a stage loads it. tiny-random, built by the
     data stage, is checked by config validation.
 
@@ -97,9 +97,11 @@ def check_model_limits(cfg: RunConfig) -> list[str]:
             elif Path(path).expanduser().exists():
                 problems.append(f"'{key}': cannot read the model's config.json from '{path}': {err}")
             continue
-        if key == student_key and isinstance(getattr(config, "num_hidden_layers", None), int):
+        shrunk = [("student", cfg.student.layers)] * (key == student_key)
+        shrunk += [("teachers", cfg.teachers.layers)] * (key == "model.name_or_path")
+        for section, layers in shrunk if isinstance(getattr(config, "num_hidden_layers", None), int) else []:
             try:
-                kept_layers(cfg.student.layers, config.num_hidden_layers)
+                kept_layers(layers, config.num_hidden_layers, f"{section}.layers")
             except ValueError as err:
                 problems.append(f"{err} ({key} '{name}')")
         positions = getattr(config, "max_position_embeddings", None)

@@ -19,7 +19,7 @@ from pipeline.dag import run_stages, stage_status
 from pipeline.experiments.choices import variant_config, variant_key
 from pipeline.experiments.folders import adopt_teacher, link_shared, run_dirs, seed_dir
 from pipeline.experiments.results import recorded_tuning_run
-from pipeline.experiments.variants import PARENT, SHARED, TUNE_SEED, reports_teachers, task_config
+from pipeline.experiments.variants import PARENT, SHARED, TEACHER_CHANGES, TUNE_SEED, reports_teachers, task_config
 from stages import STAGES
 
 
@@ -150,7 +150,8 @@ def run_variant(
     if variant == "single-single":
         _run_single_single(scfg, vcfg, base, run_dir, accelerator)
         return
-    shared = ("data",) if parent is not None else SHARED if variant != "multi" else ("data", "teachers")
+    shared = ("data",) if parent is not None or variant in TEACHER_CHANGES else SHARED
+    shared = ("data", "teachers") if variant == "multi" else shared
     if accelerator.is_main_process:
         link_shared(vcfg, base, run_dir, shared)
         if not reports_teachers(variant):

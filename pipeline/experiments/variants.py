@@ -68,12 +68,21 @@ REGRESSION: dict[str, tuple[str, dict[str, Any]]] = {
         {"fixed_lambda": 1.0, "task_loss": "standardised"},
     ),
 }
-EVERY = {**VARIANTS, **DERIVED, **OPTIONS, **REGRESSION}
+# A smaller student (docs/smaller-student.md): every other layer of the teachers' pretrained encoder, as BAM and
+# as its two baselines (the same small model fine-tuned per task, with the teachers' settings; and multitask, λ = 1).
+SMALL: dict[str, tuple[str, dict[str, Any]]] = {
+    "single-small": ("Single, every other layer", {}),
+    "multi-small": ("Multi, every other layer", {"fixed_lambda": 1.0, "layers": "every_other"}),
+    "bam-small": ("BAM, student of every other layer", {"layers": "every_other"}),
+}
+TEACHER_CHANGES = {"single-small": {"layers": "every_other"}}  # variants whose teachers are not the seed's
+EVERY = {**VARIANTS, **DERIVED, **OPTIONS, **REGRESSION, **SMALL}
 # The tables after Table 1: (title, prefix of its own plots or "", the variants it compares with, its variants).
 GROUPS = (
     ("Ablations (each removes one part of BAM)", "", ("bam",), ABLATIONS),
     ("Multitask options (one seed is enough)", "options-", ("bam",), tuple(OPTIONS)),
     ("Regression in the multitask loss (docs/regression.md)", "regression-", ("multi", "bam"), tuple(REGRESSION)),
+    ("A smaller student (docs/smaller-student.md)", "small-", ("single", "bam"), tuple(SMALL)),
 )
 SHARED = ("data", "teachers", "distill")  # stages every variant of a seed shares
 TUNE_SEED = 1  # the seed every tuning run is made on; the choice holds for every seed
@@ -195,7 +204,8 @@ def apply_variant(cfg: RunConfig, variant: str, setting: dict[str, Any], parent_
     """`cfg` with one `setting` of the student grid, then `variant`'s own changes (they win: an ablation keeps what
     it ablates); a variant made from another run starts its teachers from `parent_model`, that run's model."""
     student = dataclasses.replace(dataclasses.replace(cfg.student, **setting), **EVERY[variant][1])
-    cfg = dataclasses.replace(cfg, student=student)
+    teachers = dataclasses.replace(cfg.teachers, **TEACHER_CHANGES.get(variant, {}))
+    cfg = dataclasses.replace(cfg, student=student, teachers=teachers)
     if variant in PARENT:
         changes = {"epochs": 0.0} if variant == "multi-multi" else {"lr": FINE_TUNE_LR}
         teachers = dataclasses.replace(cfg.teachers, init_from=str(parent_model), per_task={}, **changes)
@@ -232,7 +242,7 @@ def task_config(cfg: RunConfig, task: str) -> RunConfig:
 
 def reports_teachers(variant: str) -> bool:
     """Whether the variant's numbers are its teachers' (single-task models), not a student's."""
-    return variant in ("single", "bam-ft")
+    return variant in ("single", "bam-ft", "single-small")
 
 
 def uses_teachers(cfg: RunConfig, variant: str) -> bool:
