@@ -1,15 +1,18 @@
-"""Stage `distill`: cache every teacher's outputs on its training and dev sets (the soft-target store).
+"""Stage `distill`: cache every teacher's outputs on its training and dev sets (the soft-target store); with
+`distill.teachers`, the mean of this run's teacher and the other runs' teachers of the task (an ensemble).
 
 A task's soft targets are kept when the stage reruns and neither its teacher's files nor its tokenised data
 changed (`done.json` in its folder), e.g. when another task was added to `data.tasks`."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from pipeline.core.config import RunConfig
 from pipeline.core.context import Context
+from pipeline.core.model import load_tokenizer, resolve_model_path
 from pipeline.core.store import (
     FORMAT_VERSION,
     digest,
@@ -17,6 +20,7 @@ from pipeline.core.store import (
     read_json,
     read_manifest,
     replace_folder,
+    source_sha256,
     write_done,
 )
 from pipeline.core.tasks import read_task_specs
@@ -34,6 +38,16 @@ def config_subset(cfg: RunConfig) -> dict:
     return {"precision": cfg.model.precision}  # the teachers' forward passes
 
 
+def sources(cfg: RunConfig) -> dict[str, str]:
+    """The other members of a teacher ensemble (distill.teachers) by content: another model there makes the soft
+    targets, and what follows, stale. Each task's own record (`task_digest`) names the tasks it concerns."""
+    if not cfg.distill.teachers:
+        return {}
+    folders = {f"{run}:{task}": _folder_digest(Path(run) / "teachers" / task / "model") for run in cfg.distill.teachers
+               for task in cfg.data.tasks}  # fmt: skip
+    return {"distill.teachers": digest(folders)}
+
+
 def makes(cfg: RunConfig) -> list[str]:
     return [f"distill/{t}" for t in cfg.data.tasks]
 
@@ -47,7 +61,22 @@ def task_digest(cfg: RunConfig, run_dir: Path, task: str) -> str:
     for stage, prefix in (("teachers", f"teachers/{task}/model/"), ("data", f"data/{task}/")):
         files = read_manifest(run_dir, stage)["files"]
         own[stage] = digest({rel: sha for rel, sha in files.items() if rel.startswith(prefix)})
+    if cfg.distill.teachers:  # the other members by content, as they are now
+        own["members"] = [_folder_digest(path) for path in members(cfg, run_dir, task)[1:]]
     return digest({**own, "config": config_subset(cfg), "task": task, "format_version": FORMAT_VERSION})
+
+
+def members(cfg: RunConfig, run_dir: Path, task: str) -> list[Path]:
+    """The teacher model folders of `task` whose outputs the soft targets are: this run's, then distill.teachers'."""
+    return [Path(run) / "teachers" / task / "model" for run in (run_dir, *cfg.distill.teachers)]
+
+
+def _folder_digest(folder: Path) -> str:
+    """A model folder by content (not its card, which a report rewrites); a missing one is "missing"."""
+    if not folder.is_dir():
+        return "missing"
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "README.md")
+    return digest({p.relative_to(folder).as_posix(): source_sha256(p) for p in files})
 
 
 def run(ctx: Context) -> dict:
@@ -63,9 +92,10 @@ def run(ctx: Context) -> dict:
         if acc.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
         acc.wait_for_everyone()
-        teacher = ctx.run_dir / "teachers" / task.name / "model"
-        batch_size = ctx.cfg.teachers.eval_batch_size
-        rows[task.name] = distill_task(task, teacher, ctx.run_dir, partial, acc, batch_size)
+        teachers, batch_size = members(ctx.cfg, ctx.run_dir, task.name), ctx.cfg.teachers.eval_batch_size
+        named = [os.path.relpath(p, ctx.run_dir) for p in teachers] if len(teachers) > 1 else None
+        vocabulary = load_tokenizer(resolve_model_path(ctx.cfg.model, ctx.run_dir)).get_vocab() if named else None
+        rows[task.name] = distill_task(task, teachers, ctx.run_dir, partial, acc, batch_size, vocabulary, named)
         if acc.is_main_process:
             files = [p for p in sorted(partial.iterdir()) if p.is_file()]
             write_done(partial / "done.json", own, partial, files, rows=rows[task.name])

@@ -1,4 +1,6 @@
 """Cache a teacher's soft targets: it predicts its task's training and dev sets once; the student never runs it.
+With several teachers of the task (`distill.teachers`: an ensemble), the stored targets are their mean: of the
+probabilities (kept as log-probabilities, whose softmax is that mean exactly) or of the regression outputs.
 
 Run through the pipeline (teachers are trained first if missing):
 
@@ -9,28 +11,59 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from accelerate import Accelerator
 
 from pipeline.core.data import load_split
-from pipeline.core.model import load_model
+from pipeline.core.errors import StoreError
+from pipeline.core.model import load_model, load_tokenizer
 from pipeline.core.store import save_soft_targets
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import predict
 
 
 def distill_task(
-    task: TaskSpec, teacher: Path, run_dir: Path, out_dir: Path, acc: Accelerator, batch_size: int
-) -> dict[str, int]:
-    """Write `out_dir/<split>.npy` (the teacher model's logits or scaled regression output, float32), ids and a
-    record, for the task's train and dev splits as stored in `run_dir`; returns the rows per split."""
-    model = load_model(teacher).to(acc.device)
+    task: TaskSpec, teachers: list[Path], run_dir: Path, out_dir: Path, acc: Accelerator, batch_size: int,
+    vocabulary: dict[str, int] | None = None, members: list[str] | None = None,
+) -> dict[str, int]:  # fmt: skip
+    """Write `out_dir/<split>.npy` (the teacher model's logits or scaled regression output, float32; with several
+    `teachers`, their mean), ids and a record naming the `members`, for the task's train and dev splits as stored
+    in `run_dir`; returns the rows per split. With `vocabulary` (the run's tokenizer's), a teacher whose tokenizer
+    differs is an error: the data's token ids would mean other words to it."""
+    models = [_member(path, task, vocabulary).to(acc.device) for path in teachers]
     rows = {}
     for split in ("train", *task.dev_splits):
         data = load_split(run_dir, task.name, split)
         desc = f"distill {task.name}/{split}"
-        outputs = predict(model, data, 0, [task], acc, batch_size, desc=desc)
+        outputs = [predict(m, data, 0, [task], acc, batch_size, desc=desc) for m in models]
         if acc.is_main_process:
-            save_soft_targets(out_dir, split, data.ids, outputs, data.fingerprint)
+            save_soft_targets(out_dir, split, data.ids, ensemble(outputs, task), data.fingerprint, members)
         rows[split] = len(data)
     acc.print(f"[distill] {task.name}: " + ", ".join(f"{s} {n} rows" for s, n in rows.items()))
     return rows
+
+
+def ensemble(outputs: list[np.ndarray], task: TaskSpec) -> np.ndarray:
+    """One teacher's outputs as they are; several: the log of their mean probability (classification), or their
+    mean output (regression)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    if task.kind == "regression":
+        return np.mean(outputs, axis=0)
+    stacked = torch.from_numpy(np.stack(outputs)).double()
+    probabilities = torch.softmax(stacked, dim=-1).mean(dim=0)
+    return torch.log(probabilities).float().numpy()
+
+
+def _member(path: Path, task: TaskSpec, vocabulary: dict[str, int] | None):
+    """A teacher of `task` from a model folder: its model, refused with a message when it has no head for the task
+    or another tokenizer."""
+    if not (path / "heads.json").is_file():
+        raise StoreError(f"{path}: no teacher model here (expected a run folder whose teachers stage is done)")
+    model = load_model(path)
+    if model.task_names != [task.name]:
+        raise StoreError(f"{path}: not a teacher of task '{task.name}' alone (its heads: {model.task_names})")
+    if vocabulary is not None and load_tokenizer(str(path)).get_vocab() != vocabulary:
+        raise StoreError(f"{path}: its tokenizer is not the one that tokenised this run's data (distill.teachers)")
+    return model

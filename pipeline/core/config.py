@@ -200,6 +200,15 @@ class StudentConfig:
     # stays); or a list of indices, 0 = the bottom layer. Its depth then sets the layer-wise learning rates
 
 
+@dataclass(frozen=True)
+class DistillConfig:
+    # Teacher ensembles (docs/smaller-student.md): other run folders whose teachers (teachers/<task>/model, trained on
+    # the same tasks with the same tokenizer, e.g. other seeds' runs) are averaged with this run's own; the soft
+    # targets are then the mean of the members' probabilities (classification) or outputs (regression), and their
+    # record names the members. () = this run's teachers alone (BAM)
+    teachers: tuple[str, ...] = ()
+
+
 # The student's options (the multitask ones: modules in student/options/; its size: model, layers); the report names
 # those not at their default.
 OPTIONS = (
@@ -216,17 +225,21 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     teachers: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def _absolute_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    """The custom tasks' file paths and teachers.init_from joined to `base` (absolute paths stay as they are);
-    data.data_dir made absolute against the current directory, where it has always been read, so that two
+    """The custom tasks' file paths, teachers.init_from and distill.teachers joined to `base` (absolute paths stay
+    as they are); data.data_dir made absolute against the current directory, where it has always been read, so that two
     spellings of one folder make one digest."""
     if cfg.data.data_dir is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=os.path.abspath(cfg.data.data_dir)))
     if cfg.teachers.init_from is not None:
         teachers = dataclasses.replace(cfg.teachers, init_from=os.path.abspath(base / cfg.teachers.init_from))
         cfg = dataclasses.replace(cfg, teachers=teachers)
+    if cfg.distill.teachers:
+        members = tuple(os.path.abspath(base / member) for member in cfg.distill.teachers)
+        cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, teachers=members))
     tasks = {}
     for name, task in cfg.data.custom_tasks.items():
         if task.hub is None:

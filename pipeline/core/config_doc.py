@@ -31,6 +31,7 @@ SECTIONS = [
     ("teachers", "`teachers`", config.TeacherConfig),
     ("teachers.per_task.TASK", "`teachers.per_task.TASK`: one task's teacher", config.TeacherTaskConfig),
     ("student", "`student`", config.StudentConfig),
+    ("distill", "`distill`", config.DistillConfig),
 ]
 
 # Meanings of the fields that have no comment in config.py (checked against the code that reads them).

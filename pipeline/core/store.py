@@ -245,8 +245,12 @@ def verify_files(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
 # ---- soft-target store -------------------------------------------------------------------------------------------
 
 
-def save_soft_targets(out_dir: Path, split: str, ids: list[str], outputs: np.ndarray, data_fingerprint: str) -> None:
-    """Store one teacher's outputs for a split: `<split>.npy` float32 [N, C], `<split>.ids.json` and a record."""
+def save_soft_targets(
+    out_dir: Path, split: str, ids: list[str], outputs: np.ndarray, data_fingerprint: str,
+    members: list[str] | None = None,
+) -> None:  # fmt: skip
+    """Store one teacher's outputs for a split: `<split>.npy` float32 [N, C], `<split>.ids.json` and a record (with
+    `members`: the teachers an ensemble's targets were averaged from)."""
     if len(ids) != len(outputs):
         raise StoreError(f"soft targets for {split}: {len(ids)} ids but {len(outputs)} rows")
     outputs = np.ascontiguousarray(outputs, dtype=np.float32)
@@ -260,6 +264,7 @@ def save_soft_targets(out_dir: Path, split: str, ids: list[str], outputs: np.nda
             "data_fingerprint": data_fingerprint,
             "ids_sha256": digest(ids),
             "array_sha256": file_sha256(out_dir / f"{split}.npy"),
+            **({"members": members} if members else {}),
         },
     )
 

@@ -17,11 +17,13 @@ from pipeline.core.config import RunConfig, validate
 from pipeline.experiments import results
 from pipeline.experiments.folders import run_dirs
 from pipeline.experiments.variants import (
+    ENSEMBLE,
     PARENT,
     TEACHERS,
     TUNE_SEED,
     ReproduceError,
     apply_variant,
+    ensemble_members,
     grid_of,
     seed_config,
     setting_label,
@@ -43,7 +45,7 @@ def variant_config(
         setting = tuned_choice(cfg, variant, out)
     parent = PARENT.get(variant)
     model = run_dirs(out, cfg.teachers.seed, parent)[1] / "student" / "model" if parent else None
-    return apply_variant(cfg, variant, setting or {}, model)
+    return apply_variant(cfg, variant, setting or {}, model, out)
 
 
 def variant_key(
@@ -52,10 +54,14 @@ def variant_key(
     """`results.run_key` of the run of `variant` on the seed of `scfg` (the seed's config); `tuned` and `setting` as
     in `variant_config`."""
     parent = PARENT.get(variant)
+    members = None
+    if variant in ENSEMBLE:  # the other members' teachers by what they are made of, not by their folders
+        members = [results.teachers_key(seed_config(scfg, s)) for s in ensemble_members(scfg.teachers.seed)]
     return results.run_key(
         variant_config(scfg, variant, out, tuned, setting),
         variant,
         None if parent is None else variant_key(scfg, parent, out),
+        members,
     )
 
 

@@ -37,18 +37,21 @@ def data_identity(cfg: RunConfig) -> dict[str, Any]:
     return {**subset, "data": data, "files": stage.sources(cfg)}
 
 
-def run_key(vcfg: RunConfig, variant: str, parent: str | None = None) -> str:
+def run_key(vcfg: RunConfig, variant: str, parent: str | None = None, members: list[str] | None = None) -> str:
     """What makes two runs of `variant` the same; `vcfg` is the run's own config (`variant_config`). The config
     subsets its numbers depend on, as its stages' digests are made of them (so settings that do not change
     results do not count): the teachers' for a variant reporting them or a student learning from them, not for
     Multi's (λ = 1, it never reads them); the data by content (`data_identity`); a variant made from another run
-    adds that run's key `parent` (not the folder it starts from, so a moved OUT keeps its keys)."""
+    adds that run's key `parent` (not the folder it starts from, so a moved OUT keeps its keys); an ensemble, the
+    keys of its other members' teachers, `members`."""
     if reports_teachers(variant):
         names: tuple[str, ...] = (TEACHERS,)
     else:
         names = (TEACHERS, "student") if uses_teachers(vcfg, variant) else ("student",)
     key: dict[str, Any] = {"format_version": FORMAT_VERSION, "data": data_identity(vcfg)}
     key |= {name: STAGES[name].config_subset(vcfg) for name in names}
+    if members:  # a teacher ensemble: the other members' teachers keys (`teachers_key`)
+        key |= {"members": members}
     if parent is not None:
         key |= {"parent": parent, "variant": variant}
     elif variant in DERIVED:

@@ -28,6 +28,7 @@ from pipeline.experiments.stats import summarise
 from pipeline.experiments.table import render_table
 from pipeline.experiments.tuning import adopt_tuned_teachers, tune
 from pipeline.experiments.variants import (
+    ENSEMBLE,
     EVERY,
     TEACHERS,
     TUNE_SEED,
@@ -81,8 +82,12 @@ def reproduce(
             cfg = _tune_all(untuned, out, variants, grid, teacher_grid, accelerator, every, command)
         tuning_claim.close()  # the choice is made: calls for other seeds may start
         write = functools.partial(write_results, cfg, out, every, variants, command)
+        last = [v for v in variants if v in ENSEMBLE]  # they learn from every seed's teachers: after all the seeds
+        first = [v for v in variants if v not in last] + ["single"] * bool(last)  # single: the seed's teachers
         for seed in seed_list:
-            _run_seed(cfg, out, seed, every, variants, accelerator, write)
+            _run_seed(cfg, out, seed, every, list(dict.fromkeys(first)), accelerator, write)
+        for seed in seed_list if last else []:
+            _run_seed(cfg, out, seed, every, last, accelerator, write)
         results = write() if accelerator.is_main_process else None
     if accelerator.is_main_process and cfg.data.data_dir and results["runs"]:
         _submit(cfg, out, results["runs"], accelerator)

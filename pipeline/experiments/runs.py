@@ -19,7 +19,18 @@ from pipeline.dag import run_stages, stage_status
 from pipeline.experiments.choices import variant_config, variant_key
 from pipeline.experiments.folders import adopt_teacher, link_shared, run_dirs, seed_dir
 from pipeline.experiments.results import recorded_tuning_run
-from pipeline.experiments.variants import PARENT, SHARED, TEACHER_CHANGES, TUNE_SEED, reports_teachers, task_config
+from pipeline.experiments.variants import (
+    ENSEMBLE,
+    PARENT,
+    SHARED,
+    TEACHER_CHANGES,
+    TUNE_SEED,
+    ReproduceError,
+    ensemble_members,
+    reports_teachers,
+    seed_config,
+    task_config,
+)
 from stages import STAGES
 
 
@@ -115,6 +126,9 @@ def portable(numbers: dict[str, Any], run_dir: Path, out: Path) -> dict[str, Any
     data_dir = config["data"]["data_dir"]
     if data_dir is not None:
         config = {**config, "data": {**config["data"], "data_dir": os.path.relpath(data_dir)}}
+    if config.get("distill", {}).get("teachers"):  # an ensemble's other members, relative to OUT
+        members = [Path(os.path.relpath(p, out)).as_posix() for p in config["distill"]["teachers"]]
+        config = {**config, "distill": {**config["distill"], "teachers": members}}
     return {"run_dir": run_dir.relative_to(out).as_posix(), "config": config}
 
 
@@ -151,7 +165,9 @@ def run_variant(
         _run_single_single(scfg, vcfg, base, run_dir, accelerator)
         return
     shared = ("data",) if parent is not None or variant in TEACHER_CHANGES else SHARED
-    shared = ("data", "teachers") if variant == "multi" else shared
+    shared = ("data", "teachers") if variant in ("multi", *ENSEMBLE) else shared
+    if variant in ENSEMBLE:
+        need_members(scfg, out, seed)
     if accelerator.is_main_process:
         link_shared(vcfg, base, run_dir, shared)
         if not reports_teachers(variant):
@@ -160,6 +176,21 @@ def run_variant(
                 link_shared(vcfg, other, run_dir, tuple(STAGES))
     accelerator.wait_for_everyone()
     run_stages(STAGES, vcfg, run_dir, accelerator, target="teachers" if reports_teachers(variant) else "report")
+
+
+def need_members(scfg: RunConfig, out: Path, seed: int) -> None:
+    """An ensemble run of `seed` needs the other members' teachers done in OUT: else a ReproduceError naming them."""
+    missing = []
+    for member in ensemble_members(seed):
+        mcfg = seed_config(scfg, member)
+        if stage_status(STAGES, "teachers", mcfg, run_dirs(out, member, "single")[1])[0] != "done":
+            missing.append(member)
+    if missing:
+        seeds = ",".join(map(str, missing))
+        raise ReproduceError(
+            f"bam-ensemble on seed {seed} averages the teachers of seeds {seeds} too, which are not trained in {out}: "
+            f"run reproduce-glue with --only-seeds {seeds} first (any variant trains a seed's teachers)"
+        )
 
 
 def _run_single_single(scfg: RunConfig, vcfg: RunConfig, base: Path, run_dir: Path, accelerator) -> None:

@@ -76,13 +76,18 @@ SMALL: dict[str, tuple[str, dict[str, Any]]] = {
     "bam-small": ("BAM, student of every other layer", {"layers": "every_other"}),
 }
 TEACHER_CHANGES = {"single-small": {"layers": "every_other"}}  # variants whose teachers are not the seed's
+# BAM from a teacher ensemble: the seed's teachers averaged with those of the other ENSEMBLE_SEEDS (their runs'
+# teachers folders; distill.teachers), which must be trained first.
+ENSEMBLE = {"bam-ensemble": ("BAM, teachers of seeds 1–3 averaged", {})}
+ENSEMBLE_SEEDS = (1, 2, 3)
+SMALL |= ENSEMBLE
 EVERY = {**VARIANTS, **DERIVED, **OPTIONS, **REGRESSION, **SMALL}
 # The tables after Table 1: (title, prefix of its own plots or "", the variants it compares with, its variants).
 GROUPS = (
     ("Ablations (each removes one part of BAM)", "", ("bam",), ABLATIONS),
     ("Multitask options (one seed is enough)", "options-", ("bam",), tuple(OPTIONS)),
     ("Regression in the multitask loss (docs/regression.md)", "regression-", ("multi", "bam"), tuple(REGRESSION)),
-    ("A smaller student (docs/smaller-student.md)", "small-", ("single", "bam"), tuple(SMALL)),
+    ("A smaller student, teacher ensembles (docs/smaller-student.md)", "small-", ("single", "bam"), tuple(SMALL)),
 )
 SHARED = ("data", "teachers", "distill")  # stages every variant of a seed shares
 TUNE_SEED = 1  # the seed every tuning run is made on; the choice holds for every seed
@@ -200,17 +205,29 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
     )
 
 
-def apply_variant(cfg: RunConfig, variant: str, setting: dict[str, Any], parent_model: Path | None) -> RunConfig:
+def apply_variant(
+    cfg: RunConfig, variant: str, setting: dict[str, Any], parent_model: Path | None, out: Path | None = None
+) -> RunConfig:
     """`cfg` with one `setting` of the student grid, then `variant`'s own changes (they win: an ablation keeps what
-    it ablates); a variant made from another run starts its teachers from `parent_model`, that run's model."""
+    it ablates); a variant made from another run starts its teachers from `parent_model`, that run's model; an
+    ensemble learns from the other ENSEMBLE_SEEDS' teachers in OUT too."""
     student = dataclasses.replace(dataclasses.replace(cfg.student, **setting), **EVERY[variant][1])
     teachers = dataclasses.replace(cfg.teachers, **TEACHER_CHANGES.get(variant, {}))
     cfg = dataclasses.replace(cfg, student=student, teachers=teachers)
+    if variant in ENSEMBLE and out is not None:
+        seeds = ensemble_members(cfg.teachers.seed)
+        folders = tuple(str((out / "runs" / f"seed-{s}" / "teachers").resolve()) for s in seeds)
+        cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, teachers=folders))
     if variant in PARENT:
         changes = {"epochs": 0.0} if variant == "multi-multi" else {"lr": FINE_TUNE_LR}
         teachers = dataclasses.replace(cfg.teachers, init_from=str(parent_model), per_task={}, **changes)
         cfg = dataclasses.replace(cfg, teachers=teachers)
     return cfg
+
+
+def ensemble_members(seed: int) -> list[int]:
+    """The seeds whose teachers an ensemble run of `seed` averages with its own."""
+    return [s for s in ENSEMBLE_SEEDS if s != seed]
 
 
 def teacher_setting(cfg: RunConfig, setting: dict[str, Any]) -> RunConfig:
