@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from report import provenance, save_result  # noqa: E402
 from run import EVAL_BATCH, SEED, Bench, Ours, head, load_data, random_teacher, rates  # noqa: E402
 
-from pipeline.cli import make_accelerator  # noqa: E402
+from pipeline.core.accel import make_accelerator  # noqa: E402
 from pipeline.core.config import load_config  # noqa: E402
 from pipeline.core.model import build_model, bundled_minilm_path, load_tokenizer  # noqa: E402
 from pipeline.core.tasks import get_glue_task  # noqa: E402

@@ -35,7 +35,7 @@ from report import targets, write_report  # bench/report.py (the script's folder
 from transformers import AutoModelForSequenceClassification as HFModel
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
-from pipeline.cli import make_accelerator
+from pipeline.core.accel import make_accelerator
 from pipeline.core.config import RunConfig, load_config
 from pipeline.core.data import TokenizedSplit, collate, tokenize_split
 from pipeline.core.glue import read_tsv_split
