@@ -88,6 +88,13 @@ def render(metrics: dict, cfg: RunConfig) -> str:
         f"batch {s.batch_size}; {s.epochs} epochs{options}. Model: `{cfg.model.name_or_path}`.",
         "",
     ]
+    if cfg.distill.teachers:
+        lines += [
+            f"Soft targets: the mean of this run's teachers and those of {len(cfg.distill.teachers)} other run(s) "
+            "(`distill.teachers`, named in each `distill/<task>/<split>.record.json`); the teacher column above is "
+            "this run's own.",
+            "",
+        ]
     lines += [
         "Student training: loss per task, learning rate and λ over the training examples seen (`student/log.jsonl`).",
         "",
@@ -115,10 +122,14 @@ def render_student_card(
         how = "on the gold labels alone (λ fixed at 1: plain multitask learning, no teacher)"
     else:
         how = f"with λ fixed at {s.fixed_lambda} (target = λ·gold label + (1 − λ)·teacher prediction)"
+    origin = cfg.model.name_or_path if s.model is None else s.model
+    named = s.layers if isinstance(s.layers, str) else ", ".join(map(str, s.layers))
+    kept = "" if s.layers == "all" else f" (keeping its layers {named}: {_depth(model_dir)} in all)"
+    ensemble = " (their predictions averaged with other runs' teachers: distill.teachers)" * bool(cfg.distill.teachers)
     about = (
         "A multitask model from born-again multitask distillation (BAM!, Clark et al., 2019): one single-task "
-        f"teacher was fine-tuned per task, then this student, initialised from "
-        f"`{portable(cfg.model.name_or_path, run_dir)}`, learnt every task at once, {how}. The teachers are in "
+        f"teacher was fine-tuned per task{ensemble}, then this student, initialised from "
+        f"`{portable(origin, run_dir)}`{kept}, learnt every task at once, {how}. The teachers are in "
         "`RUN/teachers/<task>/model/` of the same run folder `RUN`."
     )
     scores = [
@@ -138,8 +149,13 @@ def render_student_card(
     scores.append(f"| **average** | | **{avg['teacher']:.1f}** | **{avg['student']:.1f}** | **{avg['gain']:+.1f}** | |")
     config = {"student": to_dict(s), "model": to_dict(cfg.model), "data": {"tasks": list(cfg.data.tasks)}}
     results = {name: metrics["tasks"][name]["student"] for name in cfg.data.tasks}
-    data = card_data(cfg.data, tasks, f"bam-{cfg.name}-student", results, hub_base_model(cfg.model.name_or_path))
+    data = card_data(cfg.data, tasks, f"bam-{cfg.name}-student", results, hub_base_model(origin))
     return render_card(f"BAM! student: {cfg.name}", about, model_dir, run_dir, tasks, scores, config, command, data)
+
+
+def _depth(model_dir: Path) -> int | str:
+    """The saved student's layer count, from its config.json."""
+    return read_json(model_dir / "config.json").get("num_hidden_layers", "?")
 
 
 def score_table(metrics: dict, cfg: RunConfig) -> dict[str, dict[str, float]]:

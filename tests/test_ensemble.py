@@ -60,6 +60,7 @@ def test_the_student_learns_from_the_mean_of_both_teacher_runs(
             (run / "teachers" / task / "model").resolve() for run in (smoke_copy, other_teachers)
         ]
     assert "members" not in json.loads((smoke_run / "distill" / "sst2" / "train.record.json").read_text())
+    assert "those of 1 other run(s)" in (smoke_copy / "report.md").read_text()
 
     # a member's weights changed: the soft targets are stale, and only they (and what follows) are redone
     cfg = load_config(SMOKE, [members])

@@ -86,6 +86,7 @@ def test_a_shallower_student_trains_from_the_stored_soft_targets(smoke_copy: Pat
     summary = json.loads((smoke_copy / "metrics.json").read_text())
     assert set(summary["tasks"]) == {"sst2", "mrpc", "stsb", "rte"}
     assert "layers [1]" in (smoke_copy / "report.md").read_text()
+    assert "(keeping its layers 1: 1 in all)" in (model / "README.md").read_text()  # the model card
 
 
 def test_a_student_model_of_another_vocabulary_is_refused(smoke_copy: Path, tmp_path: Path) -> None:
