@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "no-annealing (default: these); the paper's variants made of several runs single-single, "
                    "multi-multi, bam-ft; and the multitask options round-robin, summed, pcgrad, fgm, fgsm, pgd, "
                    "supcon, siamese, unfreeze; the regression settings label-scale, standardised, stsb-x2, swap-pairs, "
-                   "mlp-head, mean-pool, multi-label-scale, multi-standardised (these three groups run only when "
-                   "named)")  # fmt: skip
+                   "mlp-head, mean-pool, multi-label-scale, multi-standardised; the smaller student and ensembles "
+                   "single-small, multi-small, bam-small, bam-ensemble (--seeds 3) (these four groups run only "
+                   "when named)")  # fmt: skip
     p.add_argument("--tune", action="append", metavar="SECTION.KEY=V1,V2,...",
                    help="student.KEY: tune each student variant on the first seed's dev average over these values; "
                    f"teachers.KEY ({', '.join(TEACHER_KEYS)}): tune the teachers per task on their dev score, "

@@ -39,12 +39,12 @@ def config_subset(cfg: RunConfig) -> dict:
 
 
 def sources(cfg: RunConfig) -> dict[str, str]:
-    """The other members of a teacher ensemble (distill.teachers) by content: another model there makes the soft
-    targets, and what follows, stale. Each task's own record (`task_digest`) names the tasks it concerns."""
+    """The other members of a teacher ensemble (distill.teachers) by content, in their order (not by folder: a
+    moved copy is the same member): another model there makes the soft targets, and what follows, stale."""
     if not cfg.distill.teachers:
         return {}
-    folders = {f"{run}:{task}": _folder_digest(Path(run) / "teachers" / task / "model") for run in cfg.distill.teachers
-               for task in cfg.data.tasks}  # fmt: skip
+    folders = {f"{i}:{task}": _folder_digest(Path(run) / "teachers" / task / "model")
+               for i, run in enumerate(cfg.distill.teachers) for task in cfg.data.tasks}  # fmt: skip
     return {"distill.teachers": digest(folders)}
 
 
@@ -94,8 +94,11 @@ def run(ctx: Context) -> dict:
         acc.wait_for_everyone()
         teachers, batch_size = members(ctx.cfg, ctx.run_dir, task.name), ctx.cfg.teachers.eval_batch_size
         named = [os.path.relpath(p, ctx.run_dir) for p in teachers] if len(teachers) > 1 else None
-        vocabulary = load_tokenizer(resolve_model_path(ctx.cfg.model, ctx.run_dir)).get_vocab() if named else None
-        rows[task.name] = distill_task(task, teachers, ctx.run_dir, partial, acc, batch_size, vocabulary, named)
+        remote = ctx.cfg.model.trust_remote_code
+        vocabulary = (
+            load_tokenizer(resolve_model_path(ctx.cfg.model, ctx.run_dir), remote).get_vocab() if named else None
+        )
+        rows[task.name] = distill_task(task, teachers, ctx.run_dir, partial, acc, batch_size, vocabulary, named, remote)
         if acc.is_main_process:
             files = [p for p in sorted(partial.iterdir()) if p.is_file()]
             write_done(partial / "done.json", own, partial, files, rows=rows[task.name])

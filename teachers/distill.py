@@ -25,13 +25,13 @@ from pipeline.core.training import predict
 
 def distill_task(
     task: TaskSpec, teachers: list[Path], run_dir: Path, out_dir: Path, acc: Accelerator, batch_size: int,
-    vocabulary: dict[str, int] | None = None, members: list[str] | None = None,
+    vocabulary: dict[str, int] | None = None, members: list[str] | None = None, trust_remote_code: bool = False,
 ) -> dict[str, int]:  # fmt: skip
     """Write `out_dir/<split>.npy` (the teacher model's logits or scaled regression output, float32; with several
     `teachers`, their mean), ids and a record naming the `members`, for the task's train and dev splits as stored
     in `run_dir`; returns the rows per split. With `vocabulary` (the run's tokenizer's), a teacher whose tokenizer
     differs is an error: the data's token ids would mean other words to it."""
-    models = [_member(path, task, vocabulary).to(acc.device) for path in teachers]
+    models = [_member(path, task, vocabulary, trust_remote_code).to(acc.device) for path in teachers]
     rows = {}
     for split in ("train", *task.dev_splits):
         data = load_split(run_dir, task.name, split)
@@ -56,7 +56,7 @@ def ensemble(outputs: list[np.ndarray], task: TaskSpec) -> np.ndarray:
     return torch.log(probabilities).float().numpy()
 
 
-def _member(path: Path, task: TaskSpec, vocabulary: dict[str, int] | None):
+def _member(path: Path, task: TaskSpec, vocabulary: dict[str, int] | None, trust_remote_code: bool = False):
     """A teacher of `task` from a model folder: its model, refused with a message when it has no head for the task
     or another tokenizer."""
     if not (path / "heads.json").is_file():
@@ -64,6 +64,6 @@ def _member(path: Path, task: TaskSpec, vocabulary: dict[str, int] | None):
     model = load_model(path)
     if model.task_names != [task.name]:
         raise StoreError(f"{path}: not a teacher of task '{task.name}' alone (its heads: {model.task_names})")
-    if vocabulary is not None and load_tokenizer(str(path)).get_vocab() != vocabulary:
+    if vocabulary is not None and load_tokenizer(str(path), trust_remote_code).get_vocab() != vocabulary:
         raise StoreError(f"{path}: its tokenizer is not the one that tokenised this run's data (distill.teachers)")
     return model

@@ -63,7 +63,7 @@ def train_teacher(
     model_path = resolve_model_path(cfg.model, run_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     if tc.init_from is None:
-        model = build_model(model_path, tasks, cfg.model, seed=tc.seed, layers=tc.layers)
+        model = build_model(model_path, tasks, cfg.model, seed=tc.seed, layers=tc.layers, layers_key="teachers.layers")
     else:
         model = build_model_from(tc.init_from, tasks, cfg.model, tc.seed, tokenizer, need_heads=tc.epochs == 0)
     pad_id = model.pad_id

@@ -66,9 +66,10 @@ def test_the_student_learns_from_the_mean_of_both_teacher_runs(
     cfg = load_config(SMOKE, [members])
     assert stage_status(STAGES, "distill", cfg, smoke_copy)[0] == "done"
     changed = shutil.copytree(other_teachers, smoke_copy.parent / "changed")
+    moved = load_config(SMOKE, [f"--distill.teachers=['{changed}']"])
+    assert stage_status(STAGES, "distill", moved, smoke_copy)[0] == "done"  # a moved copy: the same member
     weights = changed / "teachers" / "rte" / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
-    moved = load_config(SMOKE, [f"--distill.teachers=['{changed}']"])
     assert stage_status(STAGES, "teachers", moved, smoke_copy)[0] == "done"
     assert stage_status(STAGES, "distill", moved, smoke_copy)[0] == "stale"
 
@@ -86,6 +87,8 @@ def test_bam_ensemble_averages_the_seeds_teachers(tmp_path: Path, capsys) -> Non
 
     out = tmp_path / "out"
     argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "3", "--variants", "bam-ensemble"]
+    assert main([*argv[:-4], "--seeds", "2", "--variants", "bam-ensemble"]) == 2
+    assert "bam-ensemble averages the teachers of seeds 1–3: run it with --seeds 3" in capsys.readouterr().err
     assert main([*argv, "--only-seeds", "1"]) == 2
     assert "averages the teachers of seeds 2,3 too" in capsys.readouterr().err
     assert main(argv) == 0  # one call: every seed's teachers first, then the ensembles

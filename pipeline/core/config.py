@@ -192,6 +192,7 @@ class StudentConfig:
     # example is read in the swapped order with probability 1/2 (the teacher's target is the stored order's)
     pooling: Literal["model", "pooler", "cls", "mean"] = "model"  # the student's sentence vector; model = model.pooling
     regression_hidden: int = 0  # > 0: a regression head is an MLP with one hidden layer of this width (0 = linear)
+
     # The student's size (docs/smaller-student.md); the defaults are BAM's born-again student, the teachers' model:
     model: str | None = None  # the student's pretrained encoder, a Hub name or folder with the teachers' tokenizer
     # (their vocabulary: the data is tokenised once); null = model.name_or_path

@@ -288,13 +288,13 @@ class MultiTaskModel(nn.Module):
 def build_model(
     path: str, tasks: list[TaskSpec], cfg: ModelConfig, seed: int, pair_mode: str = "cross",
     pooling: str = "model", regression_hidden: int = 0, affine: dict[str, tuple[float, float]] | None = None,
-    layers: str | tuple[int, ...] = ALL,
+    layers: str | tuple[int, ...] = ALL, layers_key: str = "student.layers",
 ) -> MultiTaskModel:  # fmt: skip
     """A fresh model: pretrained encoder from `path`, new heads initialised from `seed`. `pooling` other than
     "model", `regression_hidden`, the regression heads' `affine` maps (task → (shift, scale)) and `layers` (the
     encoder layers kept: pipeline/core/shrink.py) are the student's own (`student.pooling`,
     `student.regression_hidden`, `student.task_loss` standardised, `student.layers`)."""
-    encoder = keep_layers(load_encoder(path, cfg.trust_remote_code), layers)
+    encoder = keep_layers(load_encoder(path, cfg.trust_remote_code), layers, layers_key)
     torch.manual_seed(seed)
     heads = {t.name: head_spec(t, cfg, regression_hidden, (affine or {}).get(t.name)) for t in tasks}
     return MultiTaskModel(encoder, heads, cfg.pooling if pooling == "model" else pooling, cfg.dropout, pair_mode)

@@ -166,7 +166,7 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
         _plot_gradient_shares(axes[len(tasks) + 1], runs[probed], tasks, x, probed if len(runs) > 1 else "")
     if curve is not None:
         steps, xs = [r["step"] for r in runs[curve]], [x(r) for r in runs[curve]]
-        at = partial(np.interp, xp=steps, fp=xs)  # a dev record's step on the x-axis of the training records
+        at = partial(np.interp, xp=[0, *steps], fp=[0, *xs])  # a dev record's step on the training records' x-axis
         _plot_dev_curve(axes[panels - 1], devs[curve], at, curve if len(runs) > 1 else "")
     for ax in axes[panels:]:
         ax.set_visible(False)

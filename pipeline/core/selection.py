@@ -58,7 +58,7 @@ class DevSelection:
         if self.select == BEST and (self.best is None or score > self.best["score"]):
             self.best = {"step": step, "score": score, "dev": dev}
             state = self.acc.unwrap_model(model).state_dict()
-            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+            self.weights = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint's state.json records of the choice so far."""

@@ -39,7 +39,7 @@ def kept_layers(layers: str | Sequence[int], depth: int | None, key: str = "stud
     return indices
 
 
-def layer_stack(encoder: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+def layer_stack(encoder: nn.Module, key: str = "student.layers") -> tuple[nn.Module, str, nn.ModuleList]:
     """(the module holding the layer list, the list's attribute name, the list) of a BERT-family encoder."""
     for path in LAYER_STACKS:
         parent_path, name = path.rsplit(".", 1)
@@ -48,13 +48,16 @@ def layer_stack(encoder: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
         if isinstance(stack, nn.ModuleList):
             return parent, name, stack
     kind = getattr(encoder.config, "model_type", type(encoder).__name__)
-    raise ValueError(f"'student.layers': a {kind} encoder has no separate layers to keep (e.g. ALBERT shares them)")
+    raise ValueError(f"'{key}': a {kind} encoder has no separate layers to keep (e.g. ALBERT shares them)")
 
 
-def keep_layers(encoder: nn.Module, layers: str | Sequence[int]) -> nn.Module:
-    """`encoder` with only the layers `layers` names (`kept_layers`), in place; its config's depth follows."""
-    parent, name, stack = layer_stack(encoder)
-    keep = kept_layers(layers, len(stack))
+def keep_layers(encoder: nn.Module, layers: str | Sequence[int], key: str = "student.layers") -> nn.Module:
+    """`encoder` with only the layers `layers` (the config's `key`) names (`kept_layers`), in place; its config's
+    depth follows."""
+    if layers == ALL:
+        return encoder
+    parent, name, stack = layer_stack(encoder, key)
+    keep = kept_layers(layers, len(stack), key)
     if keep == list(range(len(stack))):
         return encoder
     setattr(parent, name, nn.ModuleList(stack[i] for i in keep))

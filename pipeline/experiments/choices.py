@@ -42,7 +42,7 @@ def variant_config(
     on dev, when OUT holds a valid tuning record; or one `setting` of the grid, the empty one for none), then its
     own changes; a variant made from another run starts from that run's model."""
     if setting is None and tuned:
-        setting = tuned_choice(cfg, variant, out)
+        setting = tuned_choice(cfg, "bam" if variant in ENSEMBLE else variant, out)
     parent = PARENT.get(variant)
     model = run_dirs(out, cfg.teachers.seed, parent)[1] / "student" / "model" if parent else None
     return apply_variant(cfg, variant, setting or {}, model, out)

@@ -29,6 +29,7 @@ from pipeline.experiments.table import render_table
 from pipeline.experiments.tuning import adopt_tuned_teachers, tune
 from pipeline.experiments.variants import (
     ENSEMBLE,
+    ENSEMBLE_SEEDS,
     EVERY,
     TEACHERS,
     TUNE_SEED,
@@ -57,6 +58,11 @@ def reproduce(
     reports every finished run of the N): the teachers first tuned per task over `teacher_grid`, then each student
     variant over `grid` (`parse_tune`), when they are given; returns the results."""
     every = parse_seeds(seeds)
+    if any(v in ENSEMBLE for v in variants) and every != list(ENSEMBLE_SEEDS):
+        raise ReproduceError(
+            f"--variants bam-ensemble averages the teachers of seeds {ENSEMBLE_SEEDS[0]}–{ENSEMBLE_SEEDS[-1]}: "
+            f"run it with --seeds {len(ENSEMBLE_SEEDS)} (got --seeds {seeds})"
+        )
     seed_list, grid, teacher_grid = sorted(only) if only else every, grid or {}, teacher_grid or {}
     if not set(seed_list) <= set(every):
         raise ReproduceError(f"--only-seeds: {seed_list} not among the seeds 1..{seeds} of --seeds {seeds}")

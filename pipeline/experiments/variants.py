@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +185,10 @@ def setting_label(setting: dict[str, Any]) -> str:
 
 
 def variant_grid(variant: str, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """The part of the student grid `variant` is tuned over: none for the teachers and the variants made of several
-    runs; a key the variant sets itself (no-layerwise's layer_decay) is not tuned."""
-    if reports_teachers(variant) or variant in DERIVED:
+    """The part of the student grid `variant` is tuned over: none for the teachers, the variants made of several
+    runs and an ensemble (it takes bam's choice: tuning it would need every seed's teachers first); a key the
+    variant sets itself (no-layerwise's layer_decay) is not tuned."""
+    if reports_teachers(variant) or variant in DERIVED or variant in ENSEMBLE:  # an ensemble: bam's choice
         return {}
     return {key: values for key, values in grid.items() if key not in EVERY[variant][1]}
 
@@ -216,7 +218,7 @@ def apply_variant(
     cfg = dataclasses.replace(cfg, student=student, teachers=teachers)
     if variant in ENSEMBLE and out is not None:
         seeds = ensemble_members(cfg.teachers.seed)
-        folders = tuple(str((out / "runs" / f"seed-{s}" / "teachers").resolve()) for s in seeds)
+        folders = tuple(os.path.abspath(out / "runs" / f"seed-{s}" / "teachers") for s in seeds)
         cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, teachers=folders))
     if variant in PARENT:
         changes = {"epochs": 0.0} if variant == "multi-multi" else {"lr": FINE_TUNE_LR}
