@@ -7,7 +7,8 @@ sequence lengths given (bucketed, as a compiled loop would pad to a few multiple
 compiled once); two identical models, one eager and one `torch.compile(..., dynamic=False)`, take the same batches
 in turn for `--rounds` rounds after a first pass over every length (the compiled model compiles there: its time is
 reported on its own). Also reported: the largest difference of the loss and of the gradients between the two on
-the first batch (the maths must not change). Writes <out>/compile-<date>.json and .md.
+the first batch (the maths must not change). Compiles into a fresh inductor cache (a temporary folder), so the
+compile time is a cold one. Writes <out>/compile-<date>.json and .md.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
+# A fresh inductor cache, so that the compile time is a first compile's, not a cache hit of an earlier run.
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-")
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
