@@ -9,12 +9,11 @@ import dataclasses
 import math
 import re
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.custom import file_format
-from pipeline.core.shrink import kept_layers
 from pipeline.core.tasks import METRICS, get_glue_task
 
 if TYPE_CHECKING:
@@ -113,6 +112,29 @@ def validate(cfg: RunConfig) -> list[str]:
                 "to choose among); with eval_every 0 only the last weights are evaluated"
             )
     return problems + _validate_options(cfg.student)
+
+
+ALL, EVERY_OTHER = "all", "every_other"  # student.layers / teachers.layers (pipeline/core/shrink.py keeps them)
+
+
+def kept_layers(layers: str | Sequence[int], depth: int | None, key: str = "student.layers") -> list[int]:
+    """The indices (0 = the bottom layer) `layers` keeps of an encoder of `depth` layers: all of them; every other
+    one counted from the top, so the top layer, whose outputs the pooler was trained on, stays (6 → 1, 3, 5); or
+    the explicit list. An index out of range or out of order is a ValueError naming `key`; with `depth` None (not
+    known yet) only a list is checked, for everything but its range."""
+    if layers == ALL or layers == EVERY_OTHER:
+        if depth is None:
+            return []
+        return list(range(depth)) if layers == ALL else list(range(depth - 1, -1, -2))[::-1]
+    indices = list(layers)
+    top = math.inf if depth is None else depth
+    if not indices or any(not 0 <= i < top for i in indices) or indices != sorted(set(indices)):
+        which = "" if depth is None else f" of the {depth}-layer encoder (0 to {depth - 1})"
+        raise ValueError(
+            f"'{key}' {indices}: expected layer indices{which}, from 0 (the bottom layer), at least one, each "
+            "once, in increasing order"
+        )
+    return indices
 
 
 def _layers_problems(cfg: RunConfig) -> list[str]:

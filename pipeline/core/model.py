@@ -21,9 +21,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from pipeline.core.checksums import CHECKSUMS, checksum_problem, write_checksums
 from pipeline.core.config import ModelConfig, RunConfig
-from pipeline.core.config_checks import too_long
+from pipeline.core.config_checks import ALL, kept_layers, too_long
 from pipeline.core.errors import ModelLoadError
-from pipeline.core.shrink import ALL, keep_layers, kept_layers
+from pipeline.core.shrink import keep_layers
 from pipeline.core.store import replace_folder, write_json
 from pipeline.core.tasks import TaskSpec
 

@@ -8,35 +8,15 @@ rates and every later load read. Families whose layers share weights (ALBERT) ha
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from torch import nn
 
-ALL, EVERY_OTHER = "all", "every_other"
+from pipeline.core.config_checks import ALL, kept_layers
+
 # Where an encoder keeps its layer stack: BERT, RoBERTa, ELECTRA, DeBERTa (encoder.layer); DistilBERT
 # (transformer.layer).
 LAYER_STACKS = ("encoder.layer", "transformer.layer")
-
-
-def kept_layers(layers: str | Sequence[int], depth: int | None, key: str = "student.layers") -> list[int]:
-    """The indices (0 = the bottom layer) `layers` keeps of an encoder of `depth` layers: all of them; every other
-    one counted from the top, so the top layer, whose outputs the pooler was trained on, stays (6 → 1, 3, 5); or
-    the explicit list. An index out of range or out of order is a ValueError naming `key`; with `depth` None (not
-    known yet) only a list is checked, for everything but its range."""
-    if layers == ALL or layers == EVERY_OTHER:
-        if depth is None:
-            return []
-        return list(range(depth)) if layers == ALL else list(range(depth - 1, -1, -2))[::-1]
-    indices = list(layers)
-    top = math.inf if depth is None else depth
-    if not indices or any(not 0 <= i < top for i in indices) or indices != sorted(set(indices)):
-        which = "" if depth is None else f" of the {depth}-layer encoder (0 to {depth - 1})"
-        raise ValueError(
-            f"'{key}' {indices}: expected layer indices{which}, from 0 (the bottom layer), at least one, each "
-            "once, in increasing order"
-        )
-    return indices
 
 
 def layer_stack(encoder: nn.Module, key: str = "student.layers") -> tuple[nn.Module, str, nn.ModuleList]:
