@@ -17,10 +17,10 @@ from pipeline.core.store import (
     FORMAT_VERSION,
     digest,
     done_intact,
+    model_folder_digest,
     read_json,
     read_manifest,
     replace_folder,
-    source_sha256,
     write_done,
 )
 from pipeline.core.tasks import read_task_specs
@@ -72,11 +72,8 @@ def members(cfg: RunConfig, run_dir: Path, task: str) -> list[Path]:
 
 
 def _folder_digest(folder: Path) -> str:
-    """A model folder by content (not its card, which a report rewrites); a missing one is "missing"."""
-    if not folder.is_dir():
-        return "missing"
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "README.md")
-    return digest({p.relative_to(folder).as_posix(): source_sha256(p) for p in files})
+    """A member's model folder by content (`model_folder_digest`); a missing one is "missing"."""
+    return model_folder_digest(folder) if folder.is_dir() else "missing"
 
 
 def run(ctx: Context) -> dict:

@@ -15,9 +15,9 @@ from pipeline.core.store import (
     FORMAT_VERSION,
     digest,
     done_intact,
+    model_folder_digest,
     read_json,
     read_manifest,
-    source_sha256,
     write_done,
 )
 from pipeline.core.tasks import read_task_specs
@@ -55,9 +55,7 @@ def sources(cfg: RunConfig) -> dict[str, str]:
     makes the teachers, and what follows, stale."""
     if cfg.teachers.init_from is None:
         return {}
-    folder = Path(cfg.teachers.init_from)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "README.md") if folder.is_dir() else []
-    return {"teachers.init_from": digest({p.relative_to(folder).as_posix(): source_sha256(p) for p in files})}
+    return {"teachers.init_from": model_folder_digest(Path(cfg.teachers.init_from))}
 
 
 def makes(cfg: RunConfig) -> list[str]:

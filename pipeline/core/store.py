@@ -117,6 +117,13 @@ def source_sha256(path: str | Path) -> str:
     return sha
 
 
+def model_folder_digest(folder: Path) -> str:
+    """A model folder outside the run folder by content (`source_sha256` of each file, not its model card, which a
+    report rewrites); a missing folder is the digest of no files."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "README.md") if folder.is_dir() else []
+    return digest({p.relative_to(folder).as_posix(): source_sha256(p) for p in files})
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Put the finished folder `new` in the place of `target` (if any), by renames: `target` is never half old and
     half new, and its files are not written over in place (a hard link to one elsewhere stays as it was)."""
