@@ -17,7 +17,7 @@ from accelerate import Accelerator
 
 from pipeline.core.data import load_split
 from pipeline.core.errors import StoreError
-from pipeline.core.model import load_model, load_tokenizer
+from pipeline.core.model import load_model, other_vocabulary
 from pipeline.core.store import save_soft_targets
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import predict
@@ -64,6 +64,6 @@ def _member(path: Path, task: TaskSpec, vocabulary: dict[str, int] | None, trust
     model = load_model(path)
     if model.task_names != [task.name]:
         raise StoreError(f"{path}: not a teacher of task '{task.name}' alone (its heads: {model.task_names})")
-    if vocabulary is not None and load_tokenizer(str(path), trust_remote_code).get_vocab() != vocabulary:
+    if vocabulary is not None and other_vocabulary(path, vocabulary, trust_remote_code):
         raise StoreError(f"{path}: its tokenizer is not the one that tokenised this run's data (distill.teachers)")
     return model

@@ -55,9 +55,7 @@ def student_encoder_path(cfg: RunConfig, run_dir: Path, tokenizer) -> str:
     vocabulary than `tokenizer` (which tokenised the data) is a ModelLoadError: the data's token ids would mean
     other words to it."""
     path = resolve_model_path(cfg.model, run_dir, cfg.student.model)
-    if cfg.student.model is not None and load_tokenizer(path, cfg.model.trust_remote_code).get_vocab() != (
-        tokenizer.get_vocab()
-    ):
+    if cfg.student.model is not None and other_vocabulary(path, tokenizer.get_vocab(), cfg.model.trust_remote_code):
         raise ModelLoadError(
             f"'student.model' {cfg.student.model!r} has another vocabulary than model.name_or_path "
             f"{cfg.model.name_or_path!r}, whose tokenizer tokenised the data: a student of another tokenizer is not "
@@ -119,6 +117,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise ModelLoadError(_load_hint(path, "tokenizer", err)) from None
+
+
+def other_vocabulary(path: str | Path, vocabulary: dict[str, int], trust_remote_code: bool = False) -> bool:
+    """Whether the tokenizer in `path` maps words to other ids than `vocabulary` (the run's, which tokenised the
+    data): a model of it would read the data's token ids as other words."""
+    return load_tokenizer(str(path), trust_remote_code).get_vocab() != vocabulary
 
 
 def load_encoder(path: str, trust_remote_code: bool = False, safetensors_only: bool = False) -> nn.Module:
@@ -312,7 +316,7 @@ def build_model_from(
     where = f"teachers.init_from '{init_from}'"
     if source.pair_mode != "cross":
         raise ValueError(f"{where}: a {source.pair_mode} model cannot start a single-task teacher (cross-encoder)")
-    if tokenizer is not None and load_tokenizer(str(init_from)).get_vocab() != tokenizer.get_vocab():
+    if tokenizer is not None and other_vocabulary(init_from, tokenizer.get_vocab()):
         raise ValueError(f"{where}: its tokenizer's vocabulary is not model.name_or_path's, which tokenised the data")
     torch.manual_seed(seed)
     heads = {t.name: head_spec(t, cfg) for t in tasks}
