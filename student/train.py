@@ -125,6 +125,12 @@ def train_student(
     started, windows = time.time(), {}  # windows: per log key and task, loss summed since the last log line
     ckpt_state = {"digest": resume_key, "total_steps": total_steps, "config": to_dict(cfg)}
     start_tracking(acc, cfg, "student", "student")
+
+    def checkpoint(done: int) -> Path:  # with the training seconds so far (wall_s spans resumes) and the choice so far
+        state = {**ckpt_state, "elapsed_s": before + time.time() - started, **selection.checkpoint_state()}
+        extra = selection.checkpoint_tensors()
+        return save_checkpoint(ckpt_root, done, model, optimizer, acc, state, sc.keep_checkpoints, extra)
+
     with GracefulStop() as stop:
         for step in bar:
             lam = annealing_lambda(step, total_steps, sc.fixed_lambda)
@@ -163,13 +169,10 @@ def train_student(
                 log_record(acc, log_path, record, "student")
                 windows = {}
             selection.after_step(model, done, total_steps)
-            # a checkpoint's state: with the training seconds so far (wall_s spans resumes) and the choice so far
-            state = {**ckpt_state, "elapsed_s": before + time.time() - started, **selection.checkpoint_state()}
-            keep, extra = sc.keep_checkpoints, selection.checkpoint_tensors()
             if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < total_steps:
-                save_checkpoint(ckpt_root, done, model, optimizer, acc, state, keep, extra)
+                checkpoint(done)
             if stop.should_stop(acc):
-                path = save_checkpoint(ckpt_root, done, model, optimizer, acc, state, keep, extra)
+                path = checkpoint(done)
                 raise TrainingInterrupted(
                     f"[student] stopped by a signal after step {done}/{total_steps}; saved {path}. "
                     "Run the same command again to resume."

@@ -111,8 +111,10 @@ def train_teacher(
     start_tracking(acc, cfg, "teachers", track)
     ckpt_state = {"digest": resume_key, "total_steps": total_steps, "config": to_dict(cfg)}
 
-    def state() -> dict:  # a checkpoint's state: with the training seconds so far (wall_s spans resumes), the choice
-        return {**ckpt_state, "elapsed_s": before + time.time() - started, **selection.checkpoint_state()}
+    def checkpoint(done: int) -> Path:  # with the training seconds so far (wall_s spans resumes) and the choice
+        state = {**ckpt_state, "elapsed_s": before + time.time() - started, **selection.checkpoint_state()}
+        extra = selection.checkpoint_tensors()
+        return save_checkpoint(ckpt_root, done, model, optimizer, acc, state, tc.keep_checkpoints, extra)
 
     with GracefulStop() as stop:
         for step in bar:
@@ -146,11 +148,10 @@ def train_teacher(
                 }
                 log_record(acc, log_path, record, track)
             selection.after_step(model, step + 1, total_steps)
-            keep, extra = tc.keep_checkpoints, selection.checkpoint_tensors()
             if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < total_steps:
-                save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state(), keep, extra)
+                checkpoint(step + 1)
             if stop.should_stop(acc):
-                path = save_checkpoint(ckpt_root, step + 1, model, optimizer, acc, state(), keep, extra)
+                path = checkpoint(step + 1)
                 raise TrainingInterrupted(
                     f"[teachers] {task.name}: stopped by a signal after step {step + 1}/{total_steps}; saved {path}. "
                     "Run the same command again to resume."
