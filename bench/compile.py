@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from report import provenance, save_result  # noqa: E402
+from report import heading, provenance, save_result  # noqa: E402
 
 from pipeline.core.config import ModelConfig  # noqa: E402
 from pipeline.core.model import build_model, bundled_minilm_path  # noqa: E402
@@ -108,10 +108,7 @@ def main() -> None:
         "max_gradient": grad_scale,
     }
     md = [
-        f"# torch.compile of the student's step against eager, {result['date']}",
-        "",
-        f"Command: `{result['command']}`. Machine: {result['machine']}.",
-        "",
+        *heading("torch.compile of the student's step against eager", result),
         "| step | seconds per step | first pass over the lengths (s) |",
         "|---|---:|---:|",
         *(f"| {name} | {per_step[name]:.3f} | {warm[name]:.1f} |" for name in runners),

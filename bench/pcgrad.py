@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from report import provenance, save_result  # noqa: E402  (bench/report.py: the script's folder is on sys.path)
+from report import heading, provenance, save_result  # noqa: E402  (bench/report.py: the script's folder is on sys.path)
 
 from pipeline.core.model import bundled_minilm_path, load_encoder  # noqa: E402
 from student.options.pcgrad import projected_sum  # noqa: E402
@@ -80,10 +80,7 @@ def main() -> None:
         del grads
     result = {**provenance(load), "rows": rows}
     md = [
-        f"# PCGrad surgery, {result['date']}",
-        "",
-        f"Command: `{result['command']}`. Machine: {result['machine']}.",
-        "",
+        *heading("PCGrad surgery", result),
         "| tasks | parameters | reference (s) | ours (s) | speed-up | max abs difference |",
         "|---:|---:|---:|---:|---:|---:|",
     ]

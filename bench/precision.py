@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from report import provenance, save_result  # noqa: E402
+from report import heading, provenance, save_result  # noqa: E402
 from run import EVAL_BATCH, SEED, Bench, Ours, head, load_data, random_teacher, rates  # noqa: E402
 
 from pipeline.core.accel import make_accelerator  # noqa: E402
@@ -101,10 +101,7 @@ def main() -> None:
         "prediction_agreement": agreement,
     }
     md = [
-        f"# model.precision: bf16 against fp32, {result['date']}",
-        "",
-        f"Command: `{result['command']}`. Machine: {result['machine']}.",
-        "",
+        *heading("model.precision: bf16 against fp32", result),
         "| what | fp32 examples/s | bf16 examples/s | bf16 / fp32 |",
         "|---|---:|---:|---:|",
     ]

@@ -29,6 +29,11 @@ def provenance(load: float) -> dict:
     }
 
 
+def heading(title: str, result: dict) -> list[str]:
+    """The first lines of a smaller benchmark's .md: `# title, date`, then its command and machine (`provenance`)."""
+    return [f"# {title}, {result['date']}", "", f"Command: `{result['command']}`. Machine: {result['machine']}.", ""]
+
+
 def save_result(out: Path, name: str, result: dict, md: list[str]) -> None:
     """`result` (with `provenance`'s keys) as <out>/<name>-<date>.json, `md` as the .md beside it."""
     out.mkdir(parents=True, exist_ok=True)

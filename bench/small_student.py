@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from report import provenance, save_result  # noqa: E402
+from report import heading, provenance, save_result  # noqa: E402
 from run import EVAL_BATCH, SEED, head, load_data  # noqa: E402
 
 from pipeline.core.accel import make_accelerator  # noqa: E402
@@ -78,10 +78,7 @@ def main() -> None:
         "met": ratio >= TARGET,
     }
     md = [
-        f"# A smaller student's prediction throughput, {result['date']}",
-        "",
-        f"Command: `{result['command']}`. Machine: {result['machine']}.",
-        "",
+        *heading("A smaller student's prediction throughput", result),
         "| model | layers | examples/s |",
         "|---|---:|---:|",
         *(f"| {name} | {depth[name]} | {rate[name]:.1f} |" for name in models),
