@@ -163,7 +163,8 @@ def train_student(
                     "examples_seen": dict(
                         zip(names, np.bincount(plan[:done, :, 0].ravel(), minlength=len(tasks)).tolist())
                     ),
-                    "examples_per_s": (done - start_step) * step_rows / (time.time() - started),
+                    # training only: dev evaluations (`eval_every`) are left out
+                    "examples_per_s": (done - start_step) * step_rows / (time.time() - started - selection.seconds),
                 }
                 show_progress(acc, bar, record, [*windows], total_steps)
                 log_record(acc, log_path, record, "student")

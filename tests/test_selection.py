@@ -165,3 +165,18 @@ def test_the_training_plot_draws_the_dev_curve(chosen: Path, smoke_run: Path, tm
         if line.get_label() in dev[0]["score"]:
             assert list(line.get_ydata()) == [r["score"][line.get_label()] for r in dev]
     assert {line.get_label() for line in panel.get_lines()} == {*dev[0]["score"], "mean"}
+
+
+def test_evaluation_time_is_counted_apart_from_training(monkeypatch) -> None:
+    """The loops' ex/s leave out dev evaluations: `seconds` holds their time, and only theirs."""
+    loop = Scripted({2: 50.0, 4: 70.0, 6: 60.0, 8: 65.0})
+    clock = iter(range(0, 1000, 5))  # each perf_counter call 5 s after the last
+    monkeypatch.setattr("pipeline.core.selection.time.perf_counter", lambda: next(clock))
+    sel = loop.selection("last", every=2)
+    for step in range(1, 9):
+        loop.step_to(step)
+        sel.after_step(loop.model, step, 8)
+    assert sel.seconds == 3 * 5  # evaluations at steps 2, 4 and 6 (8 is the end's, made by `finish`)
+    never = loop.selection("last", every=0)
+    never.after_step(loop.model, 2, 8)
+    assert never.seconds == 0

@@ -15,6 +15,7 @@ weights, so the dev numbers of such a run are optimistic: that is why `last` is 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
@@ -47,13 +48,16 @@ class DevSelection:
         self.evaluate, self.scores, self.log = evaluate, scores, log
         self.best: dict[str, Any] | None = None  # {"step", "score", "dev"} of the weights kept so far
         self.weights: dict[str, torch.Tensor] | None = None
+        self.seconds = 0.0  # spent evaluating in `after_step` by this process, which the loops' ex/s leave out
 
     def after_step(self, model: torch.nn.Module, step: int, total_steps: int) -> None:
         """Evaluate when `step` is a multiple of `every` before the last (which `finish` is given); with `best`,
         keep the weights when they score higher than any before."""
         if not self.every or step % self.every or step >= total_steps:
             return
+        start = time.perf_counter()
         dev = self.evaluate(model)
+        self.seconds += time.perf_counter() - start
         score = self._record(step, dev)
         if self.select == BEST and (self.best is None or score > self.best["score"]):
             self.best = {"step": step, "score": score, "dev": dev}
