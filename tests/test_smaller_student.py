@@ -132,3 +132,38 @@ def test_reproduce_measures_the_small_student_against_small_baselines(tmp_path: 
     table = (out / "table.md").read_text()
     small = ("single-small", "multi-small", "bam-small")
     assert "A smaller student" in table and all(SMALL[name][0] in table for name in small)
+
+
+def test_a_run_from_its_own_teachers_does_not_train_the_seeds(tmp_path: Path) -> None:
+    """single-small alone trains only its own (small) teachers: the seed's shared folder gets its data, no
+    teachers and no soft targets."""
+    from pipeline.cli import main
+
+    out = tmp_path / "out"
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "1", "--variants", "single-small"]
+    assert main(argv) == 0
+    shared = out / "runs" / "seed-1" / "teachers"
+    assert (shared / "manifests" / "data.json").is_file()
+    assert not (shared / "manifests" / "teachers.json").exists() and not (shared / "distill").exists()
+    assert (out / "runs" / "seed-1" / "single-small" / "teachers" / "sst2" / "model").is_dir()
+    assert {r["variant"] for r in json.loads((out / "results.json").read_text())["runs"]} == {"single-small"}
+
+
+@pytest.mark.parametrize(
+    ("variant", "stages"),
+    [
+        ("single-small", ("data",)),
+        ("single", ("data", "teachers")),
+        ("multi", ("data", "teachers")),
+        ("multi-small", ("data", "teachers")),
+        ("bam-ensemble", ("data", "teachers")),
+        ("bam", ("data", "teachers", "distill")),
+        ("bam-small", ("data", "teachers", "distill")),
+        ("bam-ft", ("data", "teachers", "distill")),  # through its parent, BAM
+        ("multi-multi", ("data", "teachers")),  # through its parent, Multi
+    ],
+)
+def test_each_variant_reads_only_the_seed_stages_it_needs(variant: str, stages: tuple[str, ...]) -> None:
+    from pipeline.experiments.variants import seed_stages
+
+    assert seed_stages(variant) == stages

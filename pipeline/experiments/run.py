@@ -31,12 +31,14 @@ from pipeline.experiments.variants import (
     ENSEMBLE,
     ENSEMBLE_SEEDS,
     EVERY,
+    SHARED,
     TEACHERS,
     TUNE_SEED,
     ReproduceError,
     parse_seeds,
     reports_teachers,
     seed_config,
+    seed_stages,
     setting_label,
 )
 from stages import STAGES
@@ -167,7 +169,8 @@ def _tune_all(
 
 
 def _run_seed(cfg: RunConfig, out: Path, seed: int, every: list[int], variants: list[str], accelerator, write) -> None:
-    """Every variant of one seed not finished yet, after the seed's shared stages (its data from another seed's)."""
+    """Every variant of one seed not finished yet, after the seed's shared stages that they read (its data from
+    another seed's)."""
     scfg, recorded = seed_config(cfg, seed), recorded_runs(out)
     pending = [v for v in variants if finished_run(scfg, out, seed, v, recorded) is None]
     if not pending:
@@ -175,7 +178,7 @@ def _run_seed(cfg: RunConfig, out: Path, seed: int, every: list[int], variants: 
     if accelerator.is_main_process:
         share_data(scfg, out, seed, every)
     accelerator.wait_for_everyone()
-    target = "distill" if any(v not in ("single", "multi") for v in pending) else "teachers"
+    target = max((seed_stages(v)[-1] for v in pending), key=SHARED.index)  # only what the pending variants read
     run_stages(STAGES, scfg, seed_dir(out, seed) / "teachers", accelerator, target=target)
     for variant in (v for v in pending if v != "single"):
         accelerator.print(f"reproduce-glue: seed {seed}, {variant}")

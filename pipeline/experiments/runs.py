@@ -22,13 +22,12 @@ from pipeline.experiments.results import recorded_tuning_run
 from pipeline.experiments.variants import (
     ENSEMBLE,
     PARENT,
-    SHARED,
-    TEACHER_CHANGES,
     TUNE_SEED,
     ReproduceError,
     ensemble_members,
     reports_teachers,
     seed_config,
+    seed_stages,
     task_config,
 )
 from stages import STAGES
@@ -164,8 +163,7 @@ def run_variant(
     if variant == "single-single":
         _run_single_single(scfg, vcfg, base, run_dir, accelerator)
         return
-    shared = ("data",) if parent is not None or variant in TEACHER_CHANGES else SHARED
-    shared = ("data", "teachers") if variant in ("multi", *ENSEMBLE) else shared
+    shared = ("data",) if parent is not None else seed_stages(variant)  # a parent's stages come with its model
     if variant in ENSEMBLE:
         need_members(scfg, out, seed)
     if accelerator.is_main_process:

@@ -259,6 +259,20 @@ def task_config(cfg: RunConfig, task: str) -> RunConfig:
     )
 
 
+def seed_stages(variant: str) -> tuple[str, ...]:
+    """The seed's shared stages (SHARED) a variant's run reads, directly or through its parent's run: a run from
+    its own teachers only the data; Single, Single→Single, an ensemble and a student at λ = 1 the teachers too (an
+    ensemble makes its own soft targets; the evaluate stage scores a student against the teachers); the others
+    the soft targets as well."""
+    if variant in PARENT:
+        return seed_stages(PARENT[variant])
+    if variant in TEACHER_CHANGES:
+        return ("data",)
+    if variant in ("single", "single-single", *ENSEMBLE) or EVERY[variant][1].get("fixed_lambda") == 1.0:
+        return ("data", "teachers")
+    return SHARED
+
+
 def reports_teachers(variant: str) -> bool:
     """Whether the variant's numbers are its teachers' (single-task models), not a student's."""
     return variant in ("single", "bam-ft", "single-small")
