@@ -14,6 +14,7 @@ of rows whose argmax agrees). Writes <out>/precision-<date>.json and .md with th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing as mp
 import os
 import sys
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from report import heading, provenance, save_result  # noqa: E402
-from run import EVAL_BATCH, SEED, Bench, Ours, head, load_data, random_teacher, rates  # noqa: E402
+from throughput import EVAL_BATCH, SEED, Bench, Ours, head, load_data, random_teacher, rates  # noqa: E402
 
 from pipeline.core.accel import make_accelerator  # noqa: E402
 from pipeline.core.config import load_config  # noqa: E402
@@ -45,7 +46,8 @@ def child(b: Bench, precision: str, what: str) -> dict:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     if what == "train":
-        return Ours(b, b.names, "student", random_teacher(b, b.names), precision).run(b, None)
+        b = dataclasses.replace(b, precision=precision)  # Ours runs at the bench's precision
+        return Ours(b, b.names, "student", random_teacher(b, b.names)).run(b, None)
     task, split = get_glue_task(b.names[0]), b.data[b.names[0]]
     model, acc = build_model(b.path, [task], b.cfg.model, SEED), make_accelerator(precision=precision)
     predict(model, head(split, 256), 0, [task], acc, EVAL_BATCH)  # warm-up

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from report import heading, provenance, save_result  # noqa: E402
-from run import EVAL_BATCH, SEED, head, load_data  # noqa: E402
+from throughput import EVAL_BATCH, SEED, head, load_data  # noqa: E402
 
 from pipeline.core.accel import make_accelerator  # noqa: E402
 from pipeline.core.config import load_config  # noqa: E402
