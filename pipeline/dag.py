@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 
 from pipeline.core.config import ConfigError, RunConfig, mixed_precision
 from pipeline.core.context import Context, Stage
-from pipeline.core.model import check_model_limits
+from pipeline.core.model_limits import check_model_limits
 from pipeline.core.store import (
     FORMAT_VERSION,
     StoreError,

@@ -188,7 +188,7 @@ def test_every_numeric_key_has_a_range_and_a_bad_value_here() -> None:
 
 
 def _max_length(name: str, max_length: int) -> list[str]:
-    from pipeline.core.model import check_model_limits
+    from pipeline.core.model_limits import check_model_limits
 
     return check_model_limits(load_config(None, [f"--model.name_or_path={name}", f"--data.max_length={max_length}"]))
 
@@ -199,7 +199,7 @@ def test_tiny_random_positions_are_the_built_model_s(tmp_path: Path) -> None:
     build_tiny_random(tmp_path, ["a small text"], ModelConfig(tiny_hidden_size=8, tiny_layers=1, tiny_heads=2), seed=0)
     config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
     assert config["max_position_embeddings"] == TINY_RANDOM_POSITIONS
-    from pipeline.core.model import check_model_limits
+    from pipeline.core.model_limits import check_model_limits
 
     tiny = RunConfig(data=DataConfig(max_length=100000), model=ModelConfig(name_or_path="tiny-random"))
     assert check_model_limits(tiny) == []  # load_config checks it (the model is built by the data stage)
@@ -216,7 +216,7 @@ def test_bundled_minilm_limits_max_length() -> None:
 def test_a_model_folder_s_config_json_limits_max_length(tmp_path: Path) -> None:
     from transformers import BertConfig, RobertaConfig
 
-    from pipeline.core.model import check_model_limits
+    from pipeline.core.model_limits import check_model_limits
 
     BertConfig(max_position_embeddings=64).save_pretrained(tmp_path / "bert")
     RobertaConfig(max_position_embeddings=66, pad_token_id=1).save_pretrained(tmp_path / "roberta")

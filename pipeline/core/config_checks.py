@@ -139,7 +139,7 @@ def kept_layers(layers: str | Sequence[int], depth: int | None, key: str = "stud
 
 def _layers_problems(cfg: RunConfig) -> list[str]:
     """`student.layers` and `teachers.layers` as lists: indices from 0, each once, in order; against tiny-random's
-    depth too (a real model's depth is checked by model.check_model_limits, which reads its config)."""
+    depth too (a real model's depth is checked by model_limits.check_model_limits, which reads its config)."""
     problems = []
     if cfg.teachers.layers != "all" and cfg.teachers.init_from is not None:
         problems.append("'teachers.layers' applies to the pretrained model.name_or_path, not to teachers.init_from")
@@ -192,7 +192,7 @@ def _exempt(cfg: RunConfig, rule: str, value: Any) -> bool:
 
 def _model_fits(cfg: RunConfig) -> list[str]:
     """The tiny-random model can be built (its heads divide its width) and holds data.max_length tokens; a real
-    model's limits are read from its config.json by model.check_model_limits."""
+    model's limits are read from its config.json by model_limits.check_model_limits."""
     m, problems = cfg.model, []
     if m.tiny_hidden_size >= 1 and m.tiny_heads >= 1 and m.tiny_hidden_size % m.tiny_heads:
         problems.append(
