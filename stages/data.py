@@ -1,5 +1,6 @@
 """Stage `data`: every task's spec (a custom task's labels or range learnt from its training split), and its splits
-(GLUE TSV folder, the Hub, generated, or a custom task's files) read, capped, tokenised and stored."""
+(GLUE TSV folder, the Hub, generated, or a custom task's files) read, capped, tokenised by the teachers' tokenizer and
+stored with their texts (a student with a tokenizer of its own retokenises them: student/data.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from pipeline.core.config import RunConfig, to_dict
 from pipeline.core.context import Context
 from pipeline.core.custom import read_custom_split, resolve_task
-from pipeline.core.data import save_split, split_dir, tokenize_split
+from pipeline.core.data import save_split, split_dir, split_texts, tokenize_split
 from pipeline.core.glue import Example, read_split, split_path
 from pipeline.core.model import load_tokenizer, resolve_model_path
 from pipeline.core.store import source_sha256, write_json
@@ -88,7 +89,7 @@ def run(ctx: Context) -> dict:
     sizes = {}
     for (task, split), exs in examples.items():
         tokenized = tokenize_split(exs, tokenizer, cfg.data.max_length, task, split)
-        save_split(tokenized, split_dir(ctx.run_dir, task, split))
+        save_split(tokenized, split_dir(ctx.run_dir, task, split), split_texts(exs))
         sizes.setdefault(task, {})[split] = {"rows": len(tokenized), "tokens": int(tokenized.offsets[-1])}
         acc.print(f"[data] {task}/{split}: {len(tokenized)} examples, {int(tokenized.offsets[-1])} tokens")
     write_json(ctx.run_dir / "data" / "sizes.json", sizes)

@@ -78,7 +78,7 @@ def _folder_digest(folder: Path) -> str:
 
 def run(ctx: Context) -> dict:
     acc, rows, remote = ctx.accelerator, {}, ctx.cfg.model.trust_remote_code
-    vocabulary = None  # an ensemble's: the run's tokenizer's, which every member must share (loaded once)
+    vocabulary = None  # an ensemble's: the run's tokenizer's; a member of another reads the examples with its own
     if ctx.cfg.distill.teachers:
         vocabulary = load_tokenizer(resolve_model_path(ctx.cfg.model, ctx.run_dir), remote).get_vocab()
     for task in read_task_specs(ctx.run_dir, ctx.cfg.data.tasks):
@@ -94,7 +94,9 @@ def run(ctx: Context) -> dict:
         acc.wait_for_everyone()
         teachers, batch_size = members(ctx.cfg, ctx.run_dir, task.name), ctx.cfg.teachers.eval_batch_size
         named = [os.path.relpath(p, ctx.run_dir) for p in teachers] if len(teachers) > 1 else None
-        rows[task.name] = distill_task(task, teachers, ctx.run_dir, partial, acc, batch_size, vocabulary, named, remote)
+        rows[task.name] = distill_task(
+            task, teachers, ctx.run_dir, partial, acc, batch_size, vocabulary, named, remote, ctx.cfg.data.max_length
+        )
         if acc.is_main_process:
             files = [p for p in sorted(partial.iterdir()) if p.is_file()]
             write_done(partial / "done.json", own, partial, files, rows=rows[task.name])

@@ -6,7 +6,7 @@ from statistics import mean
 
 from pipeline.core.config import RunConfig
 from pipeline.core.context import Context
-from pipeline.core.data import load_split
+from pipeline.core.data import load_split, split_dir
 from pipeline.core.metrics import main_score
 from pipeline.core.model import load_model
 from pipeline.core.store import read_json, write_json
@@ -34,12 +34,16 @@ def run(ctx: Context) -> dict:
     model = load_model(ctx.run_dir / "student" / "model").to(acc.device)
     if model.task_names != [t.name for t in tasks]:
         raise RuntimeError(f"student heads {model.task_names} do not match data.tasks {[t.name for t in tasks]}")
+    # the dev splits as the student read them: its own tokenizer's (student/data/, with student.model) or the data's
+    tokens = (
+        ctx.run_dir / "student" if split_dir(ctx.run_dir / "student", tasks[0].name, "train").is_dir() else ctx.run_dir
+    )
     per_task = {}
     for i, task in enumerate(tasks):
         teacher = read_json(ctx.run_dir / "teachers" / task.name / "metrics.json")
         student = {}
         for split in task.dev_splits:
-            data = load_split(ctx.run_dir, task.name, split)
+            data = load_split(tokens, task.name, split)
             batch_size = ctx.cfg.student.eval_batch_size
             student[split] = evaluate(model, data, i, tasks, acc, batch_size, desc=f"evaluate {task.name}/{split}")
         t_score = main_score(task, teacher["dev"][task.dev_splits[0]])

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 from pipeline.core.card import current_command
 from pipeline.core.checkpoint import resume, save_checkpoint
 from pipeline.core.config import RunConfig, to_dict
-from pipeline.core.data import collate, load_split
+from pipeline.core.data import collate
 from pipeline.core.errors import TrainingInterrupted
 from pipeline.core.loss import annealing_lambda, multitask_loss
 from pipeline.core.metrics import main_score
-from pipeline.core.model import build_model, load_tokenizer, resolve_model_path, save_model, student_encoder_path
+from pipeline.core.model import build_model, resolve_model_path, save_model
 from pipeline.core.sampling import rank_slice, steps_for
 from pipeline.core.selection import DevSelection
 from pipeline.core.store import load_soft_targets, write_json
@@ -52,6 +52,7 @@ from pipeline.core.training import (
     stop_tracking,
     to_device,
 )
+from student.data import student_data
 from student.options import get_options
 from student.options.hooks import Logged, Options, PerTask
 from student.probe import TaskGradients
@@ -65,19 +66,20 @@ def train_student(
     then the dev metrics) and `out_dir/summary.json`, and sends the log's records to the trackers. Resumes from a
     checkpoint in `out_dir` made for `resume_key`."""
     sc = cfg.student
-    train = [load_split(run_dir, t.name, "train") for t in tasks]
+    tokenizer, splits = student_data(cfg, tasks, run_dir, out_dir, acc)  # the data's, or student.model's own
+    train = [splits[(t.name, "train")] for t in tasks]
     teacher = None
-    if sc.fixed_lambda != 1.0:  # verified join: ids, order and data fingerprint must match, or this raises
+    if sc.fixed_lambda != 1.0:  # verified join: ids, order and the examples' fingerprint must match, or this raises
         teacher = [
-            load_soft_targets(run_dir / "distill" / t.name, "train", s.ids, s.fingerprint) for t, s in zip(tasks, train)
+            load_soft_targets(run_dir / "distill" / t.name, "train", s.ids, s.examples_fingerprint)
+            for t, s in zip(tasks, train)
         ]
 
     # setup
     set_seed(sc.seed)
-    tokenizer = load_tokenizer(resolve_model_path(cfg.model, run_dir), cfg.model.trust_remote_code)  # the data's
     opts = get_options(sc, tasks, train, acc.num_processes)  # the options' calls; BAM's at their defaults
     model = build_model(
-        student_encoder_path(cfg, run_dir, tokenizer), tasks, cfg.model, sc.seed, sc.pair_mode, sc.pooling,
+        resolve_model_path(cfg.model, run_dir, sc.model), tasks, cfg.model, sc.seed, sc.pair_mode, sc.pooling,
         sc.regression_hidden, opts.head_affine, sc.layers,
     )  # fmt: skip
     probe = TaskGradients(model, [t.name for t in tasks])  # each task's gradient at the heads' input, logged
@@ -101,7 +103,7 @@ def train_student(
     ckpt_root = out_dir / "checkpoints"
     start_step, before, found = resume(out_dir, resume_key, model, optimizer, acc, "[student]", total_steps)
     log_path = out_dir / "log.jsonl"
-    devs = {(t.name, split): load_split(run_dir, t.name, split) for t in tasks for split in t.dev_splits}
+    devs = {(t.name, split): splits[(t.name, split)] for t in tasks for split in t.dev_splits}
     selection = DevSelection(
         sc.eval_every, sc.select, acc,
         partial(evaluate_tasks, tasks=tasks, devs=devs, acc=acc, batch_size=sc.eval_batch_size),

@@ -1,6 +1,7 @@
 """Cache a teacher's soft targets: it predicts its task's training and dev sets once; the student never runs it.
 With several teachers of the task (`distill.teachers`: an ensemble), the stored targets are their mean: of the
-probabilities (kept as log-probabilities, whose softmax is that mean exactly) or of the regression outputs.
+probabilities (kept as log-probabilities, whose softmax is that mean exactly) or of the regression outputs. A member
+of another tokenizer (another model family) reads the same examples tokenised by its own.
 
 Run through the pipeline (teachers are trained first if missing):
 
@@ -15,9 +16,9 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from pipeline.core.data import load_split
+from pipeline.core.data import load_examples, load_split, tokenize_split
 from pipeline.core.errors import StoreError
-from pipeline.core.model import load_model, other_vocabulary
+from pipeline.core.model import load_model, load_tokenizer
 from pipeline.core.store import save_soft_targets
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import predict
@@ -26,19 +27,28 @@ from pipeline.core.training import predict
 def distill_task(
     task: TaskSpec, teachers: list[Path], run_dir: Path, out_dir: Path, acc: Accelerator, batch_size: int,
     vocabulary: dict[str, int] | None = None, members: list[str] | None = None, trust_remote_code: bool = False,
+    max_length: int = 128,
 ) -> dict[str, int]:  # fmt: skip
     """Write `out_dir/<split>.npy` (the teacher model's logits or scaled regression output, float32; with several
-    `teachers`, their mean), ids and a record naming the `members`, for the task's train and dev splits as stored
-    in `run_dir`; returns the rows per split. With `vocabulary` (the run's tokenizer's), a teacher whose tokenizer
-    differs is an error: the data's token ids would mean other words to it."""
-    models = [_member(path, task, vocabulary, trust_remote_code).to(acc.device) for path in teachers]
+    `teachers`, their mean), ids and a record naming the `members` and the examples, for the task's train and dev
+    splits as stored in `run_dir`; returns the rows per split. With `vocabulary` (the run's tokenizer's), a teacher
+    whose tokenizer differs reads the same examples tokenised by its own (`max_length` tokens at most)."""
+    models = [_member(path, task).to(acc.device) for path in teachers]
+    own = [None if vocabulary is None else _own_tokenizer(path, vocabulary, trust_remote_code) for path in teachers]
     rows = {}
     for split in ("train", *task.dev_splits):
         data = load_split(run_dir, task.name, split)
         desc = f"distill {task.name}/{split}"
-        outputs = [predict(m, data, 0, [task], acc, batch_size, desc=desc) for m in models]
+        outputs = []
+        for model, tokenizer in zip(models, own):
+            tokens = data
+            if tokenizer is not None:  # the examples as this member's tokenizer reads them: same ids, same order
+                tokens = tokenize_split(
+                    load_examples(run_dir, task.name, split), tokenizer, max_length, task.name, split
+                )
+            outputs.append(predict(model, tokens, 0, [task], acc, batch_size, desc=desc))
         if acc.is_main_process:
-            save_soft_targets(out_dir, split, data.ids, ensemble(outputs, task), data.fingerprint, members)
+            save_soft_targets(out_dir, split, data.ids, ensemble(outputs, task), data.examples_fingerprint, members)
         rows[split] = len(data)
     acc.print(f"[distill] {task.name}: " + ", ".join(f"{s} {n} rows" for s, n in rows.items()))
     return rows
@@ -56,14 +66,17 @@ def ensemble(outputs: list[np.ndarray], task: TaskSpec) -> np.ndarray:
     return torch.log(probabilities).float().numpy()
 
 
-def _member(path: Path, task: TaskSpec, vocabulary: dict[str, int] | None, trust_remote_code: bool = False):
-    """A teacher of `task` from a model folder: its model, refused with a message when it has no head for the task
-    or another tokenizer."""
+def _member(path: Path, task: TaskSpec):
+    """A teacher of `task` from a model folder, refused with a message when it has no head for the task."""
     if not (path / "heads.json").is_file():
         raise StoreError(f"{path}: no teacher model here (expected a run folder whose teachers stage is done)")
     model = load_model(path)
     if model.task_names != [task.name]:
         raise StoreError(f"{path}: not a teacher of task '{task.name}' alone (its heads: {model.task_names})")
-    if vocabulary is not None and other_vocabulary(path, vocabulary, trust_remote_code):
-        raise StoreError(f"{path}: its tokenizer is not the one that tokenised this run's data (distill.teachers)")
     return model
+
+
+def _own_tokenizer(path: Path, vocabulary: dict[str, int], trust_remote_code: bool = False):
+    """The tokenizer of the teacher in `path` when it is not the run's (whose vocabulary is `vocabulary`), else None."""
+    tokenizer = load_tokenizer(str(path), trust_remote_code)
+    return tokenizer if tokenizer.get_vocab() != vocabulary else None

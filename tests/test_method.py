@@ -580,6 +580,7 @@ def test_padding_uses_the_encoders_pad_token() -> None:
         offsets=np.array([0, 4, 7]),
         labels=np.array([0.0, 1.0], np.float32),
         fingerprint="x",
+        examples_fingerprint="y",
     )
     batch = collate([(0, 0), (0, 1)], [split], [get_glue_task("sst2")], pad_id=1)
     assert batch["input_ids"].tolist() == [[0, 5, 6, 2], [0, 7, 2, 1]]

@@ -473,7 +473,7 @@ def _split(task: str, examples: list[tuple[list[int], list[int]]]) -> TokenizedS
     types = np.concatenate([np.asarray(t, np.int8) for _, t in examples])
     offsets = np.concatenate([[0], np.cumsum([len(i) for i, _ in examples])])
     labels = np.arange(len(examples), dtype=np.float32) % 2
-    return TokenizedSplit(task, "train", [str(i) for i in range(len(examples))], ids, types, offsets, labels, "x")
+    return TokenizedSplit(task, "train", [str(i) for i in range(len(examples))], ids, types, offsets, labels, "x", "y")
 
 
 CLS, SEP = 2, 3

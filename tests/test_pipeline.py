@@ -22,7 +22,15 @@ from stages import STAGES as REGISTRY
 
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
 GLUE_DIRS = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
-SPLIT_FILES = ["ids.json", "input_ids.npy", "labels.npy", "offsets.npy", "split.json", "token_type_ids.npy"]
+SPLIT_FILES = [
+    "ids.json",
+    "input_ids.npy",
+    "labels.npy",
+    "offsets.npy",
+    "split.json",
+    "texts.json",
+    "token_type_ids.npy",
+]
 MODEL_FILES = ["checksums.json", "config.json", "heads.json", "heads.safetensors", "model.safetensors",
                "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
 
@@ -169,9 +177,9 @@ def test_soft_targets_that_do_not_match_the_data_are_refused(smoke_copy: Path, d
     store = smoke_copy / "distill" / "mrpc"
     if damage == "other_data":
         record = read_json(store / "train.record.json")
-        record["data_fingerprint"] = "0" * 64
+        record["examples_fingerprint"] = "0" * 64
         write_json(store / "train.record.json", record)
-        match = "other data"
+        match = "other examples"
     elif damage == "reordered":
         ids = read_json(store / "train.ids.json")
         write_json(store / "train.ids.json", ids[1:2] + ids[:1] + ids[2:])
@@ -180,7 +188,7 @@ def test_soft_targets_that_do_not_match_the_data_are_refused(smoke_copy: Path, d
         write_json(store / "train.ids.json", read_json(store / "train.ids.json")[:-3])
         match = "3 missing"
     with pytest.raises(StoreError, match=match):
-        load_soft_targets(store, "train", data.ids, data.fingerprint)
+        load_soft_targets(store, "train", data.ids, data.examples_fingerprint)
     # The student's own loader refuses too (run through the DAG, the checksum mismatch would first make
     # `distill` stale and redo it), and nothing it depends on is touched.
     from pipeline.core.accel import make_accelerator

@@ -194,8 +194,8 @@ class StudentConfig:
     regression_hidden: int = 0  # > 0: a regression head is an MLP with one hidden layer of this width (0 = linear)
 
     # The student's size (docs/smaller-student.md); the defaults are BAM's born-again student, the teachers' model:
-    model: str | None = None  # the student's pretrained encoder, a Hub name or folder with the teachers' tokenizer
-    # (their vocabulary: the data is tokenised once); null = model.name_or_path
+    model: str | None = None  # the student's pretrained encoder, a Hub name or folder; null = model.name_or_path. Its
+    # own tokenizer reads the examples (retokenised into the student's folder; soft targets join by example id)
     layers: Literal["all", "every_other"] | tuple[int, ...] = "all"  # the encoder layers the student keeps, as
     # DistilBERT's initialisation does: all; every_other, counted from the top (6 → layers 1, 3, 5: the top one
     # stays); or a list of indices, 0 = the bottom layer. Its depth then sets the layer-wise learning rates
@@ -204,9 +204,9 @@ class StudentConfig:
 @dataclass(frozen=True)
 class DistillConfig:
     # Teacher ensembles (docs/smaller-student.md): other run folders whose teachers (teachers/<task>/model, trained on
-    # the same tasks with the same tokenizer, e.g. other seeds' runs) are averaged with this run's own; the soft
-    # targets are then the mean of the members' probabilities (classification) or outputs (regression), and their
-    # record names the members. () = this run's teachers alone (BAM)
+    # the same tasks, e.g. other seeds' runs; a member of another tokenizer reads the examples with its own) are
+    # averaged with this run's own; the soft targets are then the mean of the members' probabilities
+    # (classification) or outputs (regression), and their record names the members. () = this run's teachers alone
     teachers: tuple[str, ...] = ()
 
 

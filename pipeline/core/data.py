@@ -1,13 +1,16 @@
 """Tokenised splits on disk and the batches built from them.
 
 A split is stored as flat `.npy` arrays (token ids of all examples end to end, their offsets, labels) plus the
-example ids in JSON: memory-mapped on load, no pickle, and a fingerprint that changes whenever the examples,
-the tokenizer or the maximum length change. Batches are padded to their own longest example (dynamic padding).
+example ids and texts in JSON: memory-mapped on load, no pickle. Two fingerprints: the examples' own (ids, texts,
+labels, in order: what soft targets are joined by, whichever tokenizer reads them) and the tokenised split's (which
+also changes with the tokenizer or the maximum length). Batches are padded to their own longest example (dynamic
+padding). A student with a tokenizer of its own reads the examples retokenised (`retokenize`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,8 @@ class TokenizedSplit:
     token_type_ids: np.ndarray  # int8 [total tokens]
     offsets: np.ndarray  # int64 [N + 1]; example i is input_ids[offsets[i]:offsets[i + 1]]
     labels: np.ndarray  # float32 [N]
-    fingerprint: str
+    fingerprint: str  # of the examples as tokenised here (examples, tokenizer, max length)
+    examples_fingerprint: str  # of the examples alone: ids, texts and labels in order (`examples_fingerprint`)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -65,7 +69,19 @@ def tokenize_split(
     ids = [ex.id for ex in examples]
     tokenizer_id = f"{type(tokenizer).__name__}:{len(tokenizer)}:{digest(tokenizer.get_vocab())}:{max_length}"
     fingerprint = split_fingerprint(ids, input_ids, token_type_ids, offsets, labels, tokenizer_id)
-    return TokenizedSplit(task, split, ids, input_ids, token_type_ids, offsets, labels, fingerprint)
+    examples_id = examples_fingerprint(examples)
+    return TokenizedSplit(task, split, ids, input_ids, token_type_ids, offsets, labels, fingerprint, examples_id)
+
+
+def examples_fingerprint(examples: Sequence[Example]) -> str:
+    """The examples themselves, in order: ids, both texts (a missing second text apart from an empty one) and labels
+    as stored (float32). The same for every tokenizer; another example, text, label, order or a missing row changes
+    it."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.id, ex.text_a, ex.text_b], ensure_ascii=False).encode() + b"\n")
+    h.update(np.asarray([float(ex.label) for ex in examples], dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 def split_fingerprint(ids, input_ids, token_type_ids, offsets, labels, tokenizer_id: str = "") -> str:
@@ -78,11 +94,14 @@ def split_fingerprint(ids, input_ids, token_type_ids, offsets, labels, tokenizer
     return h.hexdigest()
 
 
-def save_split(split: TokenizedSplit, out_dir: Path) -> None:
+def save_split(split: TokenizedSplit, out_dir: Path, texts: dict[str, list[str | None]] | None = None) -> None:
+    """Write `split` into `out_dir`; with `texts` (`split_texts`, the data stage's), its examples' texts too."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("input_ids", "token_type_ids", "offsets", "labels"):
         write_npy(out_dir / f"{name}.npy", getattr(split, name))
     write_json(out_dir / "ids.json", split.ids)
+    if texts is not None:
+        write_json(out_dir / "texts.json", texts)
     write_json(
         out_dir / "split.json",
         {
@@ -91,8 +110,14 @@ def save_split(split: TokenizedSplit, out_dir: Path) -> None:
             "rows": len(split),
             "tokens": int(split.offsets[-1]),
             "fingerprint": split.fingerprint,
+            "examples_fingerprint": split.examples_fingerprint,
         },
     )
+
+
+def split_texts(examples: Sequence[Example]) -> dict[str, list[str | None]]:
+    """The texts `save_split` keeps beside the token ids, so that another tokenizer can read the same examples."""
+    return {"text_a": [ex.text_a for ex in examples], "text_b": [ex.text_b for ex in examples]}
 
 
 def split_dir(run_dir: Path, task: str, split: str) -> Path:
@@ -106,7 +131,38 @@ def load_split(run_dir: Path, task: str, split: str) -> TokenizedSplit:
         raise StoreError(f"no tokenised data at {d}; run the data stage")
     meta = read_json(d / "split.json")
     arrays = {name: read_npy(d / f"{name}.npy") for name in ("input_ids", "token_type_ids", "offsets", "labels")}
-    return TokenizedSplit(task, split, read_json(d / "ids.json"), fingerprint=meta["fingerprint"], **arrays)
+    return TokenizedSplit(
+        task, split, read_json(d / "ids.json"), fingerprint=meta["fingerprint"],
+        examples_fingerprint=meta["examples_fingerprint"], **arrays,
+    )  # fmt: skip
+
+
+def load_examples(run_dir: Path, task: str, split: str) -> list[Example]:
+    """The examples of a split the data stage stored (ids, texts, labels), to be tokenised by another tokenizer; a
+    stored label that is a class index comes back as an int."""
+    d = split_dir(run_dir, task, split)
+    if not (d / "texts.json").is_file():
+        raise StoreError(f"no example texts at {d}; run the data stage")
+    ids, texts, labels = read_json(d / "ids.json"), read_json(d / "texts.json"), read_npy(d / "labels.npy")
+    if not len(ids) == len(texts["text_a"]) == len(texts["text_b"]) == len(labels):
+        raise StoreError(f"{d}: {len(ids)} ids, {len(texts['text_a'])} texts and {len(labels)} labels; rerun data")
+    return [
+        Example(i, a, b, int(y) if float(y).is_integer() else float(y))
+        for i, a, b, y in zip(ids, texts["text_a"], texts["text_b"], labels.tolist())
+    ]
+
+
+def retokenize(run_dir: Path, task: str, split: str, tokenizer, max_length: int, out_root: Path) -> TokenizedSplit:
+    """A stored split's examples tokenised by `tokenizer` (a student's own) into `out_root/data/<task>/<split>/`;
+    its examples fingerprint is the stored split's (checked: the texts read back are the examples stored)."""
+    stored = read_json(split_dir(run_dir, task, split) / "split.json")
+    tokenized = tokenize_split(load_examples(run_dir, task, split), tokenizer, max_length, task, split)
+    if tokenized.examples_fingerprint != stored["examples_fingerprint"]:
+        raise StoreError(
+            f"{split_dir(run_dir, task, split)}: the stored texts are not the examples it records; rerun data"
+        )
+    save_split(tokenized, split_dir(out_root, task, split))
+    return tokenized
 
 
 def scaled_labels(task: TaskSpec, labels: np.ndarray) -> np.ndarray:

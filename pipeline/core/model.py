@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from pipeline.core.checksums import CHECKSUMS, checksum_problem, write_checksums
-from pipeline.core.config import ModelConfig, RunConfig
+from pipeline.core.config import ModelConfig
 from pipeline.core.config_checks import ALL
 from pipeline.core.errors import ModelLoadError
 from pipeline.core.shrink import keep_layers
@@ -48,20 +48,6 @@ def resolve_model_path(cfg: ModelConfig, run_dir: Path, name_or_path: str | None
     if name == "tiny-random":
         return str(run_dir / "data" / "tiny-random")
     return name
-
-
-def student_encoder_path(cfg: RunConfig, run_dir: Path, tokenizer) -> str:
-    """The student's pretrained encoder (`student.model`, else the teachers' `model.name_or_path`); one with another
-    vocabulary than `tokenizer` (which tokenised the data) is a ModelLoadError: the data's token ids would mean
-    other words to it."""
-    path = resolve_model_path(cfg.model, run_dir, cfg.student.model)
-    if cfg.student.model is not None and other_vocabulary(path, tokenizer.get_vocab(), cfg.model.trust_remote_code):
-        raise ModelLoadError(
-            f"'student.model' {cfg.student.model!r} has another vocabulary than model.name_or_path "
-            f"{cfg.model.name_or_path!r}, whose tokenizer tokenised the data: a student of another tokenizer is not "
-            "supported; take a model of the same tokenizer (e.g. a smaller one of its family), or student.layers"
-        )
-    return path
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

@@ -25,7 +25,9 @@ from pipeline.core.errors import StoreError
 # The run-folder format: every stage manifest, stage digest and per-task record carries it. Bump it whenever what a
 # record means changes (a config key's effect, a file's layout, what a digest covers); a folder made by another
 # format then reads as stale, with a message, and reruns. Format 2: config subsets hold every key, defaults included.
-FORMAT_VERSION = 2
+# Format 3: a split keeps its examples' texts and fingerprint, and soft targets are joined by that fingerprint (the
+# examples themselves, whichever tokenizer reads them), no longer by the teachers' token ids.
+FORMAT_VERSION = 3
 
 
 @contextmanager
@@ -253,11 +255,12 @@ def verify_files(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
 
 
 def save_soft_targets(
-    out_dir: Path, split: str, ids: list[str], outputs: np.ndarray, data_fingerprint: str,
+    out_dir: Path, split: str, ids: list[str], outputs: np.ndarray, examples_fingerprint: str,
     members: list[str] | None = None,
 ) -> None:  # fmt: skip
-    """Store one teacher's outputs for a split: `<split>.npy` float32 [N, C], `<split>.ids.json` and a record (with
-    `members`: the teachers an ensemble's targets were averaged from)."""
+    """Store one teacher's outputs for a split: `<split>.npy` float32 [N, C], `<split>.ids.json` and a record of the
+    examples they were made from (`examples_fingerprint`: ids, texts, labels) and, with `members`, the teachers an
+    ensemble's targets were averaged from."""
     if len(ids) != len(outputs):
         raise StoreError(f"soft targets for {split}: {len(ids)} ids but {len(outputs)} rows")
     outputs = np.ascontiguousarray(outputs, dtype=np.float32)
@@ -268,7 +271,7 @@ def save_soft_targets(
         {
             "rows": len(ids),
             "columns": int(outputs.shape[1]),
-            "data_fingerprint": data_fingerprint,
+            "examples_fingerprint": examples_fingerprint,
             "ids_sha256": digest(ids),
             "array_sha256": file_sha256(out_dir / f"{split}.npy"),
             **({"members": members} if members else {}),
@@ -276,8 +279,9 @@ def save_soft_targets(
     )
 
 
-def load_soft_targets(out_dir: Path, split: str, ids: list[str], data_fingerprint: str) -> np.ndarray:
-    """Load the stored outputs for `split` and verify they belong to exactly these examples, in this order."""
+def load_soft_targets(out_dir: Path, split: str, ids: list[str], examples_fingerprint: str) -> np.ndarray:
+    """Load the stored outputs for `split` and verify they belong to exactly these examples (`ids`, and their
+    `examples_fingerprint`: ids, texts and labels), in this order, whichever tokenizer the reader uses."""
     record_path = out_dir / f"{split}.record.json"
     if not record_path.is_file():
         raise StoreError(f"no soft targets at {record_path}; run the distill stage")
@@ -285,10 +289,11 @@ def load_soft_targets(out_dir: Path, split: str, ids: list[str], data_fingerprin
     array_path = out_dir / f"{split}.npy"
     if file_sha256(array_path) != record["array_sha256"]:
         raise StoreError(f"{array_path}: checksum does not match {record_path.name}; the file is truncated or changed")
-    if record["data_fingerprint"] != data_fingerprint:
+    if record.get("examples_fingerprint") != examples_fingerprint:
+        made = str(record.get("examples_fingerprint", "none recorded"))[:12]
         raise StoreError(
-            f"{record_path}: soft targets were made from other data (fingerprint {record['data_fingerprint'][:12]}…, "
-            f"the data now has {data_fingerprint[:12]}…: other examples, tokenizer or max length); rerun distill"
+            f"{record_path}: soft targets were made from other examples (fingerprint {made}…, the data now has "
+            f"{examples_fingerprint[:12]}…: other ids, texts, labels or order); rerun distill"
         )
     stored_ids = read_json(out_dir / f"{split}.ids.json")
     if stored_ids != ids:
