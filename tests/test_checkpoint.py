@@ -134,3 +134,26 @@ def test_fp16_on_a_cpu_is_refused() -> None:
         pytest.skip("a GPU is present: fp16 is allowed")
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
         make_accelerator(precision="fp16")
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, fast: bool) -> None:
+    import warnings
+
+    from accelerate.state import AcceleratorState
+
+    import pipeline.core.accel
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    monkeypatch.setattr(pipeline.core.accel, "cpu_has_fast_bf16", lambda: fast)
+    AcceleratorState._reset_state(True)  # one precision per process: the other tests' Accelerators are fp32
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert make_accelerator(precision="bf16").mixed_precision == "bf16"  # a warning, not a refusal
+    finally:
+        AcceleratorState._reset_state(True)
+    said = [str(w.message) for w in caught if "without bf16 instructions" in str(w.message)]
+    assert len(said) == (0 if fast else 1)
+    assert fast or "--model.precision=fp32 is faster here" in said[0]

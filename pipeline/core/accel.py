@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def make_accelerator(report_to: str = "none", run_dir: Path | None = None, preci
     mixed = None if precision is None else mixed_precision(precision)
     if mixed == "fp16" and not torch.cuda.is_available():  # Accelerate would run fp32 and call it fp16
         raise ConfigError("model.precision fp16 needs a GPU; on a CPU use bf16 (or fp32)")
+    if mixed == "bf16" and not torch.cuda.is_available() and not cpu_has_fast_bf16():
+        warnings.warn(
+            "model.precision bf16 on a CPU without bf16 instructions (AVX-512 or AMX): PyTorch emulates it, and "
+            "training runs many times slower than in fp32 (docs/performance.md); --model.precision=fp32 is faster here",
+            stacklevel=2,
+        )
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch` (its flag or config file)
     if None not in (launched, mixed) and launched != mixed:
         ours = {mixed_precision(p): p for p in ("fp32", "bf16", "fp16")}
@@ -61,3 +68,14 @@ def make_accelerator(report_to: str = "none", run_dir: Path | None = None, preci
     return Accelerator(
         cpu=cpu, mixed_precision=mixed, kwargs_handlers=handlers, log_with=trackers or None, project_config=project
     )
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's bf16 kernels: AVX-512 or AMX); without them PyTorch emulates
+    it (measured on an AVX2 CPU: bf16 matmuls 77x slower than fp32)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: no way to tell, so no warning
+        return True
