@@ -85,7 +85,7 @@ def render(metrics: dict, cfg: RunConfig) -> str:
     lines += [
         "",
         f"Student: λ {lam}; task sampling {sampling}; layer decay {s.layer_decay}; lr {s.lr}; "
-        f"batch {s.batch_size}; {s.epochs} epochs{options}. Model: `{cfg.model.name_or_path}`.",
+        f"batch {s.batch_size}; {s.epochs} epochs{options}. Model: `{s.model or cfg.model.name_or_path}`.",
         "",
     ]
     if cfg.distill.teachers:

@@ -33,13 +33,14 @@ from pipeline.core.data import collate
 from pipeline.core.errors import TrainingInterrupted
 from pipeline.core.loss import annealing_lambda, multitask_loss
 from pipeline.core.metrics import main_score
-from pipeline.core.model import build_model, resolve_model_path, save_model
+from pipeline.core.model import build_model, load_tokenizer, resolve_model_path, save_model
 from pipeline.core.sampling import rank_slice, steps_for
 from pipeline.core.selection import DevSelection
 from pipeline.core.store import load_soft_targets, write_json
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import (
     GracefulStop,
+    check_saved_model,
     compute_record,
     evaluate,
     get_lr_multiplier,
@@ -52,7 +53,7 @@ from pipeline.core.training import (
     stop_tracking,
     to_device,
 )
-from student.data import student_data
+from student.data import student_splits
 from student.options import get_options
 from student.options.hooks import Logged, Options, PerTask
 from student.probe import TaskGradients
@@ -66,7 +67,8 @@ def train_student(
     then the dev metrics) and `out_dir/summary.json`, and sends the log's records to the trackers. Resumes from a
     checkpoint in `out_dir` made for `resume_key`."""
     sc = cfg.student
-    tokenizer, splits = student_data(cfg, tasks, run_dir, out_dir, acc)  # the data's, or student.model's own
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model, run_dir, sc.model), cfg.model.trust_remote_code)
+    splits = student_splits(cfg, tasks, run_dir, tokenizer, acc.print)  # the data's, or as student.model's reads them
     train = [splits[(t.name, "train")] for t in tasks]
     teacher = None
     if sc.fixed_lambda != 1.0:  # verified join: ids, order and the examples' fingerprint must match, or this raises
@@ -202,12 +204,16 @@ def train_student(
         "dev": metrics,
         "selected_step": selected_step,  # the step of the weights kept (`select`)
         "dev_examples": dev_examples,
+        "data": {f"{task}/{split}": s.fingerprint for (task, split), s in splits.items()},  # the token ids it read
         "wall_s": round(before + time.time() - started, 2),  # training time, over resumes
         "compute": compute_record(acc, start_step),
         "command": current_command(),
     }
     if acc.is_main_process:
         save_model(acc.unwrap_model(model), tokenizer, out_dir / "model")
+        check_saved_model(
+            acc.unwrap_model(model), out_dir / "model", [devs[(t.name, t.dev_splits[0])] for t in tasks], tasks, acc
+        )
         write_json(out_dir / "summary.json", summary)
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the finished model supersedes them
     acc.wait_for_everyone()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from pipeline.core.data import load_examples, load_split, tokenize_split
+from pipeline.core.data import load_split, retokenize
 from pipeline.core.errors import StoreError
 from pipeline.core.model import load_model, load_tokenizer
 from pipeline.core.store import save_soft_targets
@@ -43,9 +43,7 @@ def distill_task(
         for model, tokenizer in zip(models, own):
             tokens = data
             if tokenizer is not None:  # the examples as this member's tokenizer reads them: same ids, same order
-                tokens = tokenize_split(
-                    load_examples(run_dir, task.name, split), tokenizer, max_length, task.name, split
-                )
+                tokens = retokenize(run_dir, task.name, split, tokenizer, max_length)
             outputs.append(predict(model, tokens, 0, [task], acc, batch_size, desc=desc))
         if acc.is_main_process:
             save_soft_targets(out_dir, split, data.ids, ensemble(outputs, task), data.examples_fingerprint, members)

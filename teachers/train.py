@@ -32,6 +32,7 @@ from pipeline.core.store import write_json, write_text
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import (
     GracefulStop,
+    check_saved_model,
     compute_record,
     evaluate,
     get_lr_multiplier,
@@ -165,6 +166,7 @@ def train_teacher(
     # save
     if acc.is_main_process:
         save_model(acc.unwrap_model(model), tokenizer, out_dir / "model")
+        check_saved_model(acc.unwrap_model(model), out_dir / "model", [devs[task.dev_splits[0]]], [task], acc)
         origin = f"`{portable(cfg.model.name_or_path, run_dir)}`"
         start = origin if tc.init_from is None else f"the model in `{portable(tc.init_from, run_dir)}`"
         trained = f"fine-tuned on {task.name} alone" if total_steps else f"taken as it is for {task.name}"

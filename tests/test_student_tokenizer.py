@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_smoke
+from conftest import SMOKE, run_smoke
 from transformers import AutoTokenizer
 
 from pipeline.core.accel import make_accelerator
-from pipeline.core.config import ModelConfig
+from pipeline.core.config import ModelConfig, load_config
 from pipeline.core.data import examples_fingerprint, load_examples, load_split, retokenize
 from pipeline.core.glue import Example
 from pipeline.core.model import load_model
 from pipeline.core.store import StoreError, load_soft_targets, save_soft_targets
 from pipeline.core.tasks import read_task_specs
 from pipeline.core.tiny import build_tiny_random
-from pipeline.core.training import evaluate
+from pipeline.core.training import check_saved_model, evaluate
 
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
 
@@ -56,10 +56,9 @@ def test_the_examples_fingerprint_follows_the_examples_not_the_tokenizer(smoke_r
     # the same split under another tokenizer: other token ids, the same examples fingerprint
     other = AutoTokenizer.from_pretrained(_other_tokenizer(smoke_run, tmp_path / "other", ModelConfig()))
     stored = load_split(smoke_run, "mrpc", "train")
-    again = retokenize(smoke_run, "mrpc", "train", other, 32, tmp_path / "student")
+    again = retokenize(smoke_run, "mrpc", "train", other, 32)
     assert again.ids == stored.ids and again.examples_fingerprint == stored.examples_fingerprint
     assert again.fingerprint != stored.fingerprint and not np.array_equal(again.input_ids, stored.input_ids)
-    assert load_split(tmp_path / "student", "mrpc", "train").examples_fingerprint == stored.examples_fingerprint
 
 
 def test_the_join_refuses_soft_targets_of_other_examples(tmp_path: Path) -> None:
@@ -79,7 +78,7 @@ def test_stored_texts_that_are_not_the_recorded_examples_are_refused(smoke_copy:
     texts_path.write_text(json.dumps(texts))
     tokenizer = AutoTokenizer.from_pretrained(smoke_copy / "data" / "tiny-random")
     with pytest.raises(StoreError, match=r"sst2/train: the stored texts are not the examples it records"):
-        retokenize(smoke_copy, "sst2", "train", tokenizer, 32, tmp_path)
+        retokenize(smoke_copy, "sst2", "train", tokenizer, 32)
 
 
 def test_a_smaller_student_of_another_tokenizer_trains_from_the_stored_soft_targets(
@@ -92,23 +91,39 @@ def test_a_smaller_student_of_another_tokenizer_trains_from_the_stored_soft_targ
     assert model.encoder.config.num_hidden_layers == 1 and model.encoder.config.hidden_size == 16
     saved = AutoTokenizer.from_pretrained(smoke_copy / "student" / "model")
     assert saved.get_vocab() == tokenizer.get_vocab()  # the model serves with the tokenizer it was trained with
+    assert not (smoke_copy / "student" / "data").exists()  # retokenised in memory: nothing more in its folder
     tasks = read_task_specs(smoke_copy, TASKS)
+    summary = json.loads((smoke_copy / "student" / "summary.json").read_text())
     metrics = json.loads((smoke_copy / "metrics.json").read_text())["tasks"]
-    acc = make_accelerator()
+    acc, batch_size = make_accelerator(), load_config(SMOKE).student.eval_batch_size
     for i, task in enumerate(tasks):
-        data, own = load_split(smoke_copy, task.name, "dev"), load_split(smoke_copy / "student", task.name, "dev")
-        assert own.examples_fingerprint == data.examples_fingerprint and not np.array_equal(
-            own.input_ids, data.input_ids
-        )
+        for split in ("train", "dev"):  # the student read the examples as its own tokenizer tokenises them
+            own, data = (
+                retokenize(smoke_copy, task.name, split, tokenizer, 32),
+                load_split(smoke_copy, task.name, split),
+            )
+            assert summary["data"][f"{task.name}/{split}"] == own.fingerprint != data.fingerprint
         first = own.input_ids[own.offsets[0] : own.offsets[1]].tolist()
         assert first == tokenizer(*data_text(smoke_copy, task.name), truncation=True, max_length=32)["input_ids"]
-        # the evaluate stage scored the student on its own tokenisation of the dev set
-        assert evaluate(model, own, i, tasks, acc, 16) == metrics[task.name]["student"]["dev"]
+        # the saved model scores its own tokenisation of the dev set as the run reported
+        assert evaluate(model, own, i, tasks, acc, batch_size) == pytest.approx(metrics[task.name]["student"]["dev"])
 
 
 def data_text(run: Path, task: str) -> tuple[str, ...]:
     first = load_examples(run, task, "dev")[0]
     return (first.text_a,) if first.text_b is None else (first.text_a, first.text_b)
+
+
+def test_a_model_that_does_not_load_as_it_was_trained_is_an_error(smoke_run: Path) -> None:
+    folder = smoke_run / "student" / "model"
+    tasks, acc = read_task_specs(smoke_run, TASKS), make_accelerator()
+    devs = [load_split(smoke_run, t, "dev") for t in TASKS]
+    model = load_model(folder)
+    check_saved_model(model, folder, devs, tasks, acc)  # as saved: no error
+    with torch.no_grad():
+        [bias for name, bias in model.heads["stsb"].named_parameters() if name.endswith("bias")][-1].add_(0.01)
+    with pytest.raises(StoreError, match=r"outputs on stsb/dev differ from the trained model's by up to"):
+        check_saved_model(model, folder, devs, tasks, acc)
 
 
 def test_an_ensemble_member_of_another_tokenizer_reads_the_examples_with_its_own(
@@ -132,3 +147,11 @@ def test_an_ensemble_member_of_another_tokenizer_reads_the_examples_with_its_own
             mean = sum(torch.softmax(torch.from_numpy(x), -1) for x in both) / 2
             np.testing.assert_allclose(torch.softmax(torch.from_numpy(stored), -1).numpy(), mean.numpy(), atol=1e-5)
     shutil.rmtree(member)
+
+
+def test_a_tiny_random_student_of_real_teachers_is_refused_with_the_config() -> None:
+    from pipeline.core.config import ConfigError
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "glue-small.yaml"
+    with pytest.raises(ConfigError, match=r"'student.model' tiny-random: the data stage builds that model only"):
+        load_config(config, ["--student.model=tiny-random"])

@@ -51,10 +51,12 @@ def make_accelerator(report_to: str = "none", run_dir: Path | None = None, preci
     mixed = None if precision is None else mixed_precision(precision)
     if mixed == "fp16" and not torch.cuda.is_available():  # Accelerate would run fp32 and call it fp16
         raise ConfigError("model.precision fp16 needs a GPU; on a CPU use bf16 (or fp32)")
-    if mixed == "bf16" and not torch.cuda.is_available() and not cpu_has_fast_bf16():
+    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    if mixed == "bf16" and on_cpu and not cpu_has_fast_bf16():
         warnings.warn(
-            "model.precision bf16 on a CPU without bf16 instructions (AVX-512 or AMX): PyTorch emulates it, and "
-            "training runs many times slower than in fp32 (docs/performance.md); --model.precision=fp32 is faster here",
+            "model.precision bf16 on a CPU without bf16 instructions (on x86: AVX-512 or AMX): PyTorch emulates "
+            "it, and training runs many times slower than in fp32 (docs/performance.md); --model.precision=fp32 is "
+            "faster here",
             stacklevel=2,
         )
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch` (its flag or config file)

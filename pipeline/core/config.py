@@ -195,7 +195,7 @@ class StudentConfig:
 
     # The student's size (docs/smaller-student.md); the defaults are BAM's born-again student, the teachers' model:
     model: str | None = None  # the student's pretrained encoder, a Hub name or folder; null = model.name_or_path. Its
-    # own tokenizer reads the examples (retokenised into the student's folder; soft targets join by example id)
+    # own tokenizer reads the examples (their stored texts; soft targets join by example id and the examples)
     layers: Literal["all", "every_other"] | tuple[int, ...] = "all"  # the encoder layers the student keeps, as
     # DistilBERT's initialisation does: all; every_other, counted from the top (6 → layers 1, 3, 5: the top one
     # stays); or a list of indices, 0 = the bottom layer. Its depth then sets the layer-wise learning rates

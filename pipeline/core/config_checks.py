@@ -201,6 +201,11 @@ def _model_fits(cfg: RunConfig) -> list[str]:
         )
     if m.name_or_path == "tiny-random" and cfg.data.max_length > TINY_RANDOM_POSITIONS:
         problems.append(too_long(cfg.data.max_length, TINY_RANDOM_POSITIONS, "model.name_or_path", m.name_or_path))
+    if cfg.student.model == "tiny-random" and m.name_or_path != "tiny-random":
+        problems.append(
+            "'student.model' tiny-random: the data stage builds that model only for teachers of model.name_or_path "
+            "tiny-random; name a model folder or a Hub name"
+        )
     return problems
 
 

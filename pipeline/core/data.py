@@ -4,7 +4,7 @@ A split is stored as flat `.npy` arrays (token ids of all examples end to end, t
 example ids and texts in JSON: memory-mapped on load, no pickle. Two fingerprints: the examples' own (ids, texts,
 labels, in order: what soft targets are joined by, whichever tokenizer reads them) and the tokenised split's (which
 also changes with the tokenizer or the maximum length). Batches are padded to their own longest example (dynamic
-padding). A student with a tokenizer of its own reads the examples retokenised (`retokenize`).
+padding). A student or teacher with a tokenizer of its own reads the examples retokenised (`retokenize`).
 """
 
 from __future__ import annotations
@@ -130,6 +130,8 @@ def load_split(run_dir: Path, task: str, split: str) -> TokenizedSplit:
     if not (d / "split.json").is_file():
         raise StoreError(f"no tokenised data at {d}; run the data stage")
     meta = read_json(d / "split.json")
+    if "examples_fingerprint" not in meta:
+        raise StoreError(f"{d / 'split.json'}: made by an older run-folder format (no examples fingerprint); rerun it")
     arrays = {name: read_npy(d / f"{name}.npy") for name in ("input_ids", "token_type_ids", "offsets", "labels")}
     return TokenizedSplit(
         task, split, read_json(d / "ids.json"), fingerprint=meta["fingerprint"],
@@ -152,16 +154,13 @@ def load_examples(run_dir: Path, task: str, split: str) -> list[Example]:
     ]
 
 
-def retokenize(run_dir: Path, task: str, split: str, tokenizer, max_length: int, out_root: Path) -> TokenizedSplit:
-    """A stored split's examples tokenised by `tokenizer` (a student's own) into `out_root/data/<task>/<split>/`;
-    its examples fingerprint is the stored split's (checked: the texts read back are the examples stored)."""
-    stored = read_json(split_dir(run_dir, task, split) / "split.json")
+def retokenize(run_dir: Path, task: str, split: str, tokenizer, max_length: int) -> TokenizedSplit:
+    """A stored split's examples tokenised by another `tokenizer` (a student's or an ensemble member's own), in
+    memory; checked to be the examples the split records (its examples fingerprint)."""
+    d = split_dir(run_dir, task, split)
     tokenized = tokenize_split(load_examples(run_dir, task, split), tokenizer, max_length, task, split)
-    if tokenized.examples_fingerprint != stored["examples_fingerprint"]:
-        raise StoreError(
-            f"{split_dir(run_dir, task, split)}: the stored texts are not the examples it records; rerun data"
-        )
-    save_split(tokenized, split_dir(out_root, task, split))
+    if tokenized.examples_fingerprint != read_json(d / "split.json").get("examples_fingerprint"):
+        raise StoreError(f"{d}: the stored texts are not the examples it records; rerun the data stage")
     return tokenized
 
 

@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 
 from pipeline.core.config import RunConfig, to_dict
 from pipeline.core.data import TokenizedSplit, collate, unscale
+from pipeline.core.errors import StoreError
 from pipeline.core.metrics import compute_metrics
-from pipeline.core.model import MultiTaskModel
+from pipeline.core.model import MultiTaskModel, load_model
 from pipeline.core.tasks import TaskSpec
 
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
@@ -156,6 +157,34 @@ def length_sorted_batches(lengths: np.ndarray, max_examples: int, max_tokens: in
         batches.append(order[start:end])
         start = end
     return batches
+
+
+def check_saved_model(
+    model: nn.Module,
+    folder: Path,
+    splits: list[TokenizedSplit],
+    tasks: list[TaskSpec],
+    acc: Accelerator,
+    rows: int = 32,
+) -> None:
+    """Reload the model just saved in `folder` and compare its outputs with `model`'s (the one in memory, unwrapped)
+    on the first `rows` examples of `splits` (one per task, in task order): a fault in saving or loading is an error
+    when the model is made, not a wrong score later. One process, no collective calls (the main one saves)."""
+    saved, was_training = load_model(folder).to(acc.device).eval(), model.training
+    model.eval()
+    siamese = model.pair_mode == "siamese"
+    with torch.inference_mode():
+        for i, split in enumerate(splits):
+            items = [(i, r) for r in range(min(rows, len(split)))]
+            batch = collate(items, {i: split}, tasks, split_pairs=siamese, pad_id=model.pad_id)
+            batch = to_device(batch, acc.device)
+            with acc.autocast():
+                ours, theirs = model(**model_inputs(batch)).float(), saved(**model_inputs(batch)).float()
+            if not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5):
+                worst, where = float((ours - theirs).abs().max()), f"{split.task}/{split.split}"
+                raise StoreError(f"{folder}: the saved model's outputs on {where} differ from the trained model's "
+                                 f"by up to {worst:.3g}; it does not load as it was trained")  # fmt: skip
+    model.train(was_training)
 
 
 @torch.inference_mode()
