@@ -25,7 +25,7 @@ def student_splits(
         if cfg.student.model is None:
             out[(task, split)] = stored
             continue
-        own = retokenize(run_dir, task, split, tokenizer, cfg.data.max_length)
+        own = retokenize(run_dir, stored, tokenizer, cfg.data.max_length)
         out[(task, split)] = stored if own.fingerprint == stored.fingerprint else own  # same tokens: the mapped file
         if out[(task, split)] is own:
             print_fn(

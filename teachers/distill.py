@@ -43,7 +43,7 @@ def distill_task(
         for model, tokenizer in zip(models, own):
             tokens = data
             if tokenizer is not None:  # the examples as this member's tokenizer reads them: same ids, same order
-                tokens = retokenize(run_dir, task.name, split, tokenizer, max_length)
+                tokens = retokenize(run_dir, data, tokenizer, max_length)
             outputs.append(predict(model, tokens, 0, [task], acc, batch_size, desc=desc))
         if acc.is_main_process:
             save_soft_targets(out_dir, split, data.ids, ensemble(outputs, task), data.examples_fingerprint, members)

@@ -56,7 +56,7 @@ def test_the_examples_fingerprint_follows_the_examples_not_the_tokenizer(smoke_r
     # the same split under another tokenizer: other token ids, the same examples fingerprint
     other = AutoTokenizer.from_pretrained(_other_tokenizer(smoke_run, tmp_path / "other", ModelConfig()))
     stored = load_split(smoke_run, "mrpc", "train")
-    again = retokenize(smoke_run, "mrpc", "train", other, 32)
+    again = retokenize(smoke_run, stored, other, 32)
     assert again.ids == stored.ids and again.examples_fingerprint == stored.examples_fingerprint
     assert again.fingerprint != stored.fingerprint and not np.array_equal(again.input_ids, stored.input_ids)
 
@@ -78,7 +78,7 @@ def test_stored_texts_that_are_not_the_recorded_examples_are_refused(smoke_copy:
     texts_path.write_text(json.dumps(texts))
     tokenizer = AutoTokenizer.from_pretrained(smoke_copy / "data" / "tiny-random")
     with pytest.raises(StoreError, match=r"sst2/train: the stored texts are not the examples it records"):
-        retokenize(smoke_copy, "sst2", "train", tokenizer, 32)
+        retokenize(smoke_copy, load_split(smoke_copy, "sst2", "train"), tokenizer, 32)
 
 
 def test_a_smaller_student_of_another_tokenizer_trains_from_the_stored_soft_targets(
@@ -98,10 +98,8 @@ def test_a_smaller_student_of_another_tokenizer_trains_from_the_stored_soft_targ
     acc, batch_size = make_accelerator(), load_config(SMOKE).student.eval_batch_size
     for i, task in enumerate(tasks):
         for split in ("train", "dev"):  # the student read the examples as its own tokenizer tokenises them
-            own, data = (
-                retokenize(smoke_copy, task.name, split, tokenizer, 32),
-                load_split(smoke_copy, task.name, split),
-            )
+            data = load_split(smoke_copy, task.name, split)
+            own = retokenize(smoke_copy, data, tokenizer, 32)
             assert summary["data"][f"{task.name}/{split}"] == own.fingerprint != data.fingerprint
         first = own.input_ids[own.offsets[0] : own.offsets[1]].tolist()
         assert first == tokenizer(*data_text(smoke_copy, task.name), truncation=True, max_length=32)["input_ids"]

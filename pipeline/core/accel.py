@@ -74,7 +74,7 @@ def make_accelerator(report_to: str = "none", run_dir: Path | None = None, preci
 
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 natively (oneDNN's bf16 kernels: AVX-512 or AMX); without them PyTorch emulates
-    it (measured on an AVX2 CPU: bf16 matmuls 77x slower than fp32)."""
+    it (measured on an AVX2 CPU: bf16 matmuls about 400x slower than fp32, docs/performance.md)."""
     import torch
 
     try:

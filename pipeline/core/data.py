@@ -140,26 +140,24 @@ def load_split(run_dir: Path, task: str, split: str) -> TokenizedSplit:
 
 
 def load_examples(run_dir: Path, task: str, split: str) -> list[Example]:
-    """The examples of a split the data stage stored (ids, texts, labels), to be tokenised by another tokenizer; a
-    stored label that is a class index comes back as an int."""
+    """The examples of a split the data stage stored (ids, texts, labels as stored: float), to be tokenised by another
+    tokenizer."""
     d = split_dir(run_dir, task, split)
     if not (d / "texts.json").is_file():
         raise StoreError(f"no example texts at {d}; run the data stage")
     ids, texts, labels = read_json(d / "ids.json"), read_json(d / "texts.json"), read_npy(d / "labels.npy")
     if not len(ids) == len(texts["text_a"]) == len(texts["text_b"]) == len(labels):
         raise StoreError(f"{d}: {len(ids)} ids, {len(texts['text_a'])} texts and {len(labels)} labels; rerun data")
-    return [
-        Example(i, a, b, int(y) if float(y).is_integer() else float(y))
-        for i, a, b, y in zip(ids, texts["text_a"], texts["text_b"], labels.tolist())
-    ]
+    return [Example(*row) for row in zip(ids, texts["text_a"], texts["text_b"], labels.tolist())]
 
 
-def retokenize(run_dir: Path, task: str, split: str, tokenizer, max_length: int) -> TokenizedSplit:
-    """A stored split's examples tokenised by another `tokenizer` (a student's or an ensemble member's own), in
-    memory; checked to be the examples the split records (its examples fingerprint)."""
-    d = split_dir(run_dir, task, split)
-    tokenized = tokenize_split(load_examples(run_dir, task, split), tokenizer, max_length, task, split)
-    if tokenized.examples_fingerprint != read_json(d / "split.json").get("examples_fingerprint"):
+def retokenize(run_dir: Path, stored: TokenizedSplit, tokenizer, max_length: int) -> TokenizedSplit:
+    """The examples of `stored` (a split of `run_dir` as the data stage wrote it) tokenised by another `tokenizer` (a
+    student's or an ensemble member's own), in memory; checked to be the examples `stored` records."""
+    examples = load_examples(run_dir, stored.task, stored.split)
+    tokenized = tokenize_split(examples, tokenizer, max_length, stored.task, stored.split)
+    if tokenized.examples_fingerprint != stored.examples_fingerprint:
+        d = split_dir(run_dir, stored.task, stored.split)
         raise StoreError(f"{d}: the stored texts are not the examples it records; rerun the data stage")
     return tokenized
 

@@ -159,6 +159,21 @@ def length_sorted_batches(lengths: np.ndarray, max_examples: int, max_tokens: in
     return batches
 
 
+def forward_rows(
+    model: nn.Module, split: TokenizedSplit, rows, task_index: int, tasks: list[TaskSpec], accelerator: Accelerator
+) -> torch.Tensor:
+    """`model`'s outputs [len(rows), C_max] for `rows` of `split` (task `task_index`), in one padded batch, on this
+    process alone, in the accelerator's precision (call under `torch.inference_mode`)."""
+    siamese = model.pair_mode == "siamese"
+    items = [(task_index, int(r)) for r in rows]
+    batch = to_device(
+        collate(items, {task_index: split}, tasks, split_pairs=siamese, pad_id=model.pad_id), accelerator.device
+    )
+    with accelerator.autocast():
+        return model(**model_inputs(batch))
+
+
+@torch.inference_mode()
 def check_saved_model(
     model: nn.Module,
     folder: Path,
@@ -172,18 +187,14 @@ def check_saved_model(
     when the model is made, not a wrong score later. One process, no collective calls (the main one saves)."""
     saved, was_training = load_model(folder).to(acc.device).eval(), model.training
     model.eval()
-    siamese = model.pair_mode == "siamese"
-    with torch.inference_mode():
-        for i, split in enumerate(splits):
-            items = [(i, r) for r in range(min(rows, len(split)))]
-            batch = collate(items, {i: split}, tasks, split_pairs=siamese, pad_id=model.pad_id)
-            batch = to_device(batch, acc.device)
-            with acc.autocast():
-                ours, theirs = model(**model_inputs(batch)).float(), saved(**model_inputs(batch)).float()
-            if not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5):
-                worst, where = float((ours - theirs).abs().max()), f"{split.task}/{split.split}"
-                raise StoreError(f"{folder}: the saved model's outputs on {where} differ from the trained model's "
-                                 f"by up to {worst:.3g}; it does not load as it was trained")  # fmt: skip
+    for i, split in enumerate(splits):
+        first = range(min(rows, len(split)))
+        ours = forward_rows(model, split, first, i, tasks, acc).float()
+        theirs = forward_rows(saved, split, first, i, tasks, acc).float()
+        if not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5):
+            worst, where = float((ours - theirs).abs().max()), f"{split.task}/{split.split}"
+            raise StoreError(f"{folder}: the saved model's outputs on {where} differ from the trained model's "
+                             f"by up to {worst:.3g}; it does not load as it was trained")  # fmt: skip
     model.train(was_training)
 
 
@@ -208,18 +219,12 @@ def predict(
     was_training = model.training
     model.eval()
     width = tasks[task_index].num_labels
-    siamese = model.pair_mode == "siamese"
     batches = length_sorted_batches(split.lengths, batch_size, max_tokens)
     mine = batches[accelerator.process_index :: accelerator.num_processes]
     pieces = []
     show = desc is not None and accelerator.is_local_main_process
     for rows in tqdm(mine, desc=desc, disable=None if show else True, leave=False, dynamic_ncols=True):
-        batch = collate(
-            [(task_index, int(r)) for r in rows], {task_index: split}, tasks, split_pairs=siamese, pad_id=model.pad_id
-        )
-        batch = to_device(batch, accelerator.device)
-        with accelerator.autocast():
-            out = model(**model_inputs(batch))
+        out = forward_rows(model, split, rows, task_index, tasks, accelerator)
         pieces.append((rows, out[:, :width].float().cpu().numpy()))
     if accelerator.num_processes > 1:
         pieces = gather_object(pieces)
