@@ -10,7 +10,7 @@ shared encoder with a linear head per task on the pooled [CLS] vector, the tasks
 scored on its dev sets. Both routes read the same examples (each training set capped at --examples rows, by the
 data stage's seeded choice), with glue-small's epochs, batch size, learning rates and warm-up, at the same
 precision, each in a fresh process, one after the other. The ratio is the Trainer route's wall time ÷ ours (the
-issue's target: ≥ 1.5). Writes <out>/<date>-end-to-end.json and .md.
+issue's target: ≥ 1.5). Writes <out>/<date>-end-to-end-<examples>.json and .md.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def main() -> None:
         print(f"{precision}: ours {ours['wall_s']:.0f} s, Trainer route {trainer['wall_s']:.0f} s: {ratio:.2f}x")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{date:%Y-%m-%d}-end-to-end"
+    stem = out / f"{date:%Y-%m-%d}-end-to-end-{args.examples}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(report(result))
 

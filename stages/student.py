@@ -24,6 +24,7 @@ def config_subset(cfg: RunConfig) -> dict:
     unused += ["supcon_temperature"] * (s.supcon_weight == 0) + ["unfreeze_unit"] * (s.unfreeze_every == 0)
     unused += ["eval_every", "select"] * (s.select == "last")  # evaluating during training changes no weights
     unused += ["model"] * (s.model is None) + ["layers"] * (s.layers == "all")  # the born-again student
+    unused += ["task_weights"] * (not s.task_weights)  # added later: runs made before it keep their digests
     student = {k: v for k, v in to_dict(s).items() if k not in unused}
     return {"student": student, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
 

@@ -60,6 +60,7 @@ OTHERS = {  # key: (value, what is allowed)
     "student.supcon_temperature": ("0.0", "a finite number > 0"),
     "student.unfreeze_every": ("-1.0", "a finite number >= 0 (0 = off)"),
     "student.sampling_weights.rte": ("0.0", "a finite number > 0"),
+    "student.task_weights.rte": ("-1.0", "a finite number > 0"),
     "student.regression_hidden": ("-1", "an integer >= 0 (0 = a linear head)"),
 }
 RANGE_CASES = [
@@ -106,6 +107,7 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(
         (["--teachers.per_task.rte.grad_accum=5"], "'teachers.per_task.rte.grad_accum': batch_size 16 must be a"),
         (["--data.tasks=[sst2, sst3]"], "'data.tasks': unknown GLUE task 'sst3'; known tasks: cola, sst2"),
         (["--data.max_train_examples={qqp: 10}"], "'data.max_train_examples' names 'qqp', which is not in data.tasks"),
+        (["--student.task_weights={qqp: 0.5}"], "'student.task_weights' names 'qqp', which is not in data.tasks"),
         (["--model.pooling='max'"], "'model.pooling' expects Literal['pooler', 'cls', 'mean'], got 'max' (str)"),
         (["--student.log_every=1.5"], "'student.log_every' expects int, got 1.5 (float)"),
         (["--student.mixing='pcgrad'", "--student.adversarial='fgm'"], "'student.adversarial' cannot be combined"),

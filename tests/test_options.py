@@ -56,6 +56,7 @@ ON = {  # a non-default value of every option key
     "unfreeze_every": 10.0,
     "unfreeze_unit": "epochs",
     "task_loss": "standardised",
+    "task_weights": {"stsb": 0.5},
     "sampling_weights": {"stsb": 2.0},
     "swap_pairs": ("mrpc", "stsb"),
     "pooling": "mean",

@@ -38,7 +38,9 @@ def _model(tasks: list[TaskSpec], affine: dict[str, tuple[float, float]]) -> Mul
     return MultiTaskModel(BertModel(config), heads, "pooler", dropout=0.0)
 
 
-def _step(task_loss: str, high: float) -> tuple[float, dict[str, float], list[torch.Tensor]]:
+def _step(
+    task_loss: str, high: float, task_weights: dict[str, float] | None = None
+) -> tuple[float, dict[str, float], list[torch.Tensor]]:
     """One forward and backward pass over a batch of SST-2 and similarity rows, the similarity task declaring [0,
     high]: the loss, each task's gradient norm at the heads' input, and the encoder's gradients."""
     tasks = [get_glue_task("sst2"), _similarity(high)]
@@ -57,7 +59,7 @@ def _step(task_loss: str, high: float) -> tuple[float, dict[str, float], list[to
     }
     probe.watch(task_ids)
     outputs = model(**model_inputs(batch))
-    weights = loss_weights(task_loss, tasks, stats)
+    weights = loss_weights(task_loss, tasks, stats, task_weights or {})
     loss, _ = multitask_loss(outputs, task_ids, labels, tasks, 1.0, None, weights)
     loss.backward()
     probe.step()
@@ -84,11 +86,22 @@ def test_label_scale_is_the_squared_error_on_the_labels_own_scale() -> None:
     task = get_glue_task("stsb")
     outputs = torch.tensor([[0.1], [0.5], [0.9]])
     gold = torch.tensor([0.2, 0.4, 1.0])  # scaled by 5
-    weights = loss_weights("label-scale", [task], {})
+    weights = loss_weights("label-scale", [task], {}, {})
     loss, per_task = multitask_loss(outputs, torch.zeros(3, dtype=torch.long), gold, [task], 1.0, None, weights)
     assert weights == (25.0,)
     assert loss.item() == pytest.approx(((outputs[:, 0] * 5 - gold * 5) ** 2).mean().item(), rel=1e-6)
     assert per_task["stsb"][0] == pytest.approx(((outputs[:, 0] - gold) ** 2).sum().item(), rel=1e-6)  # logged as is
+
+
+def test_a_task_weight_scales_that_tasks_gradient_alone() -> None:
+    """`task_weights` on top of standardised: the similarity task's gradient at the heads' input scales by its
+    weight, SST-2's does not move, so its share of the squared gradient falls."""
+    _, plain, _ = _step("standardised", 5.0)
+    _, weighted, _ = _step("standardised", 5.0, {"similarity": 0.5})
+    assert weighted["similarity"] == pytest.approx(0.5 * plain["similarity"], rel=1e-4)
+    assert weighted["sst2"] == pytest.approx(plain["sst2"], rel=1e-4)
+    share = [v["similarity"] ** 2 / sum(x**2 for x in v.values()) for v in (weighted, plain)]
+    assert share[0] < share[1]
 
 
 def test_a_standardised_head_returns_the_scaled_label_space() -> None:

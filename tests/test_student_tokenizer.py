@@ -23,6 +23,8 @@ from pipeline.core.store import StoreError, load_soft_targets, save_soft_targets
 from pipeline.core.tasks import read_task_specs
 from pipeline.core.tiny import build_tiny_random
 from pipeline.core.training import check_saved_model, evaluate
+from pipeline.experiments.run import check_parent_vocabulary, reproduce
+from pipeline.experiments.variants import ReproduceError
 
 TASKS = ["sst2", "mrpc", "stsb", "rte"]
 
@@ -153,3 +155,18 @@ def test_a_tiny_random_student_of_real_teachers_is_refused_with_the_config() -> 
     config = Path(__file__).resolve().parent.parent / "configs" / "glue-small.yaml"
     with pytest.raises(ConfigError, match=r"'student.model' tiny-random: the data stage builds that model only"):
         load_config(config, ["--student.model=tiny-random"])
+
+
+def test_variants_from_a_students_model_are_refused_before_anything_runs(smoke_run: Path, tmp_path: Path) -> None:
+    """Multi→Multi and BAM + fine-tuning start teachers from the student's model: with a `student.model` of another
+    tokenizer reproduce-glue refuses them at once, and lets a student of the teachers' tokenizer through."""
+    other = _other_tokenizer(smoke_run, tmp_path / "other", ModelConfig())
+    same = str(smoke_run / "data" / "tiny-random")
+    cfg = load_config(SMOKE, [f"--model.name_or_path={same}", f"--student.model={other}"])
+    acc = make_accelerator()
+    with pytest.raises(ReproduceError, match=r"--variants bam-ft: these start teachers from the bam student's model"):
+        reproduce(cfg, tmp_path / "out", 1, ["bam", "bam-ft"], acc, "test", dry_run=True)
+    check_parent_vocabulary(cfg, ["bam"])  # no variant of a parent: nothing to refuse
+    shutil.copytree(same, tmp_path / "same")
+    copy = load_config(SMOKE, [f"--model.name_or_path={same}", f"--student.model={tmp_path / 'same'}"])
+    check_parent_vocabulary(copy, ["multi-multi"])  # the teachers' tokenizer in another folder: allowed

@@ -187,6 +187,9 @@ class StudentConfig:
     # scaled to [0, 1] by the task's range; label-scale = × (hi − lo)², the error on the label's own scale;
     # standardised = the head predicts standardised values (the error of standardised targets, by the mean and
     # standard deviation of the task's training labels: it does not depend on the declared range)
+    task_weights: dict[str, float] = field(default_factory=dict)  # each task's loss × w_τ in the mean, on top of
+    # task_loss (e.g. {stsb: 0.6} with standardised: a regression task's share between BAM's and standardised's);
+    # missing = 1
     sampling_weights: dict[str, float] = field(default_factory=dict)  # p(τ) ∝ w_τ · |D_τ|^alpha; missing = 1
     swap_pairs: tuple[str, ...] = ()  # pair tasks whose two sentences are unordered (e.g. mrpc, stsb): each training
     # example is read in the swapped order with probability 1/2 (the teacher's target is the stored order's)
@@ -214,7 +217,8 @@ class DistillConfig:
 # those not at their default.
 OPTIONS = (
     "mixing", "adversarial", "adv_epsilon", "adv_alpha", "adv_steps", "supcon_weight", "supcon_temperature",
-    "pair_mode", "unfreeze_every", "unfreeze_unit", "task_loss", "sampling_weights", "swap_pairs", "pooling",
+    "pair_mode", "unfreeze_every", "unfreeze_unit", "task_loss", "task_weights", "sampling_weights", "swap_pairs",
+    "pooling",
     "regression_hidden", "model", "layers",
 )  # fmt: skip
 
@@ -286,12 +290,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         caps = _by_task(data.max_train_examples, data.custom_tasks)
         per_task = _by_task(cfg.teachers.per_task, data.custom_tasks)
         weights = _by_task(cfg.student.sampling_weights, data.custom_tasks)
+        loss_weights = _by_task(cfg.student.task_weights, data.custom_tasks)
         swapped = tuple(dict.fromkeys(task_name(t, data.custom_tasks) for t in cfg.student.swap_pairs))
         cfg = dataclasses.replace(
             cfg,
             data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps),
             teachers=dataclasses.replace(cfg.teachers, per_task=per_task),
-            student=dataclasses.replace(cfg.student, sampling_weights=weights, swap_pairs=swapped),
+            student=dataclasses.replace(
+                cfg.student, sampling_weights=weights, task_weights=loss_weights, swap_pairs=swapped
+            ),
         )
         if len(set(tasks)) != len(tasks):
             problems.append(f"'data.tasks' names a task twice: {list(data.tasks)}")

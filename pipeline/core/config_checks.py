@@ -80,6 +80,7 @@ RANGES: dict[str, Rule] = {
     "student.supcon_temperature": POSITIVE,
     "student.unfreeze_every": _finite(lambda v: v >= 0, "a finite number >= 0 (0 = off)"),
     "student.sampling_weights.*": POSITIVE,
+    "student.task_weights.*": POSITIVE,
     "student.regression_hidden": _at_least(0, " (0 = a linear head)"),
 }
 
@@ -246,6 +247,7 @@ def _validate_task_names(cfg: RunConfig) -> list[str]:
         ("data.max_train_examples", cfg.data.max_train_examples),
         ("teachers.per_task", cfg.teachers.per_task),
         ("student.sampling_weights", cfg.student.sampling_weights),
+        ("student.task_weights", cfg.student.task_weights),
         ("student.swap_pairs", cfg.student.swap_pairs),
     ):
         for name in names:

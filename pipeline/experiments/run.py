@@ -14,6 +14,7 @@ from typing import Any
 from accelerate.utils import broadcast_object_list
 
 from pipeline.core.config import RunConfig
+from pipeline.core.model import load_tokenizer, other_vocabulary, resolve_model_path
 from pipeline.core.store import StoreError, write_json, write_text
 from pipeline.core.submission import write_submission
 from pipeline.core.tasks import TASKS_FILE, TaskSpec, read_task_specs, task_to_dict
@@ -31,6 +32,7 @@ from pipeline.experiments.variants import (
     ENSEMBLE,
     ENSEMBLE_SEEDS,
     EVERY,
+    PARENT,
     SHARED,
     TEACHERS,
     TUNE_SEED,
@@ -69,6 +71,7 @@ def reproduce(
     if not set(seed_list) <= set(every):
         raise ReproduceError(f"--only-seeds: {seed_list} not among the seeds 1..{seeds} of --seeds {seeds}")
     check_grid(cfg, out, variants, grid)
+    check_parent_vocabulary(cfg, variants)
     _say_unused_per_task(cfg, out, teacher_grid, accelerator)
     untuned, cfg = cfg, with_tuned_teachers(cfg, out)  # a choice made before holds (until a new grid)
     tuning = not tuning_done(untuned, TEACHERS, out, teacher_grid) or not all(
@@ -100,6 +103,24 @@ def reproduce(
     if accelerator.is_main_process and cfg.data.data_dir and results["runs"]:
         _submit(cfg, out, results["runs"], accelerator)
     return results
+
+
+def check_parent_vocabulary(cfg: RunConfig, variants: list[str]) -> None:
+    """Multi→Multi and BAM + fine-tuning start teachers from a student's model, which must read the data stage's
+    token ids: refused before anything runs when `student.model` has a tokenizer of its own (else the teachers stage
+    would refuse it only after the parent student has trained)."""
+    derived = [v for v in variants if v in PARENT]
+    student = cfg.student.model
+    if not derived or student in (None, cfg.model.name_or_path) or "tiny-random" in (student, cfg.model.name_or_path):
+        return
+    remote = cfg.model.trust_remote_code
+    teachers = load_tokenizer(resolve_model_path(cfg.model, Path()), remote).get_vocab()
+    if other_vocabulary(resolve_model_path(cfg.model, Path(), student), teachers, remote):
+        raise ReproduceError(
+            f"--variants {','.join(derived)}: these start teachers from the {'/'.join(PARENT[v] for v in derived)} "
+            f"student's model, but 'student.model' {student!r} has a tokenizer of its own (not model.name_or_path's, "
+            "which tokenises the data); run them without student.model"
+        )
 
 
 def _say_unused_per_task(cfg: RunConfig, out: Path, teacher_grid: dict[str, list[Any]], accelerator) -> None:

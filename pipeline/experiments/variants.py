@@ -56,6 +56,10 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 REGRESSION: dict[str, tuple[str, dict[str, Any]]] = {
     "label-scale": ("BAM, regression error on the label's scale", {"task_loss": "label-scale"}),
     "standardised": ("BAM, standardised regression targets", {"task_loss": "standardised"}),
+    "standardised-0.6": (  # STS-B's gradient share between BAM's (0.15) and standardised's (0.5): about 0.27
+        "BAM, standardised regression targets, STS-B loss × 0.6",
+        {"task_loss": "standardised", "task_weights": {"stsb": 0.6}},
+    ),
     "stsb-x2": ("BAM, STS-B sampled ×2", {"sampling_weights": {"stsb": 2.0}}),
     "swap-pairs": ("BAM, MRPC and STS-B pairs in both orders", {"swap_pairs": ("mrpc", "stsb")}),
     "mlp-head": ("BAM, MLP regression head (256)", {"regression_hidden": 256}),

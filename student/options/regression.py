@@ -1,4 +1,5 @@
-"""`student.task_loss`, `swap_pairs`: how a regression task (and a pair task) counts in the multitask loss.
+"""`student.task_loss`, `task_weights`, `swap_pairs`: how a regression task (and a pair task) counts in the
+multitask loss.
 
   task_loss mean (BAM)   each example's loss counts once; a regression task's squared error is on labels scaled to
                          [0, 1] by the task's declared range (STS-B: score / 5)
@@ -7,6 +8,8 @@
                          head, with μ and σ the mean and standard deviation of its scaled training labels) and its
                          squared error is ÷ σ²: exactly the error of standardised targets, (z − (y − μ) / σ)², so
                          the task trains the same whatever range it declares
+  task_weights           each named task's loss × its weight, on top of task_loss (e.g. standardised with
+                         {stsb: 0.6}: STS-B's share of the gradient between BAM's and standardised's)
   swap_pairs             the named pair tasks read each training pair in the swapped order with probability 1/2
                          (the sentences of MRPC or STS-B are unordered); the teacher's target is the stored order's
 
@@ -42,18 +45,22 @@ def standardisation(tasks: list[TaskSpec], labels: list[np.ndarray]) -> dict[str
     return stats
 
 
-def loss_weights(task_loss: str, tasks: list[TaskSpec], stats: dict[str, tuple[float, float]]) -> tuple[float, ...]:
+def loss_weights(
+    task_loss: str, tasks: list[TaskSpec], stats: dict[str, tuple[float, float]], task_weights: dict[str, float]
+) -> tuple[float, ...]:
     """Per task id, the factor its examples' losses count with (`multitask_loss`'s `weights`): (hi − lo)² for a
-    regression task with label-scale, 1 / σ² with standardised (`stats`: `standardisation`'s), else 1."""
+    regression task with label-scale, 1 / σ² with standardised (`stats`: `standardisation`'s), else 1; times the
+    task's entry in `task_weights` (`student.task_weights`, 1 where it has none)."""
     weights = []
     for task in tasks:
         if task.kind != "regression" or task_loss == "mean":
-            weights.append(1.0)
+            weight = 1.0
         elif task_loss == "label-scale":
             lo, hi = task.label_range
-            weights.append(float((hi - lo) ** 2))
+            weight = float((hi - lo) ** 2)
         else:
-            weights.append(1.0 / stats[task.name][1] ** 2)
+            weight = 1.0 / stats[task.name][1] ** 2
+        weights.append(weight * task_weights.get(task.name, 1.0))
     return tuple(weights)
 
 
@@ -68,9 +75,9 @@ def swap_draws(seed: int, step: int, rows: np.ndarray, swapped_tasks: np.ndarray
 
 
 def add(opts: Options, sc: StudentConfig, run: Run) -> Options:
-    if sc.task_loss != "mean":
+    if sc.task_loss != "mean" or sc.task_weights:
         stats = standardisation(run.tasks, [s.labels for s in run.train]) if sc.task_loss == "standardised" else {}
-        weights = loss_weights(sc.task_loss, run.tasks, stats)
+        weights = loss_weights(sc.task_loss, run.tasks, stats, sc.task_weights)
         opts = dataclasses.replace(opts, loss_weights=weights, head_affine=stats or None)
     if not sc.swap_pairs:
         return opts
