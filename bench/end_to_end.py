@@ -80,7 +80,8 @@ def run_trainer_route(data_dir: str, precision: str, examples: int, out_json: Pa
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=_outputs(task))
         trainer = _trainer(model, train, tokenizer, cfg.teachers, precision)
         trainer.train()
-        teachers[name] = _score(task, trainer.predict(dev).predictions, dev["label"], scaled=False)
+        scored = trainer.predict(dev)  # in its length-grouped sampler's order: score against its own label_ids
+        teachers[name] = _score(task, scored.predictions, scored.label_ids, scaled=False)
         teacher_s[name] = time.perf_counter() - begin
     begin = time.perf_counter()
     tasks = [task for task, _, _ in data.values()]
@@ -90,8 +91,8 @@ def run_trainer_route(data_dir: str, precision: str, examples: int, out_json: Pa
     trainer.train()
     scores = {}
     for i, (name, (task, _, dev)) in enumerate(data.items()):
-        logits = trainer.predict(dev.add_column("task_ids", [i] * len(dev))).predictions[:, : _outputs(task)]
-        scores[name] = _score(task, logits, dev["label"], scaled=True)
+        scored = trainer.predict(dev.add_column("task_ids", [i] * len(dev)))
+        scores[name] = _score(task, scored.predictions[:, : _outputs(task)], scored.label_ids, scaled=True)
     multitask_s = time.perf_counter() - begin
     result = {"in_process_s": time.perf_counter() - start, "teachers_s": teacher_s, "multitask_s": multitask_s}
     out_json.write_text(json.dumps(result | {"scores": scores, "teacher_scores": teachers}))
