@@ -1,14 +1,16 @@
-"""Teachers one after the other on every core, or side by side on one core each: which trains more examples per second?
+"""Teachers one after the other on every core, or side by side on one core each: which trains faster?
 
-    python bench/task_parallel.py [--steps 30] [--warmup 3] [--examples 2000] [--out bench/results]
+    python bench/task_parallel.py [--tasks sst2,mrpc] [--steps 30] [--warmup 3] [--examples 2000] [--out bench/results]
 
 Each task in `--tasks` (default SST-2 and MRPC: short single sentences, long pairs) trains our teacher step (bench/
 throughput.py's `Ours`, configs/glue-small.yaml's settings, fp32) for `--steps` timed steps after `--warmup`:
-"in turn", one process at a time with a torch thread per core (what the teachers stage does today); "side by side",
-one process per task started together, one torch thread each, timed from a barrier after every warm-up. Figures:
-each way's examples/s over all tasks (the sum of the side-by-side processes' own rates: the throughput a scheduler
-keeping every core busy would see), and the side-by-side wall time against the in-turn total. Writes
-<out>/task-parallel-<date>.json and .md with the command, the machine and the date.
+"in turn", one fresh process at a time with a torch thread per core (what the teachers stage does today); "side by
+side", one process per task started together, one torch thread each, timed from a barrier after every warm-up.
+A side-by-side task's time per step is taken while all of them run (up to the first to finish: after that the
+others would have a core to themselves). Figures: the in-turn time of the work (`--steps` steps of each task), the
+side-by-side time of the same work with every core kept busy (Σ steps × time per step ÷ processes), and their
+ratio (> 1: side by side is faster). Writes <out>/task-parallel-<date>.json and .md with the command, the machine
+and the date.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue as queue_module
 import sys
 import time
 from pathlib import Path
@@ -29,6 +32,8 @@ from throughput import BATCH, Bench, Ours, load_data  # noqa: E402
 
 from pipeline.core.config import load_config  # noqa: E402
 from pipeline.core.tasks import get_glue_task  # noqa: E402
+
+TIMEOUT = 3600  # seconds a process may take for its task
 
 
 def _glue_dir() -> Path:
@@ -55,11 +60,19 @@ def train(task: str, args: argparse.Namespace, threads: int, barrier=None) -> di
         ours.step(s, 1.0)
     if barrier is not None:
         barrier.wait()
-    start = time.perf_counter()
+    start, ends = time.perf_counter(), []  # perf_counter: the system's monotonic clock, shared by the processes
     for s in range(b.warmup, b.warmup + b.steps):
         ours.step(s, 1.0)
-    seconds = time.perf_counter() - start
-    return {"task": task, "threads": threads, "seconds": seconds, "examples_per_s": b.steps * BATCH / seconds}
+        ends.append(time.perf_counter())
+    seconds = ends[-1] - start
+    out = {"task": task, "threads": threads, "seconds": seconds, "examples_per_s": b.steps * BATCH / seconds}
+    return out | {"start": start, "ends": ends}
+
+
+def step_seconds(run: dict, until: float) -> float:
+    """A run's mean time per step over the steps it finished by `until` (all of them when none)."""
+    done = [t for t in run["ends"] if t <= until] or run["ends"]
+    return (done[-1] - run["start"]) / len(done)
 
 
 def _child(task: str, args: argparse.Namespace, barrier, queue) -> None:
@@ -67,12 +80,19 @@ def _child(task: str, args: argparse.Namespace, barrier, queue) -> None:
 
 
 def side_by_side(args: argparse.Namespace) -> list[dict]:
+    """One spawned process per task, together; a child that dies ends the bench instead of leaving the rest waiting."""
     ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(len(args.tasks)), ctx.Queue()
+    barrier, queue = ctx.Barrier(len(args.tasks), timeout=TIMEOUT), ctx.Queue()
     procs = [ctx.Process(target=_child, args=(t, args, barrier, queue)) for t in args.tasks]
     for p in procs:
         p.start()
-    results = [queue.get() for _ in procs]
+    try:
+        results = [queue.get(timeout=TIMEOUT) for _ in procs]
+    except queue_module.Empty:
+        codes = [p.exitcode for p in procs]
+        for p in procs:
+            p.kill()
+        sys.exit(f"bench: a side-by-side process gave no result within {TIMEOUT} s (exit codes {codes})")
     for p in procs:
         p.join()
     return sorted(results, key=lambda r: args.tasks.index(r["task"]))
@@ -90,36 +110,42 @@ def main() -> None:
     if missing:
         sys.exit(f"bench: no GLUE train file for {missing} in {_glue_dir()}; set GLUE_DIR")
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if len(args.tasks) > cores:
+        sys.exit(f"bench: {len(args.tasks)} tasks side by side need as many cores; this machine has {cores}")
     ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:  # each in-turn run in a fresh process too, as a teacher of the stage would run
+    with ctx.Pool(1, maxtasksperchild=1) as pool:  # each in-turn run in a fresh process of its own too
         in_turn = [pool.apply(train, (t, args, cores)) for t in args.tasks]
     parallel = side_by_side(args)
-    examples = len(args.tasks) * args.steps * BATCH
-    turn_rate = examples / sum(r["seconds"] for r in in_turn)
-    side_rate = sum(r["examples_per_s"] for r in parallel)
+    turn = sum(r["seconds"] for r in in_turn)
+    overlap = min(r["ends"][-1] for r in parallel)  # until the first side-by-side process is done
+    per_step = {r["task"]: step_seconds(r, overlap) for r in parallel}
+    balanced = sum(args.steps * t for t in per_step.values()) / len(parallel)
     wall = max(r["seconds"] for r in parallel)
+    for r in in_turn + parallel:
+        del r["start"], r["ends"]
     result = {
         **provenance(load),
         "settings": vars(args) | {"out": os.path.relpath(args.out, ROOT)},
         "in_turn": in_turn,
         "side_by_side": parallel,
-        "examples_per_s": {"in_turn": turn_rate, "side_by_side": side_rate},
-        "side_by_side_over_in_turn": side_rate / turn_rate,
-        "wall_s": {"in_turn": sum(r["seconds"] for r in in_turn), "side_by_side": wall},
+        "side_by_side_step_s": per_step,
+        "seconds": {"in_turn": turn, "side_by_side_balanced": balanced, "side_by_side_wall": wall},
+        "in_turn_over_side_by_side": turn / balanced,
     }
     md = [
         *heading("Teachers in turn on every core, or side by side on one core each", result),
-        "| task | in turn: threads | examples/s | side by side: threads | examples/s |",
+        "| task | in turn: threads | s per step | side by side: threads | s per step, all running |",
         "|---|---:|---:|---:|---:|",
         *(
-            f"| {a['task']} | {a['threads']} | {a['examples_per_s']:.1f} | {b['threads']} | {b['examples_per_s']:.1f} |"
+            f"| {a['task']} | {a['threads']} | {a['seconds'] / args.steps:.3f} | {b['threads']} | "
+            f"{per_step[b['task']]:.3f} |"
             for a, b in zip(in_turn, parallel)
         ),
         "",
-        f"All tasks: in turn {turn_rate:.1f} examples/s, side by side {side_rate:.1f} (sum of the processes' rates): "
-        f"**{side_rate / turn_rate:.2f}×**. Wall time for {args.steps} timed steps of each: in turn "
-        f"{result['wall_s']['in_turn']:.1f} s, side by side {wall:.1f} s (the slower task's; the other's core idles "
-        "once it is done).",
+        f"{args.steps} timed steps of each task: in turn {turn:.1f} s; side by side {balanced:.1f} s with every core "
+        f"kept busy (Σ steps × time per step while all ran, ÷ {len(parallel)} processes), {wall:.1f} s as run (the "
+        f"slower task's wall time: the other core idles once its task is done). In turn ÷ side by side: "
+        f"**{turn / balanced:.2f}×** (> 1: side by side is faster).",
         "",
     ]
     save_result(args.out, "task-parallel", result, md)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import ConfigError, RunConfig, load_config
+from pipeline.core.config import ConfigError, RunConfig, load_config, override
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
@@ -266,6 +266,16 @@ def test_per_task_teacher_settings(tmp_path: Path) -> None:
     rte = both.teachers.for_task("rte")
     assert set(both.teachers.per_task) == {"rte"} and (rte.lr, rte.epochs) == (1e-4, 5.0)
     assert both.data.max_train_examples == {"sst2": 40}
+
+
+def test_task_names_have_one_spelling_in_overrides_and_tuning_settings_too() -> None:
+    """A per-task student key names its task as the run does ("STS-B" → "stsb") whether it came from a file, an
+    override or a setting merged in later (`override`, as --tune does): else the option would look the task up in
+    vain and train as if unset."""
+    cfg = load_config(None, ["--student.task_weights={STS-B: 0.6}", "--student.sampling_weights={SST-2: 2.0}"])
+    assert cfg.student.task_weights == {"stsb": 0.6} and cfg.student.sampling_weights == {"sst2": 2.0}
+    tuned = override(load_config(None), {"student": {"task_weights": {"STS-B": 0.3}, "swap_pairs": ["MRPC"]}}, "t")
+    assert tuned.student.task_weights == {"stsb": 0.3} and tuned.student.swap_pairs == ("mrpc",)
 
 
 def test_per_task_teacher_errors_name_the_task_and_key(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -280,8 +281,11 @@ def test_two_processes_match_one(smoke_run: Path, tmp_path: Path) -> None:
     """The whole pipeline under `accelerate launch` with 2 gloo ranks: same data, same teacher-output rows,
     same student plan and task counts, metrics on exactly the dev sets."""
     two = tmp_path / "two"
+    with socket.socket() as probe:  # a free port: not 29500, which another job on the machine may hold
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
            "-m", "pipeline", "run", "--config", str(SMOKE), "--out", str(two)]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,15 +8,19 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import SMOKE
 from transformers import BertConfig, BertModel
 
-from pipeline.core.config import ModelConfig
+from pipeline.core.config import ModelConfig, StudentConfig, load_config
 from pipeline.core.data import swap_pair
 from pipeline.core.loss import multitask_loss
 from pipeline.core.model import MultiTaskModel, head_spec
 from pipeline.core.sampling import multitask_plan, task_probabilities
 from pipeline.core.tasks import TaskSpec, get_glue_task
 from pipeline.core.training import model_inputs
+from pipeline.experiments.choices import check_grid
+from pipeline.experiments.variants import ReproduceError
+from student.options import get_options
 from student.options.regression import loss_weights, standardisation, swap_draws
 from student.probe import TaskGradients
 
@@ -104,6 +108,17 @@ def test_a_task_weight_scales_that_tasks_gradient_alone() -> None:
     assert share[0] < share[1]
 
 
+def test_task_weights_reach_the_students_loss_with_every_task_loss() -> None:
+    """The options the student loop is built with carry the weights: with BAM's `mean` loss too, and times the
+    loss scale of label-scale; none at BAM's defaults."""
+    tasks = [get_glue_task(n) for n in ("sst2", "mrpc", "stsb", "rte")]
+    assert get_options(StudentConfig(), tasks, [], 1).loss_weights is None
+    weighted = StudentConfig(task_weights={"stsb": 0.5, "rte": 2.0})
+    assert get_options(weighted, tasks, [], 1).loss_weights == (1.0, 1.0, 0.5, 2.0)
+    scaled = dataclasses.replace(weighted, task_loss="label-scale")
+    assert get_options(scaled, tasks, [], 1).loss_weights == (1.0, 1.0, 12.5, 2.0)
+
+
 def test_a_standardised_head_returns_the_scaled_label_space() -> None:
     """The head predicts z; the model returns z · σ + μ, so evaluation and predict need nothing else."""
     task = _similarity(5.0)
@@ -154,3 +169,12 @@ def test_sampling_weights_multiply_a_tasks_probability() -> None:
     np.testing.assert_array_equal(
         multitask_plan(sizes, 8, 10, 0.75, 1), multitask_plan(sizes, 8, 10, 0.75, 1, weights=None)
     )
+
+
+def test_a_regression_variant_naming_a_task_the_run_lacks_is_refused_before_it_runs(tmp_path) -> None:
+    """`standardised-0.6` weights STS-B: on a run without STS-B it would train plain `standardised` under another
+    label, so reproduce-glue refuses it up front, naming the variant and the key."""
+    cfg = load_config(SMOKE, ["--data.tasks=[sst2, rte]"])
+    with pytest.raises(ReproduceError, match=r"the variant standardised-0.6:\n  'student.task_weights' names 'stsb'"):
+        check_grid(cfg, tmp_path, ["bam", "standardised-0.6"], {})
+    check_grid(load_config(SMOKE), tmp_path, ["bam", "standardised-0.6"], {})  # with STS-B: fine

@@ -285,27 +285,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = _absolute_paths(merge_section(cfg, parse_overrides(overrides), "", problems), Path.cwd())
     problems += validate(cfg)
     if not problems:  # one spelling per task from here on ("SST-2" → "sst2"): it names folders and heads
-        data = cfg.data
-        tasks = tuple(task_name(t, data.custom_tasks) for t in data.tasks)
-        caps = _by_task(data.max_train_examples, data.custom_tasks)
-        per_task = _by_task(cfg.teachers.per_task, data.custom_tasks)
-        weights = _by_task(cfg.student.sampling_weights, data.custom_tasks)
-        loss_weights = _by_task(cfg.student.task_weights, data.custom_tasks)
-        swapped = tuple(dict.fromkeys(task_name(t, data.custom_tasks) for t in cfg.student.swap_pairs))
-        cfg = dataclasses.replace(
-            cfg,
-            data=dataclasses.replace(data, tasks=tasks, max_train_examples=caps),
-            teachers=dataclasses.replace(cfg.teachers, per_task=per_task),
-            student=dataclasses.replace(
-                cfg.student, sampling_weights=weights, task_weights=loss_weights, swap_pairs=swapped
-            ),
-        )
-        if len(set(tasks)) != len(tasks):
-            problems.append(f"'data.tasks' names a task twice: {list(data.tasks)}")
+        cfg = _one_spelling(cfg)
+        if len(set(cfg.data.tasks)) != len(cfg.data.tasks):
+            problems.append(f"'data.tasks' names a task twice: {list(cfg.data.tasks)}")
     if problems:
         where = " in " + " and ".join(([str(path)] if path else []) + (["command-line overrides"] if overrides else []))
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def _one_spelling(cfg: RunConfig) -> RunConfig:
+    """`cfg` with every task named by its one spelling ("SST-2" → "sst2"): data.tasks and the per-task settings."""
+    data, custom, student = cfg.data, cfg.data.custom_tasks, cfg.student
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            data,
+            tasks=tuple(task_name(t, custom) for t in data.tasks),
+            max_train_examples=_by_task(data.max_train_examples, custom),
+        ),
+        teachers=dataclasses.replace(cfg.teachers, per_task=_by_task(cfg.teachers.per_task, custom)),
+        student=dataclasses.replace(
+            student,
+            sampling_weights=_by_task(student.sampling_weights, custom),
+            task_weights=_by_task(student.task_weights, custom),
+            swap_pairs=tuple(dict.fromkeys(task_name(t, custom) for t in student.swap_pairs)),
+        ),
+    )
 
 
 def _by_task(entries: dict[str, Any], custom: dict[str, CustomTaskConfig]) -> dict[str, Any]:
@@ -332,7 +338,7 @@ def override(cfg: RunConfig, updates: dict[str, Any], where: str) -> RunConfig:
     problems += validate(cfg) if not problems else []
     if problems:
         raise ConfigError(f"invalid {where}:\n  " + "\n  ".join(problems))
-    return cfg
+    return _one_spelling(cfg)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -128,10 +128,11 @@ def tuning_learns(cfg: RunConfig, variant: str, out: Path, grid: dict[str, list[
 
 
 def check_grid(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[Any]]) -> None:
-    """Every setting is a valid config for every variant it tunes (pcgrad with an adversarial loss is not)."""
+    """Every variant, with every setting it is tuned over, is a valid config (pcgrad with an adversarial loss is not;
+    nor is `standardised-0.6`, which weights STS-B, on a run without STS-B)."""
     for variant in variants:
-        for setting in settings(variant_grid(variant, grid)):
+        for setting in settings(variant_grid(variant, grid)) or [{}]:
             problems = validate(setting_config(cfg, variant, out, setting))
             if problems:
-                where = f"--tune setting {setting_label(setting)} for the variant {variant}"
-                raise ReproduceError(f"invalid {where}:\n  " + "\n  ".join(problems))
+                where = f"--tune setting {setting_label(setting)} for " if setting else ""
+                raise ReproduceError(f"invalid {where}the variant {variant}:\n  " + "\n  ".join(problems))

@@ -6,7 +6,8 @@
   supcon.py       `supcon_weight`: a supervised contrastive loss on the features the heads read
   siamese.py      `pair_mode: siamese`: its check (the heads and batches are core: evaluation and prediction use them)
   unfreeze.py     `unfreeze_every`: gradual unfreezing, top first
-  regression.py   `task_loss`, `swap_pairs`: a regression task's weight in the loss; both orders of a pair
+  regression.py   `task_loss`, `task_weights`, `swap_pairs`: a (regression) task's weight in the loss; both
+                  orders of a pair
 
 Each module's `add(opts, sc, run)` returns `opts` with its calls (`hooks.Options`) in place when its option is on,
 or refuses a run it cannot train (`ConfigError`); a new option is a module here and a line in `ADDED`.
