@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", help="comma-separated subset of: single, multi, bam, no-layerwise, no-sampling, "
                    "no-annealing (default: these); the paper's variants made of several runs single-single, "
                    "multi-multi, bam-ft; and the multitask options round-robin, summed, pcgrad, fgm, fgsm, pgd, "
-                   "supcon, siamese, unfreeze; the regression settings label-scale, standardised, stsb-x2, swap-pairs, "
-                   "mlp-head, mean-pool, multi-label-scale, multi-standardised; the smaller student and ensembles "
-                   "single-small, multi-small, bam-small, bam-ensemble (--seeds 3) (these four groups run only "
+                   "supcon, siamese, unfreeze; the regression settings label-scale, standardised, "
+                   "standardised-0.6, stsb-x2, swap-pairs, mlp-head, mean-pool, multi-label-scale, multi-standardised; "
+                   "the smaller student and ensembles single-small, multi-small, bam-small, bam-ensemble (--seeds 3) "
+                   "(these four groups run only "
                    "when named)")  # fmt: skip
     p.add_argument("--tune", action="append", metavar="SECTION.KEY=V1,V2,...",
                    help="student.KEY: tune each student variant on the first seed's dev average over these values; "

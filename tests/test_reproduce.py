@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from pipeline.cli import main
+from pipeline.cli import build_parser, main
 from pipeline.core.accel import make_accelerator
 from pipeline.core.config import RunConfig, load_config, validate
 from pipeline.core.metrics import main_score
@@ -26,7 +28,7 @@ from pipeline.core.tasks import get_glue_task
 from pipeline.experiments.choices import variant_config
 from pipeline.experiments.stats import holm, paired_p
 from pipeline.experiments.table import render_table
-from pipeline.experiments.variants import DERIVED, OPTIONS, VARIANTS, ReproduceError, parse_variants
+from pipeline.experiments.variants import DERIVED, EVERY, OPTIONS, VARIANTS, ReproduceError, parse_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -62,6 +64,13 @@ def test_parse_variants() -> None:
     assert parse_variants("bam-ft,single-single,multi-multi") == ["single-single", "multi-multi", "bam-ft"]
     with pytest.raises(ReproduceError, match="unknown"):
         parse_variants("bam,teacher-annealing")
+
+
+def test_the_command_lines_help_names_every_variant() -> None:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in commands.choices["reproduce-glue"]._actions if a.dest == "variants")
+    named = set(re.findall(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", action.help))
+    assert set(EVERY) <= named, sorted(set(EVERY) - named)
 
 
 def test_option_variants_are_valid_configs_that_change_only_the_student(tmp_path: Path) -> None:

@@ -130,8 +130,8 @@ def tuning_learns(cfg: RunConfig, variant: str, out: Path, grid: dict[str, list[
 def check_grid(cfg: RunConfig, out: Path, variants: list[str], grid: dict[str, list[Any]]) -> None:
     """Every variant, with every setting it is tuned over, is a valid config (pcgrad with an adversarial loss is not;
     nor is `standardised-0.6`, which weights STS-B, on a run without STS-B)."""
-    for variant in variants:
-        for setting in settings(variant_grid(variant, grid)) or [{}]:
+    for variant in variants:  # one made from another run's model is checked as it starts: that model is not made yet
+        for setting in settings(variant_grid(variant, grid)) or ([] if variant in PARENT else [{}]):
             problems = validate(setting_config(cfg, variant, out, setting))
             if problems:
                 where = f"--tune setting {setting_label(setting)} for " if setting else ""
