@@ -8,9 +8,9 @@
 Every optimizer step draws a global batch from the run's plan (p(τ) ∝ |D_τ|^α, mixed tasks in one batch); each
 process takes its slice. λ = step / total_steps moves the target from the teacher's softmax to the gold label.
 The multitask options (`student.mixing`, `adversarial`, `supcon_weight`, `pair_mode`, `unfreeze_every`, and the
-regression settings `task_loss`, `task_weights`, `sampling_weights`, `swap_pairs`; docs/options.md, docs/regression.md) are modules
-in `student/options/`; the loop makes their calls (`opts.…`) at fixed points of the step, and at their defaults
-those calls are BAM's. `student/probe.py` logs each task's gradient at the heads' input.
+regression settings `task_loss`, `task_weights`, `sampling_weights`, `swap_pairs`; docs/options.md,
+docs/regression.md) are modules in `student/options/`; the loop makes their calls (`opts.…`) at fixed points of the
+step, and at their defaults those calls are BAM's. `student/probe.py` logs each task's gradient at the heads' input.
 """
 
 from __future__ import annotations
