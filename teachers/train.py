@@ -137,10 +137,12 @@ def train_teacher(
             optimizer.zero_grad(set_to_none=True)
             examples += tc.batch_size
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            rate = examples / (time.time() - started - selection.seconds)  # dev evaluations left out
-            if bar.disable and ((step + 1) % 50 == 0 or step + 1 == total_steps):  # not a terminal: plain lines
-                acc.print(f"[teachers] {task.name}: step {step + 1}/{total_steps} loss {step_loss:.4f} {rate:.1f} ex/s")
             if (step + 1) % 10 == 0 or step + 1 == total_steps:
+                rate = examples / (time.time() - started - selection.seconds)  # dev evaluations left out
+                if bar.disable and ((step + 1) % 50 == 0 or step + 1 == total_steps):  # not a terminal: plain lines
+                    acc.print(
+                        f"[teachers] {task.name}: step {step + 1}/{total_steps} loss {step_loss:.4f} {rate:.1f} ex/s"
+                    )
                 record = {"step": step + 1, "loss": step_loss, "lr": optimizer.param_groups[0]["lr"]}
                 log_record(acc, log_path, record | {"examples_per_s": rate}, track)
             selection.after_step(model, step + 1, total_steps)
