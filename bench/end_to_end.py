@@ -16,11 +16,8 @@ issue's target: ≥ 1.5). Writes <out>/<date>-end-to-end-<examples>.json and .md
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,9 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from datasets import Dataset, concatenate_datasets
 from datasets.utils.logging import disable_progress_bar
+from report import provenance  # bench/report.py (the script's folder is on sys.path)
 from torch import nn
 from transformers import (
     AutoModel,
@@ -198,11 +195,10 @@ def run_trainer(data_dir: str, precision: str, examples: int) -> dict:
         return {"wall_s": time.perf_counter() - start, **json.loads(out_json.read_text())}
 
 
-def machine() -> dict:
+def cpu_bf16_flags() -> list[str]:
+    """This CPU's instructions that make bf16 fast (none: PyTorch emulates it; docs/performance.md)."""
     flags = Path("/proc/cpuinfo").read_text().split()
-    bf16 = sorted({f for f in flags if f in ("avx512_bf16", "amx_bf16", "avx512f")})
-    return {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu_bf16_flags": bf16,
-            "platform": platform.platform(), "torch": torch.__version__}  # fmt: skip
+    return sorted({f for f in flags if f in ("avx512_bf16", "amx_bf16", "avx512f")})
 
 
 def main() -> None:
@@ -216,9 +212,8 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         return run_trainer_route(args.data_dir, args.precisions, args.examples, Path(args.child_out))
-    date = dt.datetime.now(dt.UTC)
-    result = {"command": "python " + shlex.join(["bench/end_to_end.py", *sys.argv[1:]]), "date": date.isoformat()}
-    result |= {"machine": machine(), "examples_per_task": args.examples, "precision": {}}
+    result = provenance(os.getloadavg()[0]) | {"examples_per_task": args.examples, "precision": {}}
+    result["machine"]["cpu_bf16_flags"] = cpu_bf16_flags()
     for precision in args.precisions.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             ours = run_ours(args.data_dir, precision, args.examples, Path(tmp) / "run")
@@ -228,7 +223,7 @@ def main() -> None:
         print(f"{precision}: ours {ours['wall_s']:.0f} s, Trainer route {trainer['wall_s']:.0f} s: {ratio:.2f}x")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{date:%Y-%m-%d}-end-to-end-{args.examples}"
+    stem = out / f"{result['date'][:10]}-end-to-end-{args.examples}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(report(result))
 

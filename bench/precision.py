@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from report import heading, provenance, save_result  # noqa: E402
+from report import glue_dir, heading, provenance, save_result  # noqa: E402
 from throughput import EVAL_BATCH, SEED, Bench, Ours, head, load_data, random_teacher, rates  # noqa: E402
 
 from pipeline.core.accel import make_accelerator  # noqa: E402
@@ -65,15 +65,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    glue_dir = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
-    missing = [n for n in NAMES if not (glue_dir / get_glue_task(n).glue_dir / "train.tsv").is_file()]
-    if missing:
-        sys.exit(f"bench: no GLUE train file for {missing} in {glue_dir}; set GLUE_DIR")
+    glue = glue_dir(NAMES)
     load, path = os.getloadavg()[0], bundled_minilm_path()
     cfg = load_config(ROOT / "configs" / "glue-small.yaml", [f"--data.tasks={NAMES!r}"])
-    b = Bench(
-        path, NAMES, load_data(glue_dir, NAMES, args.examples, load_tokenizer(path)), cfg, args.warmup, args.steps
-    )
+    b = Bench(path, NAMES, load_data(glue, NAMES, args.examples, load_tokenizer(path)), cfg, args.warmup, args.steps)
     enc = build_model(path, [get_glue_task(NAMES[0])], cfg.model, SEED).encoder
     b.params = sum(x.numel() for x in enc.parameters()) - sum(x.numel() for x in enc.embeddings.parameters())
     b.peak = 1.0  # no matmul peak here: peak_fraction is not reported

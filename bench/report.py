@@ -10,6 +10,8 @@ import platform
 import sys
 from pathlib import Path
 
+from pipeline.core.tasks import get_glue_task
+
 
 def provenance(load: float) -> dict:
     """The command, the UTC date and the machine of a benchmark run; `load`: the 1-minute load average at its start
@@ -27,6 +29,16 @@ def provenance(load: float) -> dict:
             "load_average_1min_at_start": load,
         },
     }
+
+
+def glue_dir(tasks: list[str]) -> Path:
+    """Where the benchmarks read GLUE: $GLUE_DIR, else ../shared/data/glue beside the checkout; exits naming the
+    tasks whose training file is not there."""
+    path = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
+    missing = [t for t in tasks if not (path / get_glue_task(t).glue_dir / "train.tsv").is_file()]
+    if missing:
+        sys.exit(f"bench: no GLUE train file for {missing} in {path}; set GLUE_DIR to a folder in the GLUE TSV layout")
+    return path
 
 
 def heading(title: str, result: dict) -> list[str]:

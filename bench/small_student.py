@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from report import heading, provenance, save_result  # noqa: E402
+from report import glue_dir, heading, provenance, save_result  # noqa: E402
 from throughput import EVAL_BATCH, SEED, head, load_data  # noqa: E402
 
 from pipeline.core.accel import make_accelerator  # noqa: E402
@@ -42,13 +42,10 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    glue_dir = Path(os.environ.get("GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
-    missing = [n for n in NAMES if not (glue_dir / get_glue_task(n).glue_dir / "train.tsv").is_file()]
-    if missing:
-        sys.exit(f"bench: no GLUE train file for {missing} in {glue_dir}; set GLUE_DIR")
+    glue = glue_dir(NAMES)
     load, path = os.getloadavg()[0], bundled_minilm_path()
     cfg = load_config(ROOT / "configs" / "glue-small.yaml")
-    data = load_data(glue_dir, NAMES, args.examples, load_tokenizer(path))
+    data = load_data(glue, NAMES, args.examples, load_tokenizer(path))
     acc = make_accelerator(precision=args.precision)
     models = {}
     for name, layers in (("full", "all"), ("small", "every_other")):

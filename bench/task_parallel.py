@@ -27,32 +27,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from report import heading, provenance, save_result  # noqa: E402
+import torch  # noqa: E402
+from report import glue_dir, heading, provenance, save_result  # noqa: E402
 from throughput import BATCH, Bench, Ours, load_data  # noqa: E402
 
 from pipeline.core.config import load_config  # noqa: E402
-from pipeline.core.tasks import get_glue_task  # noqa: E402
+from pipeline.core.model import bundled_minilm_path, load_tokenizer  # noqa: E402
 
 TIMEOUT = 3600  # seconds a process may take for its task
 
 
-def _glue_dir() -> Path:
-    return Path(os.environ.get("GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
-
-
 def _bench(task: str, args: argparse.Namespace) -> Bench:
-    from pipeline.core.model import bundled_minilm_path, load_tokenizer
-
     path = bundled_minilm_path()
-    data = load_data(_glue_dir(), [task], args.examples, load_tokenizer(path))
+    data = load_data(glue_dir([task]), [task], args.examples, load_tokenizer(path))
     cfg = load_config(ROOT / "configs" / "glue-small.yaml")
     return Bench(path, [task], data, cfg, args.warmup, args.steps, peak=1.0)
 
 
 def train(task: str, args: argparse.Namespace, threads: int, barrier=None) -> dict:
     """`task`'s teacher step at `threads` torch threads: warm-up, (wait for the others), the timed steps."""
-    import torch
-
     torch.set_num_threads(threads)
     b = _bench(task, args)
     ours = Ours(b, [task], "teachers")
@@ -106,9 +99,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=2000, help="training rows per task (seeded subset)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    missing = [t for t in args.tasks if not (_glue_dir() / get_glue_task(t).glue_dir / "train.tsv").is_file()]
-    if missing:
-        sys.exit(f"bench: no GLUE train file for {missing} in {_glue_dir()}; set GLUE_DIR")
+    glue_dir(args.tasks)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if len(args.tasks) > cores:
         sys.exit(f"bench: {len(args.tasks)} tasks side by side need as many cores; this machine has {cores}")
