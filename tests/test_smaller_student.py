@@ -21,7 +21,8 @@ from pipeline.core.training import layerwise_param_groups
 @pytest.mark.parametrize(
     ("layers", "depth", "kept"),
     [("every_other", 6, [1, 3, 5]), ("every_other", 12, [1, 3, 5, 7, 9, 11]), ("every_other", 5, [0, 2, 4]),
-     ("all", 3, [0, 1, 2]), ((0, 5), 6, [0, 5])],
+     ("bottom_half", 6, [0, 1, 2]), ("bottom_half", 12, [0, 1, 2, 3, 4, 5]), ("bottom_half", 5, [0, 1, 2]),
+     ("bottom_half", 1, [0]), ("all", 3, [0, 1, 2]), ((0, 5), 6, [0, 5])],
 )  # fmt: skip
 def test_which_layers_a_student_keeps(layers, depth: int, kept: list[int]) -> None:
     assert kept_layers(layers, depth) == kept
@@ -93,6 +94,29 @@ def test_layer_lists_are_checked_with_the_config() -> None:
     load_config(SMOKE, ["--student.layers=[0]", "--student.model='tiny-random'"])
 
 
+def test_bottom_half_is_a_layers_spelling_and_other_names_are_refused() -> None:
+    assert load_config(SMOKE, ["--student.layers=bottom_half"]).student.layers == "bottom_half"
+    assert load_config(SMOKE, ["--teachers.layers=bottom_half"]).teachers.layers == "bottom_half"
+    with pytest.raises(ConfigError, match=r"student\.layers.*top_half"):
+        load_config(SMOKE, ["--student.layers=top_half"])
+
+
+@pytest.mark.parametrize(
+    ("variant", "student_layers", "teacher_layers", "fixed_lambda"),
+    [("bam-bottom", "bottom_half", "all", None), ("multi-bottom", "bottom_half", "all", 1.0),
+     ("single-bottom", "all", "bottom_half", None), ("bam-small", "every_other", "all", None)],
+)  # fmt: skip
+def test_the_small_variants_change_the_student_or_the_teachers(
+    variant: str, student_layers: str, teacher_layers: str, fixed_lambda: float | None
+) -> None:
+    from pipeline.experiments.variants import apply_variant, reports_teachers
+
+    cfg = apply_variant(load_config(SMOKE), variant, {}, None)
+    assert (cfg.student.layers, cfg.teachers.layers) == (student_layers, teacher_layers)
+    assert cfg.student.fixed_lambda == fixed_lambda
+    assert reports_teachers(variant) == variant.startswith("single")
+
+
 def test_reproduce_measures_the_small_student_against_small_baselines(tmp_path: Path) -> None:
     """bam-small learns from the seed's teachers; single-small trains teachers of the small size in its own folder
     (the baseline per task), multi-small the small model multitask at λ = 1; the table has their group."""
@@ -144,6 +168,9 @@ def test_a_run_from_its_own_teachers_does_not_train_the_seeds(tmp_path: Path) ->
     ("variant", "stages"),
     [
         ("single-small", ("data",)),
+        ("single-bottom", ("data",)),
+        ("bam-bottom", ("data", "teachers", "distill")),
+        ("multi-bottom", ("data", "teachers")),
         ("single", ("data", "teachers")),
         ("multi", ("data", "teachers")),
         ("multi-small", ("data", "teachers")),

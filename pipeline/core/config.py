@@ -126,8 +126,9 @@ class TeacherConfig:
     # Per-task settings over the ones above, e.g. `per_task: {rte: {lr: 2e-5, epochs: 5}}` (what
     # `reproduce-glue --tune teachers.lr=...` chooses per task on dev); a task's teacher depends on its own alone.
     per_task: dict[str, TeacherTaskConfig] = field(default_factory=dict)
-    layers: Literal["all", "every_other"] | tuple[int, ...] = "all"  # the pretrained encoder's layers each teacher
-    # keeps, as student.layers (docs/smaller-student.md): a single-task baseline of a smaller student's size
+    layers: Literal["all", "every_other", "bottom_half"] | tuple[int, ...] = "all"  # the pretrained encoder's
+    # layers each teacher keeps, as student.layers (docs/smaller-student.md): a single-task baseline of a smaller
+    # student's size
 
     def for_task(self, task: str) -> TeacherConfig:
         """The settings `task`'s teacher trains with: the section's, with that task's own over them."""
@@ -199,9 +200,10 @@ class StudentConfig:
     # The student's size (docs/smaller-student.md); the defaults are BAM's born-again student, the teachers' model:
     model: str | None = None  # the student's pretrained encoder, a Hub name or folder; null = model.name_or_path. Its
     # own tokenizer reads the examples (their stored texts; soft targets join by example id and the examples)
-    layers: Literal["all", "every_other"] | tuple[int, ...] = "all"  # the encoder layers the student keeps, as
-    # DistilBERT's initialisation does: all; every_other, counted from the top (6 → layers 1, 3, 5: the top one
-    # stays); or a list of indices, 0 = the bottom layer. Its depth then sets the layer-wise learning rates
+    layers: Literal["all", "every_other", "bottom_half"] | tuple[int, ...] = "all"  # the encoder layers the
+    # student keeps, as DistilBERT's initialisation does: all; every_other, counted from the top (6 → layers 1, 3,
+    # 5: the top one stays); bottom_half (6 → 0, 1, 2: one unbroken stack); or a list of indices, 0 = the bottom
+    # layer. Its depth then sets the layer-wise learning rates
 
 
 @dataclass(frozen=True)

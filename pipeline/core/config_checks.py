@@ -115,17 +115,20 @@ def validate(cfg: RunConfig) -> list[str]:
     return problems + _validate_options(cfg.student)
 
 
-ALL, EVERY_OTHER = "all", "every_other"  # student.layers / teachers.layers (pipeline/core/shrink.py keeps them)
+ALL, EVERY_OTHER, BOTTOM_HALF = "all", "every_other", "bottom_half"  # student.layers / teachers.layers (shrink.py)
 
 
 def kept_layers(layers: str | Sequence[int], depth: int | None, key: str = "student.layers") -> list[int]:
     """The indices (0 = the bottom layer) `layers` keeps of an encoder of `depth` layers: all of them; every other
-    one counted from the top, so the top layer, whose outputs the pooler was trained on, stays (6 → 1, 3, 5); or
-    the explicit list. An index out of range or out of order is a ValueError naming `key`; with `depth` None (not
-    known yet) only a list is checked, for everything but its range."""
-    if layers == ALL or layers == EVERY_OTHER:
+    one counted from the top, so the top layer, whose outputs the pooler was trained on, stays (6 → 1, 3, 5); the
+    bottom half, one unbroken stack of as many layers as every other one keeps (6 → 0, 1, 2; 5 → 0, 1, 2); or the
+    explicit list. An index out of range or out of order is a ValueError naming `key`; with `depth` None (not known
+    yet) only a list is checked, for everything but its range."""
+    if layers in (ALL, EVERY_OTHER, BOTTOM_HALF):
         if depth is None:
             return []
+        if layers == BOTTOM_HALF:
+            return list(range((depth + 1) // 2))
         return list(range(depth)) if layers == ALL else list(range(depth - 1, -1, -2))[::-1]
     indices = list(layers)
     top = math.inf if depth is None else depth

@@ -73,14 +73,19 @@ REGRESSION: dict[str, tuple[str, dict[str, Any]]] = {
         {"fixed_lambda": 1.0, "task_loss": "standardised"},
     ),
 }
-# A smaller student (docs/smaller-student.md): every other layer of the teachers' pretrained encoder, as BAM and
-# as its two baselines (the same small model fine-tuned per task, with the teachers' settings; and multitask, λ = 1).
+# A smaller student (docs/smaller-student.md): every other layer of the teachers' pretrained encoder, or its bottom
+# half, as BAM and as its two baselines (the same small model fine-tuned per task, with the teachers' settings; and
+# multitask, λ = 1).
 SMALL: dict[str, tuple[str, dict[str, Any]]] = {
     "single-small": ("Single, every other layer", {}),
     "multi-small": ("Multi, every other layer", {"fixed_lambda": 1.0, "layers": "every_other"}),
     "bam-small": ("BAM, student of every other layer", {"layers": "every_other"}),
+    "single-bottom": ("Single, bottom half of the layers", {}),
+    "multi-bottom": ("Multi, bottom half of the layers", {"fixed_lambda": 1.0, "layers": "bottom_half"}),
+    "bam-bottom": ("BAM, student of the bottom half of the layers", {"layers": "bottom_half"}),
 }
-TEACHER_CHANGES = {"single-small": {"layers": "every_other"}}  # variants whose teachers are not the seed's
+# Variants whose teachers are not the seed's: they report these teachers (single-task models of the small size)
+TEACHER_CHANGES = {"single-small": {"layers": "every_other"}, "single-bottom": {"layers": "bottom_half"}}
 # BAM from a teacher ensemble: the seed's teachers averaged with those of the other ENSEMBLE_SEEDS (their runs'
 # teachers folders; distill.teachers), which must be trained first.
 ENSEMBLE = {"bam-ensemble": ("BAM, teachers of seeds 1–3 averaged", {})}
@@ -279,7 +284,7 @@ def seed_stages(variant: str) -> tuple[str, ...]:
 
 def reports_teachers(variant: str) -> bool:
     """Whether the variant's numbers are its teachers' (single-task models), not a student's."""
-    return variant in ("single", "bam-ft", "single-small")
+    return variant in ("single", "bam-ft", *TEACHER_CHANGES)
 
 
 def uses_teachers(cfg: RunConfig, variant: str) -> bool:
