@@ -24,8 +24,11 @@ def config_subset(cfg: RunConfig) -> dict:
     unused += ["supcon_temperature"] * (s.supcon_weight == 0) + ["unfreeze_unit"] * (s.unfreeze_every == 0)
     unused += ["eval_every", "select"] * (s.select == "last")  # evaluating during training changes no weights
     unused += ["model"] * (s.model is None) + ["layers"] * (s.layers == "all")  # the born-again student
-    unused += ["task_weights"] * (not s.task_weights)  # added later: runs made before it keep their digests
+    weights = {t: w for t, w in s.task_weights.items() if w != 1.0}  # a weight of 1 is no weight
+    unused += ["task_weights"] * (not weights)  # added later: runs made before it keep their digests
     student = {k: v for k, v in to_dict(s).items() if k not in unused}
+    if weights:
+        student["task_weights"] = weights
     return {"student": student, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
 
 

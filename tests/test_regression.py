@@ -20,6 +20,7 @@ from pipeline.core.tasks import TaskSpec, get_glue_task
 from pipeline.core.training import model_inputs
 from pipeline.experiments.choices import check_grid
 from pipeline.experiments.variants import ReproduceError
+from stages import STAGES
 from student.options import get_options
 from student.options.regression import loss_weights, standardisation, swap_draws
 from student.probe import TaskGradients
@@ -117,6 +118,16 @@ def test_task_weights_reach_the_students_loss_with_every_task_loss() -> None:
     assert get_options(weighted, tasks, [], 1).loss_weights == (1.0, 1.0, 0.5, 2.0)
     scaled = dataclasses.replace(weighted, task_loss="label-scale")
     assert get_options(scaled, tasks, [], 1).loss_weights == (1.0, 1.0, 12.5, 2.0)
+
+
+def test_a_task_weight_of_one_keeps_the_students_record() -> None:
+    """{task: 1.0} trains as no weight at all, so the student's digest (what makes a run stale) stays; another
+    weight is another student."""
+    subset = STAGES["student"].config_subset
+    base = load_config(SMOKE)
+    assert subset(load_config(SMOKE, ["--student.task_weights={stsb: 1.0}"])) == subset(base)
+    weighted = subset(load_config(SMOKE, ["--student.task_weights={stsb: 0.6, rte: 1.0}"]))
+    assert weighted != subset(base) and weighted["student"]["task_weights"] == {"stsb": 0.6}
 
 
 def test_a_standardised_head_returns_the_scaled_label_space() -> None:
