@@ -32,7 +32,7 @@ SST2, MRPC = get_glue_task("sst2"), get_glue_task("mrpc")  # one text column ("s
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # A sentence: any characters but NUL (a NUL byte marks a file as not text) and lone surrogates (not encodable); not
-# blank once stripped, since an empty text is an error (tests/test_custom_tasks.py).
+# blank once stripped, since an empty text is an error (tests/test_custom_tasks_files.py).
 TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), min_size=1, max_size=30).filter(
     str.strip
 )

@@ -1,0 +1,414 @@
+"""reproduce-glue on the smoke config, Single and BAM on two seeds (run once for the module): shared teachers,
+the table built from the runs' own metrics, resuming and the dry run's estimates, results.json alone, tuning the
+students and the teachers on dev, submission files, migrating an older results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import ROOT, SMOKE
+from reproduce_helpers import SPECS, TASKS
+
+from pipeline.cli import main
+from pipeline.core.accel import make_accelerator
+from pipeline.core.config import load_config
+from pipeline.core.metrics import main_score
+from pipeline.core.submission import write_submission
+from pipeline.core.tasks import get_glue_task
+from pipeline.experiments.choices import variant_config
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("repro") / "out"
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert main(argv) == 0
+    return out
+
+
+def test_runs_and_shared_teachers(repro: Path) -> None:
+    results = json.loads((repro / "results.json").read_text())
+    assert sorted((r["variant"], r["seed"]) for r in results["runs"]) == [
+        ("bam", 1), ("bam", 2), ("single", 1), ("single", 2)
+    ]  # fmt: skip
+    for seed in (1, 2):
+        base, bam = repro / "runs" / f"seed-{seed}" / "teachers", repro / "runs" / f"seed-{seed}" / "bam"
+        # the variant's teachers are the seed's teachers (hard links), not retrained
+        for task in TASKS:
+            weights = f"teachers/{task}/model/model.safetensors"
+            assert os.path.samefile(base / weights, bam / weights)
+        config = json.loads((base / "manifests" / "teachers.json").read_text())["config"]
+        assert config["teachers"]["seed"] == seed
+    # different seeds train different teachers
+    w1 = (repro / "runs/seed-1/teachers/teachers/sst2/model/model.safetensors").read_bytes()
+    w2 = (repro / "runs/seed-2/teachers/teachers/sst2/model/model.safetensors").read_bytes()
+    assert w1 != w2
+    import torch
+
+    for run in results["runs"]:
+        assert {"variant", "seed", "average", "tasks", "wall_s", "config"} <= set(run)
+        assert run["config"]["student"]["seed"] == run["seed"]
+        # where its wall time was spent: the student's training, or each task's teacher's
+        parts = list(run["compute"].values()) if run["variant"] == "single" else [run["compute"]]
+        assert len(parts) == (len(TASKS) if run["variant"] == "single" else 1)
+        for part in parts:
+            assert part == {"device": "cpu", "processes": 1, "threads": torch.get_num_threads(), "precision": "no",
+                            "resumed_from_step": 0}  # fmt: skip
+
+
+def test_medians_come_from_each_runs_own_metrics(repro: Path) -> None:
+    results = json.loads((repro / "results.json").read_text())
+    summary = results["summary"]
+    for task in TASKS:
+        spec = get_glue_task(task)
+        own = {"single": [], "bam": []}
+        for seed in (1, 2):  # read the run folders directly, not results.json's copies
+            base = repro / "runs" / f"seed-{seed}"
+            teacher = json.loads((base / "teachers/teachers" / task / "metrics.json").read_text())
+            own["single"].append(teacher["dev"]["dev"][spec.main_metric])
+            student = json.loads((base / "bam/metrics.json").read_text())["tasks"][task]["student"]["dev"]
+            own["bam"].append(student[spec.main_metric])
+        for variant, values in own.items():
+            assert summary[variant]["median"][task] == pytest.approx(statistics.median(values))
+            assert summary[variant]["min"][task] == pytest.approx(min(values))
+        gain = statistics.median(own["bam"]) - statistics.median(own["single"])
+        assert summary["bam"]["vs_single"]["gain"][task] == pytest.approx(gain)
+    averages = [np.mean([r["tasks"][t]["score"] for t in TASKS]) for r in results["runs"] if r["variant"] == "bam"]
+    assert summary["bam"]["median"]["average"] == pytest.approx(statistics.median(averages))
+
+
+def test_table_layout(repro: Path) -> None:
+    table = (repro / "table.md").read_text()
+    summary = json.loads((repro / "results.json").read_text())["summary"]
+    assert "## Table 1: Single, Multi, Single→Multi" in table
+    header = next(line for line in table.splitlines() if line.startswith("| Model | Avg"))
+    assert header.split(" | ")[2:6] == ["SST-2", "MRPC", "STS-B", "RTE"]
+    bam_row = next(line for line in table.splitlines() if line.startswith("| Single→Multi (BAM"))
+    cells = [c.strip() for c in bam_row.strip("|").split("|")]
+    assert len(cells) == len(header.strip("|").split("|"))
+    assert cells[1].startswith(f"{summary['bam']['median']['average']:.1f} [")  # median [min–max]
+    f1 = statistics.median(
+        json.loads((repro / f"runs/seed-{s}/bam/metrics.json").read_text())["tasks"]["mrpc"]["student"]["dev"]["f1"]
+        for s in (1, 2)
+    )
+    assert cells[3].startswith(f"{f1:.1f}/{summary['bam']['median']['mrpc']:.1f}")  # MRPC: F1/accuracy
+    assert cells[-3] == f"{summary['bam']['vs_single']['gain']['average']:+.1f}"  # Δ Single
+    assert cells[-1] == "2"  # seeds
+    assert "## Paired tests per task" in table
+    for name in ("scores.png", "training.png"):
+        png = (repro / "plots" / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000
+    # each student run keeps its training curve, so the plots outlive the run folders
+    from pipeline.core.plots import training_curve
+    from pipeline.experiments.plots import write_plots
+
+    results = json.loads((repro / "results.json").read_text())
+    bam = next(r for r in results["runs"] if r["variant"] == "bam" and r["seed"] == 1)
+    assert bam["curve"] == training_curve(repro / "runs" / "seed-1" / "bam" / "student" / "log.jsonl")
+    bare = repro.parent / "bare-plots"
+    for run in results["runs"]:
+        run["run_dir"] = str(bare / "gone")
+    write_plots(results, bare)
+    png = (bare / "plots" / "training.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (repro / "runs").rglob("manifests/*.json")}
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(repro), "--seeds", "2", "--variants", "single,bam"]
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "0 of 4 steps to run" in printed and "to run:" not in printed
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in (repro / "runs").rglob("manifests/*.json")} == before
+    # a third seed is planned with a measured time estimate, and nothing runs in a dry run
+    assert main([*argv[:-4], "--seeds", "3", "--variants", "single,bam", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 6 steps to run" in printed and "(measured at " in printed
+    assert not (repro / "runs" / "seed-3").exists()
+
+
+def test_dry_run_scales_the_measured_time_by_each_options_cost(repro: Path) -> None:
+    from pipeline.core.config import to_dict
+    from pipeline.experiments.plan import cost_factor, plan
+
+    cfg = load_config(SMOKE)
+    factors = {v: cost_factor(to_dict(variant_config(cfg, v, repro).student)) for v in ("bam", "fgm", "pgd", "pcgrad")}
+    assert factors == {"bam": 1.0, "fgm": 2.0, "pgd": 4.0, "pcgrad": 2.5}  # PGD: K = 3 extra passes + the clean one
+    assert cost_factor(to_dict(load_config(SMOKE, ["--student.adversarial=pgd", "--student.adv_steps=5"]).student)) == 6
+    steps = {s["variant"]: s for s in plan(cfg, repro, [1, 2], ["single", "bam", "fgm", "pgd"])}
+    bam_walls = [json.loads((repro / f"runs/seed-{s}/bam/student/summary.json").read_text())["wall_s"] for s in (1, 2)]
+    assert steps["pgd"]["seconds"] == pytest.approx(4 * statistics.median(bam_walls))
+    assert steps["fgm"]["seconds"] == pytest.approx(2 * statistics.median(bam_walls))
+    assert "× 4 for its option" in steps["pgd"]["how"]
+
+
+def test_dry_run_estimates_from_runs_at_this_calls_torch_threads(repro: Path, tmp_path: Path) -> None:
+    """Wall time depends on torch's threads: the estimate takes the runs made at this call's threads when there are
+    any, else all of them, and says which."""
+    import torch
+
+    from pipeline.experiments.plan import plan
+
+    now = torch.get_num_threads()
+    results = json.loads((repro / "results.json").read_text())
+    out = tmp_path / "threads"
+    out.mkdir()
+
+    def estimate(threads: dict[int, int]) -> dict[str, Any]:
+        for run in results["runs"]:
+            if run["variant"] == "bam":
+                run["wall_s"], run["compute"]["threads"] = 100.0 * run["seed"], threads[run["seed"]]
+        (out / "results.json").write_text(json.dumps(results))
+        steps = plan(load_config(SMOKE), out, [1, 2, 3], ["single", "bam"])
+        return next(s for s in steps if s["seed"] == 3 and s["variant"] == "bam")
+
+    mixed = estimate({1: now + 1, 2: now})
+    assert mixed["seconds"] == pytest.approx(200.0) and f"measured at {now} torch thread" in mixed["how"]
+    other = estimate({1: now + 1, 2: now + 2})
+    assert other["seconds"] == pytest.approx(150.0) and f"other torch threads than this call's {now} " in other["how"]
+
+
+def test_results_json_alone_keeps_finished_runs(repro: Path, tmp_path: Path, capsys) -> None:
+    """A results.json without the run folders (e.g. committed, on a fresh machine) counts its runs as done."""
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    (out / "results.json").write_bytes((repro / "results.json").read_bytes())
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "0 of 4 steps to run" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert not (out / "runs").exists()
+    before, after = (json.loads((d / "results.json").read_text()) for d in (repro, out))
+    assert after["runs"] == before["runs"] and after["summary"] == before["summary"]
+    # a run recorded under another config does not count: with another student lr the bam runs (and the teachers
+    # they need, whose folders are gone) are planned again, while Single's records still hold
+    assert main([*argv, "--dry-run", "--student.lr=0.001"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 of 4 steps to run" in printed and printed.count("bam           to run") == 2
+
+
+def test_a_narrower_call_keeps_the_other_recorded_runs(repro: Path, tmp_path: Path) -> None:
+    """Calling for fewer variants or seeds (e.g. the options alone, into the same OUT) must not drop the runs
+    results.json holds for the others."""
+    out = tmp_path / "narrow"
+    out.mkdir()
+    (out / "results.json").write_bytes((repro / "results.json").read_bytes())
+    assert main(["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "1", "--variants", "bam"]) == 0
+    before, after = (json.loads((d / "results.json").read_text()) for d in (repro, out))
+    assert sorted((r["variant"], r["seed"]) for r in after["runs"]) == [
+        ("bam", 1), ("bam", 2), ("single", 1), ("single", 2)
+    ]  # fmt: skip
+    assert after["summary"] == before["summary"]
+    assert set(after["variants"]) == {"single", "bam"}
+    assert "Single (teachers)" in (out / "table.md").read_text()
+    # under another student config the recorded BAM runs are not this config's: dropped, not mixed in; Single's stay
+    from pipeline.experiments.run import write_results
+
+    other = write_results(load_config(SMOKE, ["--student.lr=0.001"]), out, [1], ["single"], "cmd")
+    assert sorted((r["variant"], r["seed"]) for r in other["runs"]) == [("single", 1), ("single", 2)]
+
+
+def test_tuning_picks_each_variants_best_dev_setting_and_runs_every_seed_with_it(
+    repro: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "tuned"
+    shutil.copytree(repro, out, symlinks=True)
+    seed1 = out / "runs" / "seed-1"
+    untuned = (seed1 / "bam" / "student" / "model" / "model.safetensors").stat().st_ino
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert main([*argv, "--tune", "student.lr=0.002,0.004", "--dry-run"]) == 0
+    printed = capsys.readouterr().out  # 0.002 is smoke.yaml's own student lr: the run OUT has is that setting's
+    assert "tune bam lr=0.002 done" in printed and "tune bam lr=0.004 to run" in printed
+    assert main([*argv, "--tune", "student.lr=0.002,0.004"]) == 0
+
+    record = json.loads((out / "tuning" / "bam.json").read_text())
+    assert record["grid"] == {"lr": [0.002, 0.004]}
+    tuned = {lr: seed1 / "tune" / "bam" / f"lr={lr}" for lr in (0.002, 0.004)}
+    averages = {}
+    for lr, folder in tuned.items():  # each setting's dev average, from its own run folder
+        metrics = json.loads((folder / "metrics.json").read_text())["tasks"]
+        averages[lr] = statistics.mean(main_score(get_glue_task(t), metrics[t]["student"]["dev"]) for t in TASKS)
+        assert json.loads((folder / "manifests" / "student.json").read_text())["config"]["student"]["lr"] == lr
+    best = max(averages, key=averages.get)
+    assert record["chosen"] == {"lr": best}
+    assert [r["average"] for r in record["runs"]] == pytest.approx([averages[0.002], averages[0.004]])
+    # the setting equal to the config's is the run the OUT already had (hard-linked, not trained again)
+    assert (tuned[0.002] / "student" / "model" / "model.safetensors").stat().st_ino == untuned
+    # seed 1's run is the chosen tuning run itself; every seed runs with the chosen setting
+    weights = "student/model/model.safetensors"
+    assert os.path.samefile(seed1 / "bam" / weights, tuned[best] / weights)
+    results = json.loads((out / "results.json").read_text())
+    assert {r["seed"]: r["config"]["student"]["lr"] for r in results["runs"] if r["variant"] == "bam"} == {
+        1: best, 2: best
+    }  # fmt: skip
+    assert results["tuning"]["bam"]["chosen"] == {"lr": best}
+    assert "single" not in results["tuning"]  # the teachers keep the config's settings
+    table = (out / "table.md").read_text()
+    assert "## Tuned on dev" in table and f"**lr={best}: {averages[best]:.1f}**" in table
+
+    # the choice holds without --tune (nothing to run), and for an OUT rebuilt from results.json alone
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
+    # tuning runs finished in their folders but not in results.json (a call killed before it wrote them) are
+    # recorded by the next call, which trains nothing
+    kept = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({k: v for k, v in kept.items() if k not in ("tuning", "tuning_runs")}))
+    (out / "tuning" / "bam.json").unlink()
+    assert main([*argv, "--tune", "student.lr=0.002,0.004"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
+    again = json.loads((out / "results.json").read_text())
+    assert sorted(r["key"] for r in again["tuning_runs"]) == sorted(r["key"] for r in kept["tuning_runs"])
+    assert again["tuning"]["bam"]["chosen"] == {"lr": best}
+    # teachers still to be tuned: the student's record may not hold for the teachers they choose, so its runs show
+    assert main([*argv, "--tune", "student.lr=0.002,0.004", "--tune", "teachers.lr=0.002,0.001", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tune teachers lr=0.001 to run" in printed and "tune bam lr=0.004 to run" in printed
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "results.json").write_bytes((out / "results.json").read_bytes())
+    assert main([*argv[:4], str(bare), *argv[5:], "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert f"tuned on seed 1 dev (OUT/tuning/): bam lr={best}" in printed and "0 of 4 steps to run" in printed
+    assert not (bare / "tuning").exists()  # a dry run writes nothing
+    assert main([*argv[:4], str(bare), *argv[5:]]) == 0
+    assert json.loads((bare / "results.json").read_text())["tuning"]["bam"]["chosen"] == {"lr": best}  # still held
+    assert not (bare / "runs").exists()  # every run known from results.json: nothing to train
+
+    # each tuning run survives its folder too: a wider grid on another machine runs only the new setting, and the
+    # first seed's tuned run is known from its tuning run alone
+    wider = tmp_path / "wider"
+    wider.mkdir()
+    kept = json.loads((out / "results.json").read_text())
+    assert {(r["variant"], r["setting"]["lr"]) for r in kept["tuning_runs"]} == {("bam", 0.002), ("bam", 0.004)}
+    kept["runs"] = [r for r in kept["runs"] if (r["variant"], r["seed"]) != ("bam", 1)]
+    (wider / "results.json").write_text(json.dumps(kept))
+    assert main([*argv[:4], str(wider), *argv[5:], "--tune", "student.lr=0.002,0.004,0.008", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tune bam lr=0.002 done" in printed and "tune bam lr=0.004 done" in printed
+    assert "tune bam lr=0.008 to run" in printed
+    assert main([*argv[:4], str(wider), *argv[5:], "--dry-run"]) == 0
+    assert "0 of 4 steps to run" in capsys.readouterr().out
+
+
+def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tuned"
+    shutil.copytree(repro, out, symlinks=True)
+    seed1 = out / "runs" / "seed-1"
+    weights = "model/model.safetensors"
+    untuned = {t: (seed1 / "teachers" / "teachers" / t / weights).stat().st_ino for t in TASKS}
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    tune = ["--tune", "teachers.lr=0.002,0.001"]  # 0.002: smoke.yaml's own teachers.lr, the teachers OUT has
+    assert main([*argv, *tune, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tune teachers lr=0.002 done" in printed and "tune teachers lr=0.001 to run" in printed
+    assert "once the teachers are tuned" in printed and "0 of" not in printed
+    assert main([*argv, *tune]) == 0
+
+    record = json.loads((out / "tuning" / "teachers.json").read_text())
+    assert record["grid"] == {"lr": [0.002, 0.001]}
+    folders = {lr: seed1 / "tune" / "teachers" / f"lr={lr}" / "teachers" for lr in (0.002, 0.001)}
+    scores = {}  # each setting's teacher dev score per task, from its own metrics.json
+    for lr, folder in folders.items():
+        for task in TASKS:
+            dev = json.loads((folder / task / "metrics.json").read_text())["dev"]
+            scores[lr, task] = main_score(get_glue_task(task), dev[get_glue_task(task).dev_splits[0]])
+    # the config's setting is the teachers OUT already had (hard-linked, not trained again)
+    assert {t: (folders[0.002] / t / weights).stat().st_ino for t in TASKS} == untuned
+    results = json.loads((out / "results.json").read_text())
+    for task in TASKS:
+        best = max((0.002, 0.001), key=lambda lr: scores[lr, task])  # max keeps the first of equals
+        assert record["chosen"][task] == {"lr": best}, task
+        # seed 1's teacher is that tuning run's; every seed's teacher of the task trains at that rate
+        assert os.path.samefile(seed1 / "teachers" / "teachers" / task / weights, folders[best] / task / weights)
+        assert (seed1 / "bam" / "teachers" / task / weights).read_bytes() == (
+            folders[best] / task / weights
+        ).read_bytes()
+        for run in results["runs"]:
+            assert run["config"]["teachers"]["per_task"][task]["lr"] == best
+        single = next(r for r in results["runs"] if r["variant"] == "single" and r["seed"] == 1)
+        assert single["tasks"][task]["score"] == pytest.approx(scores[best, task])
+    assert {0.002, 0.001} == {c["lr"] for c in record["chosen"].values()}  # this grid changes some teachers, not all
+    seed2 = out / "runs" / "seed-2"
+    for task in TASKS:  # seed 2's student learns from seed 2's tuned teachers, not seed 1's
+        own = (seed2 / "teachers" / "teachers" / task / weights).read_bytes()
+        assert (seed2 / "bam" / "teachers" / task / weights).read_bytes() == own
+        assert own != (seed1 / "teachers" / "teachers" / task / weights).read_bytes()
+    log = (seed2 / "teachers" / "teachers" / "rte" / "log.jsonl").read_text().splitlines()
+    peak = max(r["lr"] for r in map(json.loads, log) if "lr" in r)
+    assert record["chosen"]["rte"]["lr"] / 2 < peak <= record["chosen"]["rte"]["lr"]
+    assert results["tuning"]["teachers"]["chosen"] == record["chosen"]
+    assert "## Teachers tuned on dev" in (out / "table.md").read_text()
+
+    # the choice holds without --tune: nothing runs again
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
+    printed = capsys.readouterr().out
+    assert "tuned on seed 1 dev (OUT/tuning/): teachers " in printed
+    # each setting's teachers are recorded in results.json: a wider grid on another machine trains only the new one
+    wider = tmp_path / "wider"
+    wider.mkdir()
+    (wider / "results.json").write_bytes((out / "results.json").read_bytes())
+    assert main([*argv[:4], str(wider), *argv[5:], "--tune", "teachers.lr=0.002,0.001,0.0005", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "tune teachers lr=0.002 done" in printed and "tune teachers lr=0.001 done" in printed
+    assert "tune teachers lr=0.0005 to run" in printed
+    # a task's own value of a tuned key gives way to the choice, and the call says so
+    assert main([*argv, "--teachers.per_task.rte.lr=0.0005", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "teachers.per_task.rte.lr (0.0005) is not used: the teachers are tuned over lr [0.002, 0.001]" in printed
+    assert "0 of" in printed  # the choice still holds: nothing to run
+
+
+def test_submission_files(repro: Path, tmp_path: Path) -> None:
+    glue = tmp_path / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    (glue / "SST-2" / "test.tsv").write_text("index\tsentence\n0\tgood great film\n1\tbad dull story\n")
+    (glue / "STS-B").mkdir()
+    (glue / "STS-B" / "test.tsv").write_text(
+        "index\tgenre\tsentence1\tsentence2\n0\tnews\tthe dog runs\tthe dog runs\n1\tnews\ta cat\tthe river\n"
+    )
+    results = json.loads((repro / "results.json").read_text())
+    assert not any(Path(r["run_dir"]).is_absolute() for r in results["runs"])  # run folders relative to OUT
+    model = repro / next(r for r in results["runs"] if r["variant"] == "bam")["run_dir"] / "student" / "model"
+    models = {task: model for task in TASKS}
+    written = write_submission(models, SPECS, glue, tmp_path / "submission", make_accelerator(), max_length=32)
+    assert written == ["SST-2.tsv", "STS-B.tsv"]
+    sst = (tmp_path / "submission" / "SST-2.tsv").read_text().splitlines()
+    assert sst[0] == "index\tprediction" and [line.split("\t")[0] for line in sst[1:]] == ["0", "1"]
+    assert all(line.split("\t")[1] in ("0", "1") for line in sst[1:])
+    for line in (tmp_path / "submission" / "STS-B.tsv").read_text().splitlines()[1:]:
+        assert 0.0 <= float(line.split("\t")[1]) <= 5.0
+
+
+def test_migrating_a_results_json_rewrites_its_keys_only(repro: Path, tmp_path: Path, capsys) -> None:
+    """scripts/migrate_results.py gives every run, tuning run and tuning record the key today's code computes from
+    its stored config, and changes nothing else; the runs are then found done."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from migrate_results import migrate
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    today = json.loads((repro / "results.json").read_text())
+    older = json.loads(json.dumps(today))
+    for run in older["runs"]:
+        run["key"] = "a key of an earlier format"
+    del older["task_specs"]
+    assert migrate(older, None) == len(today["runs"])
+    assert json.loads(json.dumps(older)) == today
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(older))
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "0 of 4 steps to run" in capsys.readouterr().out
