@@ -20,4 +20,6 @@ def test_a_bench_script_imports(name: str) -> None:
 
 
 def test_every_bench_script_is_checked() -> None:
-    assert {"run", "precision", "pcgrad", "small_student", "compile", "end_to_end", "task_parallel"} <= set(SCRIPTS)
+    assert {"run", "precision", "pcgrad", "small_student", "compile", "end_to_end", "task_parallel", "packing"} <= set(
+        SCRIPTS
+    )
