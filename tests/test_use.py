@@ -290,3 +290,32 @@ def test_status_shows_the_dag(smoke_copy: Path, capsys) -> None:
         assert lines[stage].split()[1:][: len(upstream.split())] == upstream.split(), lines[stage]
     assert " done " in lines["teachers"] and "distill/rte/dev.npy (missing)" in lines["distill"]
     assert "stale" in lines["student"] and "needs 'distill' is stale" in lines["student"]
+
+
+@pytest.mark.parametrize(
+    ("probed", "share_of", "panels"),
+    [([], ["stsb"], []), (["bam"], ["stsb"], [(None, "bam")]), (["bam", "std"], [], [(None, "bam")]),
+     (["bam", "std"], ["stsb"], [("stsb", None)]), (["bam", "std"], ["qqp"], [(None, "bam")])],
+)  # fmt: skip
+def test_gradient_share_panels_follow_the_regression_tasks_across_runs(probed, share_of, panels) -> None:
+    """One probed student: every task's share in its run; several: the share of each task asked for (the
+    regression tasks, from reproduce-glue), a line per student, so a setting that starves it stands out."""
+    from pipeline.core.plots import share_panels
+
+    assert share_panels(probed, ["sst2", "stsb"], share_of) == panels
+
+
+def test_a_task_share_panel_draws_one_line_per_probed_student(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from pipeline.core.plots import _plot_task_share
+
+    def log(share: float) -> list[dict]:  # stsb's share of the squared gradient is `share` at every record
+        norms = {"stsb": share**0.5, "sst2": (1 - share) ** 0.5}
+        return [{"step": s, "grad_norm": norms} for s in range(1, 40)]
+
+    ax = Figure().subplots()
+    _plot_task_share(ax, {"a": log(0.1), "b": log(0.6)}, "stsb", lambda r: r["step"], {"a": "C0", "b": "C1"})
+    levels = sorted(float(np.mean(line.get_ydata())) for line in ax.get_lines())
+    assert levels == pytest.approx([0.1, 0.6])
+    assert ax.get_title() == "stsb: gradient share at the heads' input"

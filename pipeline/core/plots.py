@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -94,18 +95,20 @@ def _two_five(y: float, _: int) -> str:
     return f"{y:.2g}" if mantissa in (2, 5) else ""
 
 
-def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
+def plot_training_curves(logs: dict[str, Path | dict], path: Path, share_of: Sequence[str] = ()) -> Path:
     """Training curves of one or more students, from their `student/log.jsonl` (label → path) or a curve kept in
     results.json (label → `training_curve`'s columns).
 
     One panel per task: its training loss (faint: as logged; solid: moving average; dotted: the moving average of
     the loss at the adversarial embeddings, for students trained with an adversarial option), one colour per label,
     on a log scale when every loss is positive; then the learning rate (solid, left axis) and λ (dashed, right
-    axis); with a gradient probe's records (`grad_norm`), a last panel of each task's share of the squared gradient
-    at the heads' input, of the first such label; with dev evaluations during training (`eval_every`), a panel of
-    each task's main dev metric and their mean, of the first label that has at least two. The x-axis is the
-    training examples seen, so students that take steps of different sizes (`summed`'s one batch of every task)
-    line up; logs without example counts are drawn over optimizer steps. Lines cut short by a crash are skipped.
+    axis); with a gradient probe's records (`grad_norm`), the share of the squared gradient at the heads' input
+    (`share_panels`: each task's, of the first such label; or, with several such labels, one panel per task of
+    `share_of`, e.g. the regression tasks, with a line per label); with dev evaluations during training
+    (`eval_every`), a panel of each task's main dev metric and their mean, of the first label that has at least two.
+    The x-axis is the training examples seen, so students that take steps of different sizes (`summed`'s one batch
+    of every task) line up; logs without example counts are drawn over optimizer steps. Lines cut short by a crash
+    are skipped.
     """
     runs = {
         label: _training_records(log) if isinstance(log, (str, Path)) else _records(log) for label, log in logs.items()
@@ -119,51 +122,24 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
 
     tasks = list(dict.fromkeys(task for records in runs.values() for r in records for task in r["loss"]))
     colours = {label: f"C{i % 10}" for i, label in enumerate(runs)}
-    probed = next((label for label, records in runs.items() if any("grad_norm" in r for r in records)), None)
+    probed = [label for label, records in runs.items() if any("grad_norm" in r for r in records)]
+    shares = share_panels(probed, tasks, share_of)
     devs = {label: _dev_records(log) for label, log in logs.items() if isinstance(log, (str, Path))}
     curve = next((label for label, records in devs.items() if len(records) >= 2), None)
-    panels = len(tasks) + 1 + (probed is not None) + (curve is not None)
+    panels = len(tasks) + 1 + len(shares) + (curve is not None)
     columns = min(3, panels)
     rows = -(-panels // columns)
     fig = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, columns, sharex=True, squeeze=False).ravel()
     for ax, task in zip(axes, tasks):
-        positive = True
-        for label, records in runs.items():
-            points = [(x(r), r["loss"][task]) for r in records if task in r["loss"]]
-            if not points:
-                continue
-            xs, losses = zip(*points)
-            positive &= all(y > 0 for y in losses)
-            ax.plot(xs, losses, color=colours[label], linewidth=0.6, alpha=0.25)
-            ax.plot(*_moving_average(xs, losses), color=colours[label], linewidth=1.4)
-            adv = [(x(r), r["adv_loss"][task]) for r in records if task in r.get("adv_loss", {})]
-            if adv:
-                positive &= all(y > 0 for _, y in adv)
-                ax.plot(*_moving_average(*zip(*adv)), color=colours[label], linewidth=1.2, linestyle=":")
-        if positive:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
-            low, high = ax.get_ylim()
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g") if high / low <= 10 else FuncFormatter(_two_five))
-            ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_title(f"{task}: training loss", fontsize=10)
-        ax.grid(alpha=0.3)
-    lr_ax = axes[len(tasks)]
-    lam_ax = lr_ax.twinx()
-    for label, records in runs.items():
-        xs = [x(r) for r in records]
-        lr_ax.plot(xs, [r["lr"] for r in records], color=colours[label], linewidth=1.2)
-        lam_ax.plot(xs, [r["lambda"] for r in records], color=colours[label], linewidth=1.2, linestyle="--")
-    lr_ax.set_title("learning rate (solid), λ (dashed)", fontsize=10)
-    lr_ax.set_ylabel("learning rate (heads)")
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    lam_ax.set_ylabel("λ (weight of the gold label)")
-    lam_ax.set_ylim(-0.05, 1.05)
-    lr_ax.grid(alpha=0.3)
-    if probed is not None:
-        _plot_gradient_shares(axes[len(tasks) + 1], runs[probed], tasks, x, probed if len(runs) > 1 else "")
+        _plot_losses(ax, task, runs, colours, x)
+    _plot_schedule(axes[len(tasks)], runs, colours, x)
+    for ax, (task, label) in zip(axes[len(tasks) + 1 :], shares):
+        if task is None:
+            _plot_gradient_shares(ax, runs[label], tasks, x, label if len(runs) > 1 else "")
+        else:
+            _plot_task_share(ax, {label: runs[label] for label in probed}, task, x, colours)
     if curve is not None:
         steps, xs = [r["step"] for r in runs[curve]], [x(r) for r in runs[curve]]
         at = partial(np.interp, xp=[0, *steps], fp=[0, *xs])  # a dev record's step on the training records' x-axis
@@ -181,15 +157,79 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path) -> Path:
     return _save(fig, path)
 
 
+def share_panels(probed: list[str], tasks: list[str], share_of: Sequence[str]) -> list[tuple[str | None, str | None]]:
+    """The gradient-share panels of `plot_training_curves`, as (task, None): that task's share, a line per probed
+    label; or (None, label): every task's share in that label's run. Several probed labels and tasks of `share_of`
+    among `tasks`: one panel per such task; else the first probed label's; no probed label: none."""
+    if not probed:
+        return []
+    focus = [t for t in share_of if t in tasks]
+    if len(probed) > 1 and focus:
+        return [(task, None) for task in focus]
+    return [(None, probed[0])]
+
+
+def _plot_losses(ax, task: str, runs: dict[str, list[dict]], colours: dict[str, str], x) -> None:
+    """One task's training loss per label: faint as logged, solid its moving average, dotted the adversarial one."""
+    positive = True
+    for label, records in runs.items():
+        points = [(x(r), r["loss"][task]) for r in records if task in r["loss"]]
+        if not points:
+            continue
+        xs, losses = zip(*points)
+        positive &= all(y > 0 for y in losses)
+        ax.plot(xs, losses, color=colours[label], linewidth=0.6, alpha=0.25)
+        ax.plot(*_moving_average(xs, losses), color=colours[label], linewidth=1.4)
+        adv = [(x(r), r["adv_loss"][task]) for r in records if task in r.get("adv_loss", {})]
+        if adv:
+            positive &= all(y > 0 for _, y in adv)
+            ax.plot(*_moving_average(*zip(*adv)), color=colours[label], linewidth=1.2, linestyle=":")
+    if positive:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+        low, high = ax.get_ylim()
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g") if high / low <= 10 else FuncFormatter(_two_five))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_title(f"{task}: training loss", fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def _plot_schedule(lr_ax, runs: dict[str, list[dict]], colours: dict[str, str], x) -> None:
+    """The learning rate (solid, left axis) and λ (dashed, right axis) of every label."""
+    lam_ax = lr_ax.twinx()
+    for label, records in runs.items():
+        xs = [x(r) for r in records]
+        lr_ax.plot(xs, [r["lr"] for r in records], color=colours[label], linewidth=1.2)
+        lam_ax.plot(xs, [r["lambda"] for r in records], color=colours[label], linewidth=1.2, linestyle="--")
+    lr_ax.set_title("learning rate (solid), λ (dashed)", fontsize=10)
+    lr_ax.set_ylabel("learning rate (heads)")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    lam_ax.set_ylabel("λ (weight of the gold label)")
+    lam_ax.set_ylim(-0.05, 1.05)
+    lr_ax.grid(alpha=0.3)
+
+
+def _shares(records: list[dict], task: str, x) -> tuple[list[float], list[float]]:
+    """(x, `task`'s share of the squared gradient at the heads' input) at each probed record."""
+    points = [r for r in records if r.get("grad_norm")]
+    totals = [sum(v**2 for v in r["grad_norm"].values()) or 1.0 for r in points]
+    return [x(r) for r in points], [r["grad_norm"].get(task, 0.0) ** 2 / t for r, t in zip(points, totals)]
+
+
+def _plot_task_share(ax, runs: dict[str, list[dict]], task: str, x, colours: dict[str, str]) -> None:
+    """One task's gradient share in every probed label's run (moving average): which setting starves it."""
+    for label, records in runs.items():
+        ax.plot(*_moving_average(*_shares(records, task, x)), color=colours[label], linewidth=1.2)
+    ax.set_title(f"{task}: gradient share at the heads' input", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+
+
 def _plot_gradient_shares(ax, records: list[dict], tasks: list[str], x, label: str) -> None:
     """Each task's share of the squared gradient at the heads' input (`grad_norm`, student/probe.py), moving
     average: a task near 0 is starved."""
-    points = [r for r in records if r.get("grad_norm")]
-    xs = [x(r) for r in points]
-    totals = [sum(v**2 for v in r["grad_norm"].values()) or 1.0 for r in points]
     for i, task in enumerate(tasks):
-        shares = [r["grad_norm"].get(task, 0.0) ** 2 / total for r, total in zip(points, totals)]
-        ax.plot(*_moving_average(xs, shares), color=f"C{i % 10}", linewidth=1.2, label=task)
+        ax.plot(*_moving_average(*_shares(records, task, x)), color=f"C{i % 10}", linewidth=1.2, label=task)
     ax.set_title("gradient share at the heads' input" + (f" ({label})" if label else ""), fontsize=10)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, frameon=False)

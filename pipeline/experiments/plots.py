@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.tasks import task_from_dict
 from pipeline.experiments.variants import EVERY, GROUPS
 
 
@@ -38,6 +39,8 @@ def write_plots(results: dict[str, Any], out: Path) -> None:
     from pipeline.core.plots import plot_scores, plot_training_curves
 
     tasks, summary = results["tasks"], results["summary"]
+    specs = [task_from_dict(spec) for spec in results.get("task_specs", [])]
+    regression = [spec.name for spec in specs if spec.kind == "regression"]  # their gradient share, per variant
     apart = {v for _, prefix, _, group in GROUPS if prefix for v in group}  # shown in plots of their own
     groups = [("", [v for v in EVERY if v not in apart], ())]
     groups += [(prefix, [*base, *group], group) for _, prefix, base, group in GROUPS if prefix]
@@ -51,4 +54,4 @@ def write_plots(results: dict[str, Any], out: Path) -> None:
         plot_scores(medians, out / "plots" / (f"{prefix[:-1]}.png" if prefix else "scores.png"), title, spread=spread)
         logs = _curves(results["runs"], shown, out)
         if logs:
-            plot_training_curves(logs, out / "plots" / f"{prefix}training.png")
+            plot_training_curves(logs, out / "plots" / f"{prefix}training.png", share_of=regression)
