@@ -18,7 +18,7 @@ from accelerate import Accelerator
 
 from pipeline.core.data import load_split, retokenize
 from pipeline.core.errors import StoreError
-from pipeline.core.model import load_model, load_tokenizer
+from pipeline.core.model import load_model, own_tokenizer
 from pipeline.core.store import save_soft_targets
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import predict
@@ -34,7 +34,7 @@ def distill_task(
     splits as stored in `run_dir`; returns the rows per split. With `vocabulary` (the run's tokenizer's), a teacher
     whose tokenizer differs reads the same examples tokenised by its own (`max_length` tokens at most)."""
     models = [_member(path, task).to(acc.device) for path in teachers]
-    own = [None if vocabulary is None else _own_tokenizer(path, vocabulary, trust_remote_code) for path in teachers]
+    own = [None if vocabulary is None else own_tokenizer(path, vocabulary, trust_remote_code) for path in teachers]
     rows = {}
     for split in ("train", *task.dev_splits):
         data = load_split(run_dir, task.name, split)
@@ -72,9 +72,3 @@ def _member(path: Path, task: TaskSpec):
     if model.task_names != [task.name]:
         raise StoreError(f"{path}: not a teacher of task '{task.name}' alone (its heads: {model.task_names})")
     return model
-
-
-def _own_tokenizer(path: Path, vocabulary: dict[str, int], trust_remote_code: bool = False):
-    """The tokenizer of the teacher in `path` when it is not the run's (whose vocabulary is `vocabulary`), else None."""
-    tokenizer = load_tokenizer(str(path), trust_remote_code)
-    return tokenizer if tokenizer.get_vocab() != vocabulary else None

@@ -57,10 +57,16 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         raise ModelLoadError(_load_hint(path, "tokenizer", err)) from None
 
 
+def own_tokenizer(path: str | Path, vocabulary: dict[str, int], trust_remote_code: bool = False):
+    """The tokenizer in `path` when it maps words to other ids than `vocabulary` (the run's, which tokenised the
+    data: a model of it would read the data's token ids as other words), else None."""
+    tokenizer = load_tokenizer(str(path), trust_remote_code)
+    return tokenizer if tokenizer.get_vocab() != vocabulary else None
+
+
 def other_vocabulary(path: str | Path, vocabulary: dict[str, int], trust_remote_code: bool = False) -> bool:
-    """Whether the tokenizer in `path` maps words to other ids than `vocabulary` (the run's, which tokenised the
-    data): a model of it would read the data's token ids as other words."""
-    return load_tokenizer(str(path), trust_remote_code).get_vocab() != vocabulary
+    """Whether the tokenizer in `path` is not the one of `vocabulary` (`own_tokenizer`)."""
+    return own_tokenizer(path, vocabulary, trust_remote_code) is not None
 
 
 def load_encoder(path: str, trust_remote_code: bool = False, safetensors_only: bool = False) -> nn.Module:
