@@ -192,7 +192,8 @@ def lock_held_elsewhere(path: Path, seconds: float = 120):
 
 def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None:
     """--only-seeds: each call runs its seeds into the same OUT (one per process or machine); the table counts every
-    finished run of the N, the data are tokenised once, and a seed another process holds is refused, not shared."""
+    finished run of the N, the data are tokenised once, a run another process holds is refused, not shared, and a
+    seed's shared stages that another call is running are waited for."""
     out = tmp_path / "out"
     argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single"]
     assert main([*argv, "--only-seeds", "2"]) == 0
@@ -211,23 +212,40 @@ def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None
         os.path.samefile(out / "runs" / "seed-1" / p, out / "runs" / "seed-2" / p) for p in data
     )  # seed 1 took seed 2's tokenised data
 
-    # another process holds seed 2: a call for it stops before touching anything; once that process is gone
+    # another process runs seed 2's single: a call for it stops before touching anything; once that process is gone
     # (killed: the kernel drops its lock), the call goes on
     before = (out / "results.json").read_bytes()
-    with lock_held_elsewhere(out / "locks" / "seed-2.lock"):
+    with lock_held_elsewhere(out / "locks" / "seed-2-single.lock"):
         capsys.readouterr()
         assert main([*argv, "--only-seeds", "2"]) == 2
         err = capsys.readouterr().err
-        assert "seed 2 of" in err and "another call" in err and "seed-2.lock" in err
+        assert "seed 2's single in" in err and "another call" in err and "seed-2-single.lock" in err
         assert (out / "results.json").read_bytes() == before
         assert main([*argv, "--only-seeds", "1"]) == 0  # seed 1 is free
     assert main([*argv, "--only-seeds", "2"]) == 0
+
+    # another process runs seed 2's shared stages: a call of seed 2 waits for them, then goes on
+    with lock_held_elsewhere(out / "locks" / "seed-2.lock", seconds=3):
+        capsys.readouterr()
+        other = ["--only-seeds", "2", "--variants", "multi"]
+        assert main([*argv[:-2], *other]) == 0
+        assert "another call is running seed 2's shared stages; waiting" in capsys.readouterr().out
+    assert {(r["variant"], r["seed"]) for r in json.loads((out / "results.json").read_text())["runs"]} >= {
+        ("multi", 2),
+        ("single", 2),
+        ("single", 1),
+    }
 
     # another call is tuning on seed 1: a call for seed 2 would run without the choice, so it waits its turn
     with lock_held_elsewhere(out / "locks" / "tuning.lock"):
         assert main([*argv, "--only-seeds", "2"]) == 2
         assert "another call is tuning on seed 1" in capsys.readouterr().err
     assert main([*argv, "--only-seeds", "2"]) == 0
+    # a call that would tune does not wait behind another call's shared stages of seed 1: they are what it replaces
+    with lock_held_elsewhere(out / "locks" / "seed-1.lock"):
+        tune = [*argv[:-2], "--variants", "bam", "--tune", "student.lr=1e-4,2e-4", "--only-seeds", "2"]
+        assert main(tune) == 2
+        assert "another call is running seed 1's shared stages" in capsys.readouterr().err
     # a call that only looks at the tuning lock holds it for a moment: a call started then waits, it does not fail
     with lock_held_elsewhere(out / "locks" / "tuning.lock", seconds=1):
         assert main([*argv, "--only-seeds", "2"]) == 0

@@ -14,10 +14,11 @@ Every (variant, seed) is an ordinary run folder, `OUT/runs/seed-<s>/<variant>/`,
 killed call resumes where it stopped (finished runs are skipped, an interrupted student resumes from its checkpoint).
 Teachers are trained once per seed in `OUT/runs/seed-<s>/teachers/` and hard-linked into each variant's folder.
 Seed s sets `teachers.seed` and `student.seed`; the data (and SST-2's capped subset) are the same for every seed.
-Several calls (processes, or machines sharing the folder) can fill one OUT with different seeds (`--only-seeds`):
-each claims its seeds (and the first seed, while tuning is pending, with OUT/locks/tuning.lock until the choice is
-made) for its whole run (OUT/locks/, the kernel's locks, released when the process ends, also when it dies), and
-results.json and OUT/tuning/ are rewritten under a lock of their own.
+Several calls (processes, or machines sharing the folder) can fill one OUT with different seeds (`--only-seeds`) or
+different variants of a seed: each claims its (seed, variant) runs (and the first seed, while tuning is pending,
+with OUT/locks/tuning.lock until the choice is made) for its whole run (OUT/locks/, the kernel's locks, released
+when the process ends, also when it dies); calls of one seed take turns on its shared stages (the first runs them,
+the others wait, then find them done); results.json and OUT/tuning/ are rewritten under a lock of their own.
 
 Writes OUT/results.json (every run's metrics, config, seed, wall time and where it ran, and the tasks' specs),
 OUT/table.md (median over seeds per task with the min–max spread, gains over Single and Multi, paired t-tests across

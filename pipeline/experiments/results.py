@@ -171,15 +171,44 @@ def _try_lock(out: Path, name: str, stack: contextlib.ExitStack, why: str, timeo
     stack.enter_context(_acquire(out, name, timeout, f"{why}; another process holds it"))
 
 
-def claim_seeds(out: Path, seeds: list[int], stack: contextlib.ExitStack, tuning: contextlib.ExitStack | None) -> None:
-    """Claim `seeds` of OUT for this process until `stack` closes; a seed another process holds is an error (the
-    lock is the kernel's: it goes with the process, also one that was killed). With `tuning` (a call that tunes on
-    the first seed, then among `seeds`), OUT/locks/tuning.lock is held until that stack closes (once the choice is
-    made); meanwhile a call for other seeds is refused, as it would run without the choice."""
+def claim_runs(
+    out: Path, seeds: list[int], variants: list[str], stack: contextlib.ExitStack, tuning: contextlib.ExitStack | None
+) -> None:
+    """Claim each of `variants` on each of `seeds` of OUT for this process until `stack` closes; a run another process
+    holds is an error (the lock is the kernel's: it goes with the process, also one that was killed), while other
+    variants of the same seed may run beside it (they wait for each other only for the seed's shared stages:
+    `shared_stages`). With `tuning` (a call that tunes on the first seed, then among `seeds`), OUT/locks/tuning.lock
+    and the first seed's shared stages are held until that stack closes (once the choice is made); meanwhile a call
+    for other seeds is refused, as it would run without the choice."""
     busy = f"another call is tuning on seed {TUNE_SEED} of {out}: start this one once it has made its choice"
     with contextlib.ExitStack() as probe:  # without tuning: taken and let go at once, only to see if one is (calls
         # started together probe at once, hence the short wait)
         _try_lock(out, "tuning", tuning if tuning is not None else probe, busy, PROBE_WAIT)
+    if tuning is not None:
+        busy = f"another call is running seed {TUNE_SEED}'s shared stages in {out}, which tuning replaces"
+        _try_lock(out, f"seed-{TUNE_SEED}", tuning, busy)
     for seed in seeds:
-        busy = f"seed {seed} of {out} is being run by another call; give each call its own seeds with --only-seeds"
-        _try_lock(out, f"seed-{seed}", stack, busy)
+        for variant in variants:
+            busy = (
+                f"seed {seed}'s {variant} in {out} is being run by another call; give each call its own seeds "
+                "(--only-seeds) or variants"
+            )
+            _try_lock(out, f"seed-{seed}-{variant}", stack, busy)
+
+
+@contextlib.contextmanager
+def shared_stages(out: Path, seed: int, say=print):
+    """Held while a call runs `seed`'s shared stages (its data, teachers and soft targets): a second call of the
+    seed waits for the first to finish them (then finds them done), saying so with `say`."""
+    lock = _lock(str(out.resolve() / "locks" / f"seed-{seed}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"reproduce-glue: another call is running seed {seed}'s shared stages; waiting for it ({lock.lock_file})")
+        lock.acquire()
+    except (OSError, NotImplementedError) as err:
+        raise ReproduceError(f"cannot lock {lock.lock_file}: {err} (OUT must be on a filesystem with flock)") from err
+    try:
+        yield
+    finally:
+        lock.release()

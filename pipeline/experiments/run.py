@@ -23,7 +23,14 @@ from pipeline.experiments.choices import check_grid, tuned_choice, tuning_done, 
 from pipeline.experiments.folders import run_dirs, seed_dir, share_data
 from pipeline.experiments.plan import format_plan, plan
 from pipeline.experiments.plots import write_plots
-from pipeline.experiments.results import claim_seeds, recorded_runs, recorded_specs, recorded_tuning_runs, results_lock
+from pipeline.experiments.results import (
+    claim_runs,
+    recorded_runs,
+    recorded_specs,
+    recorded_tuning_runs,
+    results_lock,
+    shared_stages,
+)
 from pipeline.experiments.runs import finished_run, run_variant
 from pipeline.experiments.stats import summarise
 from pipeline.experiments.table import render_table
@@ -82,7 +89,8 @@ def reproduce(
         seed_list = [TUNE_SEED, *seed_list]
     with contextlib.ExitStack() as claimed, contextlib.ExitStack() as tuning_claim:
         if not dry_run:
-            _claim(out, seed_list, claimed, tuning_claim if tuning else None, accelerator)
+            claims = list(dict.fromkeys([*variants, *(PARENT[v] for v in variants if v in PARENT)]))
+            _claim(out, seed_list, claims, claimed, tuning_claim if tuning else None, accelerator)
         steps = plan(cfg, out, seed_list, variants, grid, teacher_grid, untuned)
         which = f"{seeds} seeds" if seed_list == every else f"seeds {', '.join(map(str, seed_list))} of {seeds}"
         accelerator.print(f"reproduce-glue: {len(variants)} variants × {which} in {out}\n" + _chosen(cfg, out, variants)
@@ -137,13 +145,18 @@ def _say_unused_per_task(cfg: RunConfig, out: Path, teacher_grid: dict[str, list
 
 
 def _claim(
-    out: Path, seeds: list[int], claimed: contextlib.ExitStack, tuning: contextlib.ExitStack | None, accelerator
+    out: Path,
+    seeds: list[int],
+    variants: list[str],
+    claimed: contextlib.ExitStack,
+    tuning: contextlib.ExitStack | None,
+    accelerator,
 ) -> None:
-    """The main process claims the seeds (and the tuning) of OUT; every rank stops when it cannot."""
+    """The main process claims the runs (and the tuning) of OUT; every rank stops when it cannot."""
     refused = None
     if accelerator.is_main_process:
         try:
-            claim_seeds(out, seeds, claimed, tuning)
+            claim_runs(out, seeds, variants, claimed, tuning)
         except ReproduceError as err:
             refused = str(err)
     if accelerator.num_processes > 1:  # every rank stops, not only the main one
@@ -196,11 +209,13 @@ def _run_seed(cfg: RunConfig, out: Path, seed: int, every: list[int], variants: 
     pending = [v for v in variants if finished_run(scfg, out, seed, v, recorded) is None]
     if not pending:
         return
-    if accelerator.is_main_process:
-        share_data(scfg, out, seed, every)
-    accelerator.wait_for_everyone()
-    target = max((seed_stages(v)[-1] for v in pending), key=SHARED.index)  # only what the pending variants read
-    run_stages(STAGES, scfg, seed_dir(out, seed) / "teachers", accelerator, target=target)
+    held = shared_stages(out, seed, accelerator.print) if accelerator.is_main_process else contextlib.nullcontext()
+    with held:  # another call of the seed waits here until they are done
+        if accelerator.is_main_process:
+            share_data(scfg, out, seed, every)
+        accelerator.wait_for_everyone()
+        target = max((seed_stages(v)[-1] for v in pending), key=SHARED.index)  # only what the pending variants read
+        run_stages(STAGES, scfg, seed_dir(out, seed) / "teachers", accelerator, target=target)
     for variant in (v for v in pending if v != "single"):
         accelerator.print(f"reproduce-glue: seed {seed}, {variant}")
         run_variant(scfg, out, seed, variant, accelerator)
