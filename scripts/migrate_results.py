@@ -26,6 +26,7 @@ from pipeline.core.tasks import get_glue_task, task_to_dict
 from pipeline.experiments.results import run_key, teachers_key, tuning_base
 from pipeline.experiments.variants import (
     PARENT,
+    TEACHER_CHANGES,
     TEACHERS,
     TUNE_SEED,
     apply_variant,
@@ -62,10 +63,12 @@ class Migration:
 
     def setting_key(self, name: str, setting: dict[str, Any]) -> str:
         """The key of `name`'s tuning run at `setting`, from a stored config of its: the teachers' from a Single run
-        (any run's teachers but a derived variant's), a variant's from one of its runs or tuning runs."""
+        (any run's teachers but a derived variant's or a small single's), a variant's from one of its runs or tuning
+        runs."""
         if name == TEACHERS:
             source = self.runs.get(("single", TUNE_SEED)) or next(
-                (r for r in self.runs.values() if r["variant"] not in PARENT), None
+                (r for r in self.runs.values() if r["variant"] not in PARENT and r["variant"] not in TEACHER_CHANGES),
+                None,
             )
             if source is None:
                 raise SystemExit("a teachers' tuning record but no run to read the teachers' config from")

@@ -19,6 +19,7 @@ from pipeline.cli import main
 from pipeline.core.config import RunConfig, load_config
 from pipeline.core.submission import read_test_split
 from pipeline.core.tasks import get_glue_task
+from pipeline.experiments import results
 from pipeline.experiments.variants import ReproduceError
 
 
@@ -190,7 +191,7 @@ def lock_held_elsewhere(path: Path, seconds: float = 120):
         holder.wait()
 
 
-def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None:
+def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys, monkeypatch) -> None:
     """--only-seeds: each call runs its seeds into the same OUT (one per process or machine); the table counts every
     finished run of the N, the data are tokenised once, a run another process holds is refused, not shared, and a
     seed's shared stages that another call is running are waited for."""
@@ -241,11 +242,16 @@ def test_calls_with_their_own_seeds_fill_one_out(tmp_path: Path, capsys) -> None
         assert main([*argv, "--only-seeds", "2"]) == 2
         assert "another call is tuning on seed 1" in capsys.readouterr().err
     assert main([*argv, "--only-seeds", "2"]) == 0
-    # a call that would tune does not wait behind another call's shared stages of seed 1: they are what it replaces
+    # a call that would tune does not start beside another call of seed 1: it would change that call's teachers
+    # (it waits TUNING_WAIT for the shared stages, which a call checking done stages holds for a moment)
+    monkeypatch.setattr(results, "TUNING_WAIT", 0.5)
+    tune = [*argv[:-2], "--variants", "bam", "--tune", "student.lr=1e-4,2e-4", "--only-seeds", "2"]
     with lock_held_elsewhere(out / "locks" / "seed-1.lock"):
-        tune = [*argv[:-2], "--variants", "bam", "--tune", "student.lr=1e-4,2e-4", "--only-seeds", "2"]
         assert main(tune) == 2
         assert "another call is running seed 1's shared stages" in capsys.readouterr().err
+    with lock_held_elsewhere(out / "locks" / "seed-1-multi.lock"):
+        assert main(tune) == 2
+        assert "another call is running seed 1's multi" in capsys.readouterr().err
     # a call that only looks at the tuning lock holds it for a moment: a call started then waits, it does not fail
     with lock_held_elsewhere(out / "locks" / "tuning.lock", seconds=1):
         assert main([*argv, "--only-seeds", "2"]) == 0

@@ -21,10 +21,12 @@ from pipeline.experiments.results import recorded_runs
 from pipeline.experiments.runs import finished_run
 from pipeline.experiments.tuning import setting_made
 from pipeline.experiments.variants import (
+    SHARED,
     TEACHERS,
     TUNE_SEED,
     reports_teachers,
     seed_config,
+    seed_stages,
     setting_label,
     settings,
     variant_grid,
@@ -176,7 +178,7 @@ def _tuning_steps(p: _Plan, grid: dict[str, list[Any]]) -> list[dict]:
 def _seed_steps(p: _Plan, seed: int, tuning: list[dict]) -> list[dict]:
     """One seed's steps: its teachers (and soft targets), the tuning runs on the first seed, then every variant."""
     scfg, base = seed_config(p.cfg, seed), run_dirs(p.out, seed, TEACHERS)[0]
-    target = "distill" if any(v not in ("single", "multi") for v in p.variants) else "teachers"
+    target = max((seed_stages(v)[-1] for v in p.variants), key=SHARED.index)  # what the variants read of the seed
     done = stage_status(STAGES, target, scfg, base)[0] == "done" or (
         all(p.finished[(v, seed)] is not None for v in p.variants) and not (seed == TUNE_SEED and p.untuned)
     )

@@ -138,6 +138,7 @@ def record_tuning_run(out: Path, run: dict[str, Any]) -> None:
 
 LOCK_WAIT = 600.0  # seconds a call waits for results.json's lock before it says which file holds it
 PROBE_WAIT = 3.0  # seconds a call waits for the tuning lock: a call that only looks at it holds it for a moment
+TUNING_WAIT = 60.0  # seconds a tuning call waits for seed 1's shared stages (a call checking done stages is brief)
 
 
 @functools.cache
@@ -172,21 +173,31 @@ def _try_lock(out: Path, name: str, stack: contextlib.ExitStack, why: str, timeo
 
 
 def claim_runs(
-    out: Path, seeds: list[int], variants: list[str], stack: contextlib.ExitStack, tuning: contextlib.ExitStack | None
+    out: Path,
+    seeds: list[int],
+    variants: list[str],
+    stack: contextlib.ExitStack,
+    tuning: contextlib.ExitStack | None,
+    every_variant: list[str] = (),
 ) -> None:
     """Claim each of `variants` on each of `seeds` of OUT for this process until `stack` closes; a run another process
     holds is an error (the lock is the kernel's: it goes with the process, also one that was killed), while other
-    variants of the same seed may run beside it (they wait for each other only for the seed's shared stages:
-    `shared_stages`). With `tuning` (a call that tunes on the first seed, then among `seeds`), OUT/locks/tuning.lock
-    and the first seed's shared stages are held until that stack closes (once the choice is made); meanwhile a call
-    for other seeds is refused, as it would run without the choice."""
+    variants of the same seed may run beside it (they take turns only on the seed's shared stages: `shared_stages`).
+    With `tuning` (a call that tunes on the first seed, then among `seeds`), OUT/locks/tuning.lock and the first
+    seed's shared stages are held until that stack closes (once the choice is made); meanwhile a call for other seeds
+    is refused, as it would run without the choice, and a tuning call is refused while another call runs any of
+    `every_variant` on the first seed (it would change that run's teachers under it)."""
     busy = f"another call is tuning on seed {TUNE_SEED} of {out}: start this one once it has made its choice"
     with contextlib.ExitStack() as probe:  # without tuning: taken and let go at once, only to see if one is (calls
         # started together probe at once, hence the short wait)
         _try_lock(out, "tuning", tuning if tuning is not None else probe, busy, PROBE_WAIT)
     if tuning is not None:
         busy = f"another call is running seed {TUNE_SEED}'s shared stages in {out}, which tuning replaces"
-        _try_lock(out, f"seed-{TUNE_SEED}", tuning, busy)
+        _try_lock(out, f"seed-{TUNE_SEED}", tuning, busy, TUNING_WAIT)
+        for variant in every_variant:  # each taken and let go at once: is another call running it?
+            busy = f"another call is running seed {TUNE_SEED}'s {variant} in {out}, whose teachers tuning would change"
+            with contextlib.ExitStack() as probe:
+                _try_lock(out, f"seed-{TUNE_SEED}-{variant}", probe, busy)
     for seed in seeds:
         for variant in variants:
             busy = (
@@ -197,13 +208,19 @@ def claim_runs(
 
 
 @contextlib.contextmanager
-def shared_stages(out: Path, seed: int, say=print):
-    """Held while a call runs `seed`'s shared stages (its data, teachers and soft targets): a second call of the
-    seed waits for the first to finish them (then finds them done), saying so with `say`."""
+def shared_stages(out: Path, seed: int, wait: bool = True, say=print):
+    """Held while a call runs `seed`'s shared stages (its data, teachers and soft targets) or writes into them: with
+    `wait`, a second call of the seed waits for the first to finish them (then finds them done), saying so with
+    `say`; without, it is refused (a ReproduceError)."""
     lock = _lock(str(out.resolve() / "locks" / f"seed-{seed}.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
+        if not wait:
+            raise ReproduceError(
+                f"another call is running seed {seed}'s shared stages ({lock.lock_file}); a call of several "
+                "processes does not wait for it: start this one when it is done"
+            ) from None
         say(f"reproduce-glue: another call is running seed {seed}'s shared stages; waiting for it ({lock.lock_file})")
         lock.acquire()
     except (OSError, NotImplementedError) as err:

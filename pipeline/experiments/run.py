@@ -98,7 +98,8 @@ def reproduce(
         if dry_run:
             return None
         if TUNE_SEED in seed_list:
-            cfg = _tune_all(untuned, out, variants, grid, teacher_grid, accelerator, every, command)
+            with _shared(out, TUNE_SEED, accelerator):  # adopting tuned teachers writes into seed 1's shared folder
+                cfg = _tune_all(untuned, out, variants, grid, teacher_grid, accelerator, every, command)
         tuning_claim.close()  # the choice is made: calls for other seeds may start
         write = functools.partial(write_results, cfg, out, every, variants, command)
         last = [v for v in variants if v in ENSEMBLE]  # they learn from every seed's teachers: after all the seeds
@@ -156,13 +157,32 @@ def _claim(
     refused = None
     if accelerator.is_main_process:
         try:
-            claim_runs(out, seeds, variants, claimed, tuning)
+            claim_runs(out, seeds, variants, claimed, tuning, every_variant=list(EVERY))
         except ReproduceError as err:
             refused = str(err)
     if accelerator.num_processes > 1:  # every rank stops, not only the main one
         refused = broadcast_object_list([refused])[0]
     if refused is not None:
         raise ReproduceError(refused)
+
+
+@contextlib.contextmanager
+def _shared(out: Path, seed: int, accelerator):
+    """`seed`'s shared stages, held by the main process (`shared_stages`). A call of several processes does not wait
+    for another call's (its other ranks would sit in a barrier meanwhile, which times out): every rank stops."""
+    with contextlib.ExitStack() as held:
+        refused = None
+        if accelerator.is_main_process:
+            try:
+                one = accelerator.num_processes == 1
+                held.enter_context(shared_stages(out, seed, wait=one, say=accelerator.print))
+            except ReproduceError as err:
+                refused = str(err)
+        if accelerator.num_processes > 1:
+            refused = broadcast_object_list([refused])[0]
+        if refused is not None:
+            raise ReproduceError(refused)
+        yield
 
 
 def _chosen(cfg: RunConfig, out: Path, variants: list[str]) -> str:
@@ -209,8 +229,7 @@ def _run_seed(cfg: RunConfig, out: Path, seed: int, every: list[int], variants: 
     pending = [v for v in variants if finished_run(scfg, out, seed, v, recorded) is None]
     if not pending:
         return
-    held = shared_stages(out, seed, accelerator.print) if accelerator.is_main_process else contextlib.nullcontext()
-    with held:  # another call of the seed waits here until they are done
+    with _shared(out, seed, accelerator):  # another call of the seed waits here until they are done
         if accelerator.is_main_process:
             share_data(scfg, out, seed, every)
         accelerator.wait_for_everyone()
