@@ -195,6 +195,24 @@ def render_card(
         "",
         *scores,
         "",
+        *_use_section(where, tasks[0].name),
+        "## How it was made",
+        "",
+        "```bash",
+        portable_command(command, run_dir),
+        "```",
+        "",
+        "```yaml",
+        yaml.safe_dump(portable_config(config, run_dir), sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)))
+
+
+def _use_section(where: str, task: str) -> list[str]:
+    """The card's "Use" section: loading the folder (`where`, portable) with this package, as an encoder, exported."""
+    return [
         "## Use",
         "",
         "```python",
@@ -204,7 +222,7 @@ def render_card(
         "```",
         "",
         "```bash",
-        f"python -m pipeline predict --model {shlex.quote(where)} --task {tasks[0].name} --input texts.jsonl",
+        f"python -m pipeline predict --model {shlex.quote(where)} --task {task} --input texts.jsonl",
         "```",
         "",
         "The folder is also a plain Hugging Face encoder: `transformers.AutoModel.from_pretrained(path)` loads the "
@@ -222,18 +240,7 @@ def render_card(
         f"python -m pipeline export --model {shlex.quote(where)} --to exported  # exported/<task>/",
         "```",
         "",
-        "## How it was made",
-        "",
-        "```bash",
-        portable_command(command, run_dir),
-        "```",
-        "",
-        "```yaml",
-        yaml.safe_dump(portable_config(config, run_dir), sort_keys=False).rstrip(),
-        "```",
-        "",
     ]
-    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)))
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
