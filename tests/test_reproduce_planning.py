@@ -301,3 +301,20 @@ def test_a_tuned_choice_without_teachers_is_tuned_again_when_the_teachers_are(tm
     printed = capsys.readouterr().out
     assert "seed 1  tune bam fixed_lambda=0.5" in printed and "seed 1  tune bam fixed_lambda=1.0" in printed
     assert "bam           done" not in printed and "done" not in printed.split("tune bam", 1)[1]
+
+
+def test_a_call_of_several_processes_stops_rather_than_wait_for_shared_stages(tmp_path: Path, monkeypatch) -> None:
+    """Its other ranks would wait in a barrier meanwhile, which times out: every rank stops, naming the lock; one
+    process waits instead (test_calls_with_their_own_seeds_fill_one_out)."""
+    from types import SimpleNamespace
+
+    from pipeline.experiments import run
+
+    monkeypatch.setattr(run, "broadcast_object_list", lambda objects: objects)  # what rank 0 sends, every rank gets
+    two = SimpleNamespace(is_main_process=True, num_processes=2, print=print)
+    with lock_held_elsewhere(tmp_path / "locks" / "seed-3.lock"):
+        with pytest.raises(ReproduceError, match=r"seed 3's shared stages .*seed-3\.lock.*does not wait"):
+            with run._shared(tmp_path, 3, two):
+                pass
+    with run._shared(tmp_path, 3, two):  # free again: taken at once
+        assert (tmp_path / "locks" / "seed-3.lock").exists()
