@@ -38,7 +38,7 @@ from report import glue_dir, heading, provenance, save_result  # noqa: E402
 from throughput import BATCH, SEED, load_data  # noqa: E402
 
 from pipeline.core.config import load_config  # noqa: E402
-from pipeline.core.data import TokenizedSplit  # noqa: E402
+from pipeline.core.data import TokenizedSplit, collate  # noqa: E402
 from pipeline.core.model import bundled_minilm_path, load_encoder, load_tokenizer  # noqa: E402
 from pipeline.core.sampling import group_by_length, single_task_plan  # noqa: E402
 from pipeline.core.tasks import get_glue_task  # noqa: E402
@@ -48,16 +48,11 @@ LAYOUTS = ("padded", "packed", "packed-128")
 
 
 def padded(split: TokenizedSplit, rows: np.ndarray) -> dict[str, torch.Tensor]:
-    """One row per example, padded to the longest; `starts` = each example's [CLS] as (row, column)."""
-    width = int(split.lengths[rows].max())
-    ids, types, mask = (torch.zeros(len(rows), width, dtype=torch.long) for _ in range(3))
-    for i, r in enumerate(rows):
-        lo, hi = split.offsets[r], split.offsets[r + 1]
-        ids[i, : hi - lo] = torch.from_numpy(split.input_ids[lo:hi].astype(np.int64))
-        types[i, : hi - lo] = torch.from_numpy(split.token_type_ids[lo:hi].astype(np.int64))
-        mask[i, : hi - lo] = 1
+    """One row per example, padded to the longest (the loops' `collate`); `starts` = each example's [CLS] as (row,
+    column)."""
+    batch = collate([(0, int(r)) for r in rows], [split], [get_glue_task(split.task)])
     starts = torch.stack([torch.arange(len(rows)), torch.zeros(len(rows), dtype=torch.long)], dim=1)
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "starts": starts}
+    return {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")} | {"starts": starts}
 
 
 def packed(split: TokenizedSplit, rows: np.ndarray, capacity: int | None) -> dict[str, torch.Tensor]:
@@ -191,8 +186,9 @@ def main() -> None:
         model = Model(path, get_glue_task(name).num_labels).train()
         results[name] = bench_task(model, data[name], args, window)
     result = {**provenance(load), "settings": vars(args) | {"out": os.path.relpath(args.out, ROOT)}, "tasks": results}
-    save_result(args.out, "packing", result, report(result, window))
-    print("\n".join(report(result, window)))
+    md = report(result, window)
+    save_result(args.out, "packing", result, md)
+    print("\n".join(md))
 
 
 def report(result: dict, window: int) -> list[str]:

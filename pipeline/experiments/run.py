@@ -145,6 +145,20 @@ def _say_unused_per_task(cfg: RunConfig, out: Path, teacher_grid: dict[str, list
             )
 
 
+def _on_main_or_stop(accelerator, act) -> None:
+    """`act()` on the main process; when it raises a ReproduceError, every rank stops, not only the main one."""
+    refused = None
+    if accelerator.is_main_process:
+        try:
+            act()
+        except ReproduceError as err:
+            refused = str(err)
+    if accelerator.num_processes > 1:
+        refused = broadcast_object_list([refused])[0]
+    if refused is not None:
+        raise ReproduceError(refused)
+
+
 def _claim(
     out: Path,
     seeds: list[int],
@@ -154,16 +168,7 @@ def _claim(
     accelerator,
 ) -> None:
     """The main process claims the runs (and the tuning) of OUT; every rank stops when it cannot."""
-    refused = None
-    if accelerator.is_main_process:
-        try:
-            claim_runs(out, seeds, variants, claimed, tuning, every_variant=list(EVERY))
-        except ReproduceError as err:
-            refused = str(err)
-    if accelerator.num_processes > 1:  # every rank stops, not only the main one
-        refused = broadcast_object_list([refused])[0]
-    if refused is not None:
-        raise ReproduceError(refused)
+    _on_main_or_stop(accelerator, lambda: claim_runs(out, seeds, variants, claimed, tuning, every_variant=list(EVERY)))
 
 
 @contextlib.contextmanager
@@ -171,17 +176,8 @@ def _shared(out: Path, seed: int, accelerator):
     """`seed`'s shared stages, held by the main process (`shared_stages`). A call of several processes does not wait
     for another call's (its other ranks would sit in a barrier meanwhile, which times out): every rank stops."""
     with contextlib.ExitStack() as held:
-        refused = None
-        if accelerator.is_main_process:
-            try:
-                one = accelerator.num_processes == 1
-                held.enter_context(shared_stages(out, seed, wait=one, say=accelerator.print))
-            except ReproduceError as err:
-                refused = str(err)
-        if accelerator.num_processes > 1:
-            refused = broadcast_object_list([refused])[0]
-        if refused is not None:
-            raise ReproduceError(refused)
+        one = accelerator.num_processes == 1
+        _on_main_or_stop(accelerator, lambda: held.enter_context(shared_stages(out, seed, one, accelerator.print)))
         yield
 
 
