@@ -4,6 +4,7 @@ orders of a pair, and the probe that logs each task's gradient at the heads' inp
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from pipeline.experiments.choices import check_grid
 from pipeline.experiments.variants import ReproduceError
 from stages import STAGES
 from student.options import get_options
-from student.options.regression import loss_weights, standardisation, swap_draws
+from student.options.regression import label_entropies, loss_weights, standardisation, swap_draws
 from student.probe import TaskGradients
 
 RAW = np.array([0.0, 1.2, 2.5, 3.1, 4.8, 5.0, 0.4, 2.2], dtype=np.float32)  # scores on a 0–5 scale
@@ -144,6 +145,36 @@ def test_a_standardised_head_returns_the_scaled_label_space() -> None:
 def test_standardising_a_constant_label_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="'similarity' are all equal"):
         standardisation([_similarity(5.0)], [np.full(4, 2.0, np.float32)])
+
+
+def test_prior_makes_each_tasks_loss_one_for_a_model_that_knows_only_its_label_prior() -> None:
+    """`task_loss: prior`: predicting the training labels' frequencies (classification) or their mean (regression)
+    costs exactly 1 per example in every task, whatever its classes, balance or declared range; the options carry
+    the standardised head of the regression task."""
+    three = dataclasses.replace(get_glue_task("mnli"), name="three", dev_splits=("dev",))
+    for high in (5.0, 100.0):
+        tasks = [get_glue_task("sst2"), three, _similarity(high)]
+        labels = [np.array([0, 1, 1, 1]), np.array([0, 1, 2, 2, 2, 1]), RAW]
+        train = [SimpleNamespace(labels=x) for x in labels]
+        opts = get_options(StudentConfig(task_loss="prior"), tasks, train, 1)
+        assert opts.head_affine == standardisation(tasks, labels)
+        for t, (task, y) in enumerate(zip(tasks, labels)):
+            if task.kind == "regression":
+                gold = torch.from_numpy(y) / high
+                outputs = torch.full((len(y), 3), float(gold.mean()))
+            else:
+                prior = torch.bincount(torch.from_numpy(y), minlength=task.num_labels) / len(y)
+                outputs = prior.log().expand(len(y), -1).clone()
+                outputs = torch.cat([outputs, torch.zeros(len(y), 3 - task.num_labels)], dim=1)
+                gold = torch.from_numpy(y)
+            task_ids = torch.full((len(y),), t)
+            loss, _ = multitask_loss(outputs, task_ids, gold, tasks, 1.0, None, opts.loss_weights)
+            assert loss.item() == pytest.approx(1.0, rel=1e-5), task.name
+
+
+def test_prior_refuses_a_task_of_one_class_by_name() -> None:
+    with pytest.raises(ValueError, match="'sst2' are all one class"):
+        label_entropies([get_glue_task("sst2")], [np.ones(4, np.int64)])
 
 
 def test_swap_pair_reads_the_sentences_in_the_other_order() -> None:

@@ -100,9 +100,9 @@ def validate(cfg: RunConfig) -> list[str]:
             f"'teachers.init_from': '{init_from}' is not a model folder saved by this pipeline (no heads.json); "
             "expected e.g. a run's student/model"
         )
-    if cfg.student.task_loss == "standardised" and cfg.model.regression_head == "sigmoid":
+    if cfg.student.task_loss in ("standardised", "prior") and cfg.model.regression_head == "sigmoid":
         problems.append(
-            "'student.task_loss' standardised needs 'model.regression_head' linear (a sigmoid bounds the "
+            f"'student.task_loss' {cfg.student.task_loss} needs 'model.regression_head' linear (a sigmoid bounds the "
             "output to [0, 1], standardised values are not)"
         )
     problems += _layers_problems(cfg)

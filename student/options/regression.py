@@ -8,6 +8,10 @@ multitask loss.
                          head, with μ and σ the mean and standard deviation of its scaled training labels) and its
                          squared error is ÷ σ²: exactly the error of standardised targets, (z − (y − μ) / σ)², so
                          the task trains the same whatever range it declares
+  task_loss prior        every task's loss ÷ the loss of predicting its label prior from its training labels: a
+                         regression task as standardised (÷ σ², the squared error of predicting μ), a
+                         classification task's cross-entropy ÷ the entropy of its label frequencies; each task's
+                         loss is 1 for a model that knows only its training labels' distribution
   task_weights           each named task's loss × its weight, on top of task_loss (e.g. standardised with
                          {stsb: 0.6}: STS-B's share of the gradient between BAM's and standardised's)
   swap_pairs             the named pair tasks read each training pair in the swapped order with probability 1/2
@@ -45,15 +49,35 @@ def standardisation(tasks: list[TaskSpec], labels: list[np.ndarray]) -> dict[str
     return stats
 
 
+def label_entropies(tasks: list[TaskSpec], labels: list[np.ndarray]) -> dict[str, float]:
+    """Per classification task, the entropy (nats) of its training labels' frequencies: the cross-entropy of
+    predicting that prior for every example."""
+    entropies = {}
+    for task, raw in zip(tasks, labels):
+        if task.kind != "regression":
+            p = np.bincount(raw.astype(np.int64), minlength=task.num_labels) / len(raw)
+            entropies[task.name] = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+            if not entropies[task.name] > 0:
+                raise ConfigError(
+                    f"'student.task_loss' prior: the training labels of '{task.name}' are all one class (entropy 0); "
+                    "use mean"
+                )
+    return entropies
+
+
 def loss_weights(
-    task_loss: str, tasks: list[TaskSpec], stats: dict[str, tuple[float, float]], task_weights: dict[str, float]
-) -> tuple[float, ...]:
+    task_loss: str, tasks: list[TaskSpec], stats: dict[str, tuple[float, float]], task_weights: dict[str, float],
+    entropies: dict[str, float] | None = None,
+) -> tuple[float, ...]:  # fmt: skip
     """Per task id, the factor its examples' losses count with (`multitask_loss`'s `weights`): (hi − lo)² for a
-    regression task with label-scale, 1 / σ² with standardised (`stats`: `standardisation`'s), else 1; times the
-    task's entry in `task_weights` (`student.task_weights`, 1 where it has none)."""
+    regression task with label-scale, 1 / σ² with standardised and prior (`stats`: `standardisation`'s), 1 / H for
+    a classification task with prior (`entropies`: `label_entropies`'), else 1; times the task's entry in
+    `task_weights` (`student.task_weights`, 1 where it has none)."""
     weights = []
     for task in tasks:
-        if task.kind != "regression" or task_loss == "mean":
+        if task_loss == "prior" and task.kind != "regression":
+            weight = 1.0 / entropies[task.name]
+        elif task.kind != "regression" or task_loss == "mean":
             weight = 1.0
         elif task_loss == "label-scale":
             lo, hi = task.label_range
@@ -76,8 +100,10 @@ def swap_draws(seed: int, step: int, rows: np.ndarray, swapped_tasks: np.ndarray
 
 def add(opts: Options, sc: StudentConfig, run: Run) -> Options:
     if sc.task_loss != "mean" or sc.task_weights:
-        stats = standardisation(run.tasks, [s.labels for s in run.train]) if sc.task_loss == "standardised" else {}
-        weights = loss_weights(sc.task_loss, run.tasks, stats, sc.task_weights)
+        labels = [s.labels for s in run.train]
+        stats = standardisation(run.tasks, labels) if sc.task_loss in ("standardised", "prior") else {}
+        entropies = label_entropies(run.tasks, labels) if sc.task_loss == "prior" else None
+        weights = loss_weights(sc.task_loss, run.tasks, stats, sc.task_weights, entropies)
         opts = dataclasses.replace(opts, loss_weights=weights, head_affine=stats or None)
     if not sc.swap_pairs:
         return opts
