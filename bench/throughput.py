@@ -55,6 +55,20 @@ class Bench:
     params: int = 0  # non-embedding parameters
     peak: float = 0.0  # matmul GFLOP/s at `precision`
     precision: str = "fp32"  # "fp32" or "bf16"
+    rows: int = 0  # > 0: training runs one untimed pass over the first `rows` rows of each task, then one timed pass
+    # over the same rows (`passes`), ours and the Trainer's alike; 0: `warmup` then `steps` steps of a drawn plan
+
+
+def passes(b: Bench, tasks: int) -> tuple[int, int]:
+    """(untimed warm-up steps, timed steps) of a training run on `tasks` tasks: one pass each over `b.rows` rows per
+    task, or `b.warmup` and `b.steps`."""
+    return (tasks * b.rows // BATCH,) * 2 if b.rows else (b.warmup, b.steps)
+
+
+def trainer_window(rows: int) -> int:
+    """The batches the Trainer's length-grouped sampler sorts together on `rows` rows: its mega-batch,
+    min(rows // (4 × batch), 50) batches (at least 1)."""
+    return max(1, min(rows // (4 * BATCH), 50))
 
 
 def timed(fn) -> float:
@@ -116,7 +130,8 @@ class Ours:
     def __init__(self, b: Bench, names: list[str], section: str, teacher: list[np.ndarray] | None = None):
         sc = getattr(b.cfg, section)
         set_seed(sc.seed)
-        self.tasks, self.splits, self.teacher = [get_glue_task(n) for n in names], [b.data[n] for n in names], teacher
+        self.tasks, self.teacher = [get_glue_task(n) for n in names], teacher
+        self.splits = [head(b.data[n], b.rows) if b.rows else b.data[n] for n in names]
         self.acc, self.clip = make_accelerator(precision=b.precision), sc.max_grad_norm
         model = build_model(b.path, self.tasks, b.cfg.model, seed=sc.seed)
         self.max_outputs = model.max_outputs if section == "student" else 1  # teachers/train.py: collate's default
@@ -126,11 +141,27 @@ class Ours:
         sizes = [len(s) for s in self.splits]
         self.total = steps_for(sum(sizes), BATCH, sc.epochs)  # λ and the lr follow a real run over these examples
         self.warm = int(sc.warmup * self.total)
-        if section == "student":
-            self.plan = multitask_plan(sizes, BATCH, b.warmup + b.steps, sc.alpha, sc.seed)
+        self.warmup, self.steps = passes(b, len(names))
+        if b.rows:  # two passes over every row (all tasks shuffled together for the student), grouped pass by pass
+            self.plan = self.two_passes(sc, sizes, section == "student", trainer_window(b.rows))
+        elif section == "student":
+            self.plan = multitask_plan(sizes, BATCH, self.warmup + self.steps, sc.alpha, sc.seed)
         else:
-            self.plan = single_task_plan(sizes[0], BATCH, b.warmup + b.steps, seed=sc.seed)
-        self.plan = group_by_length(self.plan, [s.lengths for s in self.splits], sc.group_by_length, sc.seed)
+            self.plan = single_task_plan(sizes[0], BATCH, self.warmup + self.steps, seed=sc.seed)
+        if not b.rows:
+            self.plan = group_by_length(self.plan, [s.lengths for s in self.splits], sc.group_by_length, sc.seed)
+
+    def two_passes(self, sc, sizes: list[int], student: bool, window: int) -> np.ndarray:
+        """Two passes over every row, so that the timed (second) one holds each row once: the student's tasks
+        shuffled together (`shuffle_all`; equal sizes, so p(τ) is α's), each pass length-grouped on its own in
+        windows of the Trainer's mega-batch (`trainer_window`), so that neither groups better than the other."""
+        n = self.warmup
+        if student:
+            plan = multitask_plan(sizes, BATCH, 2 * n, sc.alpha, sc.seed, shuffle_all=True)
+        else:
+            plan = single_task_plan(sizes[0], BATCH, 2 * n, seed=sc.seed)
+        lengths = [s.lengths for s in self.splits]
+        return np.concatenate([group_by_length(p, lengths, window, sc.seed) for p in (plan[:n], plan[n:])])
 
     def step(self, s: int, lam: float | None) -> tuple[int, int]:
         """Optimizer step s. lam None: annealed λ with teacher targets (BAM); a number: fixed λ, no teacher tensor.
@@ -154,11 +185,12 @@ class Ours:
         return real, padded
 
     def run(self, b: Bench, lam: float | None) -> dict:
-        for s in range(b.warmup):
+        for s in range(self.warmup):
             self.step(s, lam)
-        start, counts = time.perf_counter(), [self.step(s, lam) for s in range(b.warmup, b.warmup + b.steps)]
+        start = time.perf_counter()
+        counts = [self.step(s, lam) for s in range(self.warmup, self.warmup + self.steps)]
         seconds = time.perf_counter() - start
-        return rates(b, seconds, b.steps * BATCH, sum(r for r, _ in counts), sum(p for _, p in counts), 6)
+        return rates(b, seconds, self.steps * BATCH, sum(r for r, _ in counts), sum(p for _, p in counts), 6)
 
 
 # ---- 2. training: the Hugging Face Trainer ---------------------------------------------------------------------------
@@ -202,19 +234,19 @@ def trainer_train(b: Bench, tokenizer, name: str, setting: str) -> dict:
     model.base_model.encoder.register_forward_pre_hook(
         lambda m, args: autocast.append(torch.is_autocast_enabled("cpu"))
     )
-    sampling = "group_by_length" if dynamic else "random"
-    with tempfile.TemporaryDirectory() as tmp:
-        kw = dict(max_steps=b.warmup + b.steps, learning_rate=5e-5, weight_decay=0.01, train_sampling_strategy=sampling)
+    sampling, (warmup, steps) = "group_by_length" if dynamic else "random", passes(b, 1)
+    with tempfile.TemporaryDirectory() as tmp:  # with b.rows: two epochs over the rows, of which the second is timed
+        kw = dict(max_steps=warmup + steps, learning_rate=5e-5, weight_decay=0.01, train_sampling_strategy=sampling)
         kw |= dict(bf16=b.precision == "bf16", torch_compile=compiled)
         args = TrainingArguments(tmp, per_device_train_batch_size=BATCH, **kw, **HF_ARGS)  # weight decay as ours
         collator = DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator
-        dataset = hf_dataset(b.data[name], None if dynamic else MAX_LEN)
+        dataset = hf_dataset(head(b.data[name], b.rows) if b.rows else b.data[name], None if dynamic else MAX_LEN)
         Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[clock]).train()
-    timed_masks = masks[b.warmup : b.warmup + b.steps]
-    seconds = clock.times[b.warmup + b.steps - 1] - clock.times[b.warmup - 1]
+    timed_masks = masks[warmup : warmup + steps]
+    seconds = clock.times[warmup + steps - 1] - clock.times[warmup - 1]
     real, padded = sum(int(m.sum()) for m in timed_masks), sum(m.numel() for m in timed_masks)
     out = rates(b, seconds, sum(m.shape[0] for m in timed_masks), real, padded, 6)
-    return out | {"warmup_s": clock.times[b.warmup - 1] - clock.begin, "autocast": all(autocast)}
+    return out | {"warmup_s": clock.times[warmup - 1] - clock.begin, "autocast": all(autocast)}
 
 
 def mix_rate(per_task: dict, counts: dict) -> dict:
@@ -224,9 +256,11 @@ def mix_rate(per_task: dict, counts: dict) -> dict:
     return {"examples_per_s": sum(counts.values()) / seconds, "tokens_per_s": tokens / seconds}
 
 
-def compare(ours: dict, default: dict, best: dict) -> dict:
+def compare(ours: dict, default: dict | None, best: dict) -> dict:
+    """Our figures with the ratios to Trainer-best and (when it ran) to the Trainer's default setting (a)."""
     ratio = {"vs_trainer_best": ours["examples_per_s"] / best["examples_per_s"]}
-    ratio["vs_trainer_default"] = ours["examples_per_s"] / default["examples_per_s"]
+    if default:
+        ratio["vs_trainer_default"] = ours["examples_per_s"] / default["examples_per_s"]
     return ours | ratio | {"tokens_vs_trainer_best": ours["tokens_per_s"] / best["tokens_per_s"]}
 
 
@@ -240,16 +274,32 @@ def bench_training(b: Bench, tokenizer, settings: list[str]) -> tuple[dict, dict
         print(f"  Trainer {name}: " + ", ".join(f"{m} {r['examples_per_s']:.1f} ex/s" for m, r in runs.items()))
     for name in b.names:
         t = trainer[name]
-        teacher[name] = compare(Ours(b, [name], "teachers").run(b, lam=1.0), t["max_length"], t[t["best_mode"]])
+        teacher[name] = compare(Ours(b, [name], "teachers").run(b, lam=1.0), t.get("max_length"), t[t["best_mode"]])
         print(f"  teacher {name}: {teacher[name]['examples_per_s']:.1f} ex/s")
     ours = Ours(b, b.names, "student", random_teacher(b, b.names))
     s = ours.run(b, lam=None)
-    counts = np.bincount(ours.plan[b.warmup :, :, 0].ravel(), minlength=len(b.names))
+    counts = np.bincount(ours.plan[ours.warmup :, :, 0].ravel(), minlength=len(b.names))
     s["task_counts"] = dict(zip(b.names, counts.tolist()))
-    default = mix_rate({n: trainer[n]["max_length"] for n in b.names}, s["task_counts"])
+    default = (
+        mix_rate({n: trainer[n]["max_length"] for n in b.names}, s["task_counts"]) if "max_length" in settings else None
+    )
     best = mix_rate({n: trainer[n][trainer[n]["best_mode"]] for n in b.names}, s["task_counts"])
     print(f"  student: {s['examples_per_s']:.1f} ex/s")
+    if b.rows:
+        check_same_rows(b, trainer, teacher, s)
     return compare(s, default, best) | {"trainer_mix_default": default, "trainer_mix_best": best}, teacher, trainer
+
+
+def check_same_rows(b: Bench, trainer: dict, teacher: dict, student: dict) -> None:
+    """With `b.rows`, every timed pass read each of the rows once: its real tokens are the rows' own, for ours and
+    for every Trainer setting alike (else the bench is wrong, and says where)."""
+    tokens = {n: int(head(b.data[n], b.rows).offsets[-1]) for n in b.names}
+    timed = {f"Trainer {n} {m}": x["real_tokens"] for n, t in trainer.items() for m, x in t.items() if m != "best_mode"}
+    timed |= {f"teacher {n}": t["real_tokens"] for n, t in teacher.items()}
+    wrong = [k for k, v in timed.items() if v != tokens[k.split()[1]]]
+    wrong += ["student"] * (student["real_tokens"] != sum(tokens.values()))
+    if wrong:
+        raise RuntimeError(f"bench: the timed pass of {wrong} did not read each of the {b.rows} rows once")
 
 
 # ---- 3. distill ------------------------------------------------------------------------------------------------------
