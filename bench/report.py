@@ -139,7 +139,8 @@ def precision_tables(precision: str, p: dict) -> list[str]:
     rows = [[name] + [x.get(k) for k in keys + ["vs_trainer_default", "warmup_s", "autocast"]] for name, x in rows]
     best = {n: t["best_mode"] for n, t in p["trainer"].items()}
     md = [f"## {precision}: training throughput", ""] + table(head + extra, rows)
-    mix = {k: (st[f"trainer_mix_{k}"] or {}).get("examples_per_s", float("nan")) for k in ("best", "default")}
+    mix = {k: st[f"trainer_mix_{k}"] for k in ("best", "default")}
+    default = f", (a) {mix['default']['examples_per_s']:.1f} ex/s" if mix["default"] else ""
     md += [
         f"Trainer settings: (a) max_length = every example padded to 128 (run_glue's default); dynamic = dynamic "
         "padding + length grouping; +compile = `torch_compile=True` (inductor; its compile time is in the warm-up "
@@ -147,7 +148,7 @@ def precision_tables(precision: str, p: dict) -> list[str]:
         "over the same rows of each task, then a timed pass over them again: every figure of a task is over the same "
         "examples (checked by their real tokens). The student's Trainer figure is the Trainer's time for the "
         "student's examples of each task, at that task's measured rate: best "
-        f"{mix['best']:.1f} ex/s, (a) {mix['default']:.1f} ex/s. Teachers are compared with the Trainer on their "
+        f"{mix['best']['examples_per_s']:.1f} ex/s{default}. Teachers are compared with the Trainer on their "
         "own task. `autocast`: whether bf16 autocast was on in the Trainer's forward.\n",
         f"## {precision}: distill (soft-target caching, eval batch 128)\n",
         "ours = pipeline.core.training.predict (length-sorted); trainer = Trainer.predict with dynamic padding "

@@ -142,26 +142,16 @@ class Ours:
         self.total = steps_for(sum(sizes), BATCH, sc.epochs)  # λ and the lr follow a real run over these examples
         self.warm = int(sc.warmup * self.total)
         self.warmup, self.steps = passes(b, len(names))
-        if b.rows:  # two passes over every row (all tasks shuffled together for the student), grouped pass by pass
-            self.plan = self.two_passes(sc, sizes, section == "student", trainer_window(b.rows))
-        elif section == "student":
-            self.plan = multitask_plan(sizes, BATCH, self.warmup + self.steps, sc.alpha, sc.seed)
+        steps, lengths = self.warmup + self.steps, [s.lengths for s in self.splits]
+        if section == "student":  # with b.rows the tasks' rows shuffled together, so that a pass holds each row once
+            self.plan = multitask_plan(sizes, BATCH, steps, sc.alpha, sc.seed, shuffle_all=bool(b.rows))
         else:
-            self.plan = single_task_plan(sizes[0], BATCH, self.warmup + self.steps, seed=sc.seed)
-        if not b.rows:
-            self.plan = group_by_length(self.plan, [s.lengths for s in self.splits], sc.group_by_length, sc.seed)
-
-    def two_passes(self, sc, sizes: list[int], student: bool, window: int) -> np.ndarray:
-        """Two passes over every row, so that the timed (second) one holds each row once: the student's tasks
-        shuffled together (`shuffle_all`; equal sizes, so p(τ) is α's), each pass length-grouped on its own in
-        windows of the Trainer's mega-batch (`trainer_window`), so that neither groups better than the other."""
-        n = self.warmup
-        if student:
-            plan = multitask_plan(sizes, BATCH, 2 * n, sc.alpha, sc.seed, shuffle_all=True)
+            self.plan = single_task_plan(sizes[0], BATCH, steps, seed=sc.seed)
+        if b.rows:  # each pass grouped on its own, in windows of the Trainer's mega-batch: neither groups better
+            halves = (self.plan[: self.warmup], self.plan[self.warmup :])
+            self.plan = np.concatenate([group_by_length(p, lengths, trainer_window(b.rows), sc.seed) for p in halves])
         else:
-            plan = single_task_plan(sizes[0], BATCH, 2 * n, seed=sc.seed)
-        lengths = [s.lengths for s in self.splits]
-        return np.concatenate([group_by_length(p, lengths, window, sc.seed) for p in (plan[:n], plan[n:])])
+            self.plan = group_by_length(self.plan, lengths, sc.group_by_length, sc.seed)
 
     def step(self, s: int, lam: float | None) -> tuple[int, int]:
         """Optimizer step s. lam None: annealed λ with teacher targets (BAM); a number: fixed λ, no teacher tensor.

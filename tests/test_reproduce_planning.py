@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import SMOKE
@@ -20,6 +21,7 @@ from pipeline.core.config import RunConfig, load_config
 from pipeline.core.submission import read_test_split
 from pipeline.core.tasks import get_glue_task
 from pipeline.experiments import results
+from pipeline.experiments.run import _shared
 from pipeline.experiments.variants import ReproduceError
 
 
@@ -306,15 +308,12 @@ def test_a_tuned_choice_without_teachers_is_tuned_again_when_the_teachers_are(tm
 def test_a_call_of_several_processes_stops_rather_than_wait_for_shared_stages(tmp_path: Path, monkeypatch) -> None:
     """Its other ranks would wait in a barrier meanwhile, which times out: every rank stops, naming the lock; one
     process waits instead (test_calls_with_their_own_seeds_fill_one_out)."""
-    from types import SimpleNamespace
-
-    from pipeline.experiments import run
-
-    monkeypatch.setattr(run, "broadcast_object_list", lambda objects: objects)  # what rank 0 sends, every rank gets
+    # what rank 0 sends, every rank gets
+    monkeypatch.setattr("pipeline.experiments.run.broadcast_object_list", lambda objects: objects)
     two = SimpleNamespace(is_main_process=True, num_processes=2, print=print)
     with lock_held_elsewhere(tmp_path / "locks" / "seed-3.lock"):
-        with pytest.raises(ReproduceError, match=r"seed 3's shared stages .*seed-3\.lock.*does not wait"):
-            with run._shared(tmp_path, 3, two):
+        with pytest.raises(ReproduceError, match=r"seed 3's shared stages.*does not wait.*seed-3\.lock"):
+            with _shared(tmp_path, 3, two):
                 pass
-    with run._shared(tmp_path, 3, two):  # free again: taken at once
+    with _shared(tmp_path, 3, two):  # free again: taken at once
         assert (tmp_path / "locks" / "seed-3.lock").exists()

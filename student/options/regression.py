@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.stats import entropy
 
 from pipeline.core.config import ConfigError, StudentConfig
 from pipeline.core.data import scaled_labels
@@ -55,8 +56,7 @@ def label_entropies(tasks: list[TaskSpec], labels: list[np.ndarray]) -> dict[str
     entropies = {}
     for task, raw in zip(tasks, labels):
         if task.kind != "regression":
-            p = np.bincount(raw.astype(np.int64), minlength=task.num_labels) / len(raw)
-            entropies[task.name] = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+            entropies[task.name] = float(entropy(np.bincount(raw.astype(np.int64), minlength=task.num_labels)))
             if not entropies[task.name] > 0:
                 raise ConfigError(
                     f"'student.task_loss' prior: the training labels of '{task.name}' are all one class (entropy 0); "
