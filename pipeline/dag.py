@@ -20,10 +20,11 @@ from typing import Any
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from pipeline.core.config import ConfigError, RunConfig, mixed_precision
 from pipeline.core.context import Context, Stage
+from pipeline.core.locks import acquire, file_lock
 from pipeline.core.model_limits import check_model_limits
 from pipeline.core.store import (
     FORMAT_VERSION,
@@ -204,16 +205,8 @@ def stray_files(stages: Stages, cfg: RunConfig, run_dir: Path, memo: dict | None
 def run_lock(run_dir: Path) -> FileLock:
     """The run folder's lock (`RUN/.lock`, the kernel's flock: it goes with the process, also a killed one), taken at
     once or never: one call runs or cleans a folder at a time."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(run_dir / ".lock"), fallback_to_soft=False)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise StoreError(f"{run_dir} is in use by another call (it holds {run_dir / '.lock'}); wait for it") from None
-    except (OSError, NotImplementedError) as err:
-        raise StoreError(
-            f"cannot lock {run_dir / '.lock'}: {err} (the run folder needs a filesystem with flock)"
-        ) from err
+    lock = file_lock(run_dir / ".lock")
+    acquire(lock, f"{run_dir} is in use by another call; wait for it", StoreError, "the run folder")
     return lock
 
 

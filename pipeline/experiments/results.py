@@ -14,9 +14,10 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from pipeline.core.config import RunConfig
+from pipeline.core.locks import acquire, file_lock
 from pipeline.core.store import FORMAT_VERSION, digest, read_json, write_json
 from pipeline.core.tasks import TaskSpec, task_from_dict
 from pipeline.experiments.variants import DERIVED, TEACHERS, TUNE_SEED, ReproduceError, reports_teachers, uses_teachers
@@ -146,8 +147,7 @@ def _lock(path: str) -> FileLock:
     """One lock object per file in this process (so holding it again here does not wait on itself). The kernel's
     lock (flock), never a lock file that a killed process would leave behind: a folder whose filesystem has no
     flock is an error (`_acquire`)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path, fallback_to_soft=False)
+    return file_lock(path)
 
 
 def results_lock(out: Path):
@@ -159,13 +159,7 @@ def results_lock(out: Path):
 def _acquire(out: Path, name: str, timeout: float, why: str):
     """OUT/locks/<name>.lock, taken within `timeout` seconds (0: now or never), as a context manager; else an error
     saying `why` and which file."""
-    lock = _lock(str(out.resolve() / "locks" / f"{name}.lock"))
-    try:
-        return lock.acquire(timeout=timeout)
-    except Timeout:
-        raise ReproduceError(f"{why} ({lock.lock_file})") from None
-    except (OSError, NotImplementedError) as err:
-        raise ReproduceError(f"cannot lock {lock.lock_file}: {err} (OUT must be on a filesystem with flock)") from err
+    return acquire(_lock(str(out.resolve() / "locks" / f"{name}.lock")), why, ReproduceError, "OUT", timeout)
 
 
 def _try_lock(out: Path, name: str, stack: contextlib.ExitStack, why: str, timeout: float = 0) -> None:
@@ -213,19 +207,12 @@ def shared_stages(out: Path, seed: int, wait: bool = True, say=print):
     `wait`, a second call of the seed waits for the first to finish them (then finds them done), saying so with
     `say`; without, it is refused (a ReproduceError)."""
     lock = _lock(str(out.resolve() / "locks" / f"seed-{seed}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if not wait:
-            raise ReproduceError(
-                f"another call is running seed {seed}'s shared stages ({lock.lock_file}); a call of several "
-                "processes does not wait for it: start this one when it is done"
-            ) from None
-        say(f"reproduce-glue: another call is running seed {seed}'s shared stages; waiting for it ({lock.lock_file})")
-        lock.acquire()
-    except (OSError, NotImplementedError) as err:
-        raise ReproduceError(f"cannot lock {lock.lock_file}: {err} (OUT must be on a filesystem with flock)") from err
-    try:
+    busy = f"another call is running seed {seed}'s shared stages" + (
+        "" if wait else "; a call of several processes does not wait for it: start this one when it is done"
+    )
+
+    def waiting() -> None:
+        say(f"reproduce-glue: {busy}; waiting for it ({lock.lock_file})")
+
+    with acquire(lock, busy, ReproduceError, "OUT", -1 if wait else 0, waiting):
         yield
-    finally:
-        lock.release()

@@ -1,0 +1,34 @@
+"""The kernel's file lock (flock), taken with an error that says which file and why: it goes with the process that
+holds it, also a killed one, so no lock file is ever left to clean up. A filesystem without flock is an error,
+never a soft lock that a crash would leave behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+
+def file_lock(path: str | Path) -> FileLock:
+    """A lock object on `path` (its folder made if missing); each object is its own holder, so a second object on the
+    same file waits for the first even in this process."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), fallback_to_soft=False)
+
+
+def acquire(lock: FileLock, busy: str, error: type[Exception], place: str, timeout: float = 0, waiting=None):
+    """Take `lock` within `timeout` seconds (0: now or never; -1: wait as long as it takes) and return it as a context
+    manager; else `error` saying `busy` and which file, or that `place` needs a filesystem with flock. `waiting`, if
+    given, is called once when the lock is not free at once and the call is about to wait for it."""
+    try:
+        try:
+            return lock.acquire(timeout=0 if waiting else timeout)
+        except Timeout:
+            if waiting is None or timeout == 0:
+                raise
+            waiting()
+            return lock.acquire(timeout=timeout)
+    except Timeout:
+        raise error(f"{busy} ({lock.lock_file})") from None
+    except (OSError, NotImplementedError) as err:
+        raise error(f"cannot lock {lock.lock_file}: {err} ({place} must be on a filesystem with flock)") from err
