@@ -23,3 +23,26 @@ def test_every_bench_script_is_checked() -> None:
     assert {"run", "precision", "pcgrad", "small_student", "compile", "end_to_end", "task_parallel", "packing"} <= set(
         SCRIPTS
     )
+
+
+def test_a_profile_is_split_by_the_first_matching_category_without_other_threads() -> None:
+    sys.path[:0] = [str(ROOT / "bench")]
+    from profile_split import split
+
+    lines = [
+        "main (x.py:1);Dropout.forward (dropout.py:70);at::native::bernoulli_ (libtorch_cpu.so) 3",
+        "main (x.py:1);_engine_run_backward (graph.py:9);AdamW (y) 2",  # the first category in order: the optimizer
+        "main (x.py:1);_engine_run_backward (graph.py:9);0x7f00 (?) 4",
+        "main (x.py:1);Thread._bootstrap (threading.py:1002);TMonitor.run (tqdm) 50",  # tqdm's monitor: left out
+        "main (x.py:1);something_else (z.py:3) 1",
+    ]
+    shares, total = split(lines)
+    assert total == 10
+    assert shares == {
+        "dropout (its random mask)": 3,
+        "optimizer step (fused AdamW)": 2,
+        "backward pass, unattributed (mostly matrix products)": 4,
+        "other": 1,
+    }
+    with pytest.raises(SystemExit, match="line 1: expected"):
+        split(["no count here"])
