@@ -11,6 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
+from pipeline.cli import main as cli_main
 from stages import STAGES as REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,4 +41,13 @@ def smoke_copy(smoke_run: Path, tmp_path: Path) -> Path:
     """A private copy of the finished smoke run that a test may change."""
     out = tmp_path / "run"
     shutil.copytree(smoke_run, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def repro(tmp_path_factory) -> Path:
+    """reproduce-glue's OUT on the smoke config: Single and BAM on two seeds, finished (tests copy it to change it)."""
+    out = tmp_path_factory.mktemp("repro") / "out"
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
+    assert cli_main(argv) == 0
     return out
