@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import SMOKE
 
 from pipeline.cli import main
@@ -21,7 +22,7 @@ from pipeline.core.config import RunConfig, load_config
 from pipeline.core.submission import read_test_split
 from pipeline.core.tasks import get_glue_task
 from pipeline.experiments import results
-from pipeline.experiments.run import _shared
+from pipeline.experiments.run import _shared, say_other_threads
 from pipeline.experiments.variants import ReproduceError
 
 
@@ -317,3 +318,25 @@ def test_a_call_of_several_processes_stops_rather_than_wait_for_shared_stages(tm
                 pass
     with _shared(tmp_path, 3, two):  # free again: taken at once
         assert (tmp_path / "locks" / "seed-3.lock").exists()
+
+
+def test_teachers_trained_again_at_another_thread_count_are_said_to_differ() -> None:
+    """On a CPU the torch thread count changes the order of sums: a seed's teachers trained again at another count
+    differ slightly from the recorded ones its recorded runs learnt from."""
+    said: list[str] = []
+    cpu = SimpleNamespace(device=SimpleNamespace(type="cpu"), print=said.append)
+    now, other = torch.get_num_threads(), torch.get_num_threads() + 1
+    single = {"compute": {t: {"device": "cpu", "threads": other} for t in ("cola", "rte")}}
+    say_other_threads(single, 2, cpu)
+    assert len(said) == 1 and f"seed 2's recorded teachers were trained at {other} torch" in said[0]
+    assert f"at {now}:" in said[0] and f"OMP_NUM_THREADS={other}" in said[0]
+    single["compute"]["rte"]["threads"] = now  # a mix: no one count trains them as they were
+    say_other_threads(single, 2, cpu)
+    assert "different counts" in said[1] and "OMP_NUM_THREADS" not in said[1]
+    for quiet in (  # the same count, nothing recorded, or a GPU: nothing to say
+        {"compute": {"cola": {"device": "cpu", "threads": now}}},
+        None,
+    ):
+        say_other_threads(quiet, 2, cpu)
+    say_other_threads(single, 2, SimpleNamespace(device=SimpleNamespace(type="cuda"), print=said.append))
+    assert len(said) == 2

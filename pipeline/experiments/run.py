@@ -230,12 +230,36 @@ def _run_seed(cfg: RunConfig, out: Path, seed: int, every: list[int], variants: 
             share_data(scfg, out, seed, every)
         accelerator.wait_for_everyone()
         target = max((seed_stages(v)[-1] for v in pending), key=SHARED.index)  # only what the pending variants read
+        if not (seed_dir(out, seed) / "teachers" / "manifests" / "teachers.json").exists():
+            say_other_threads(finished_run(scfg, out, seed, "single", recorded), seed, accelerator)
         run_stages(STAGES, scfg, seed_dir(out, seed) / "teachers", accelerator, target=target)
     for variant in (v for v in pending if v != "single"):
         accelerator.print(f"reproduce-glue: seed {seed}, {variant}")
         run_variant(scfg, out, seed, variant, accelerator)
         if accelerator.is_main_process:
             write()
+
+
+def say_other_threads(single: dict[str, Any] | None, seed: int, accelerator) -> None:
+    """The seed's teachers are about to be trained on a CPU at another torch thread count than the recorded ones
+    (`single`: results.json's run of them): sums then run in another order, so the new teachers, and the students
+    that learn from them, differ slightly from those the recorded runs of the seed learnt from. Say so."""
+    import torch
+
+    compute = (single or {}).get("compute", {}).values()
+    threads = sorted({c["threads"] for c in compute if c.get("device") == "cpu" and c.get("threads")})
+    if accelerator.device.type != "cpu" or not threads or threads == [torch.get_num_threads()]:
+        return
+    accelerator.print(
+        f"reproduce-glue: seed {seed}'s recorded teachers were trained at {'/'.join(map(str, threads))} torch "
+        f"thread(s), this call trains them at {torch.get_num_threads()}: on a CPU the new teachers, and what learns "
+        "from them, differ slightly from those the recorded runs of this seed learnt from "
+        + (
+            f"(OMP_NUM_THREADS={threads[0]} trains them as they were)"
+            if len(threads) == 1
+            else "(its tasks at different counts)"
+        )
+    )
 
 
 def best_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
