@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,9 @@ def test_every_bench_script_is_checked() -> None:
     )
 
 
-def test_a_profile_is_split_by_the_first_matching_category_without_other_threads() -> None:
-    sys.path[:0] = [str(ROOT / "bench")]
-    from profile_split import split
+def test_a_profile_is_split_by_the_first_matching_category_without_other_threads(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    split = importlib.import_module("profile_split").split
 
     lines = [
         "main (x.py:1);Dropout.forward (dropout.py:70);at::native::bernoulli_ (libtorch_cpu.so) 3",

@@ -333,9 +333,11 @@ def test_teachers_trained_again_at_another_thread_count_are_said_to_differ() -> 
     single["compute"]["rte"]["threads"] = now  # a mix: no one count trains them as they were
     say_other_threads(single, 2, cpu)
     assert "different counts" in said[1] and "OMP_NUM_THREADS" not in said[1]
-    for quiet in (  # the same count, nothing recorded, or a GPU: nothing to say
+    for quiet in (  # the same count, nothing recorded (also as an older record's None), or a GPU: nothing to say
         {"compute": {"cola": {"device": "cpu", "threads": now}}},
         None,
+        {"compute": None},
+        {"compute": {"cola": None, "rte": None}},
     ):
         say_other_threads(quiet, 2, cpu)
     say_other_threads(single, 2, SimpleNamespace(device=SimpleNamespace(type="cuda"), print=said.append))

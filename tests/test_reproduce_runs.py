@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -111,19 +112,21 @@ def test_table_layout(repro: Path) -> None:
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
-def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, capsys) -> None:
-    before = {p: p.stat().st_mtime_ns for p in (repro / "runs").rglob("manifests/*.json")}
-    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(repro), "--seeds", "2", "--variants", "single,bam"]
+def test_second_call_runs_nothing_and_dry_run_says_done(repro: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"  # a copy: the session's other tests read `repro` as it was made
+    shutil.copytree(repro, out, symlinks=True)
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")}
+    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
     assert main([*argv, "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "0 of 4 steps to run" in printed and "to run:" not in printed
     assert main(argv) == 0
-    assert {p: p.stat().st_mtime_ns for p in (repro / "runs").rglob("manifests/*.json")} == before
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
     # a third seed is planned with a measured time estimate, and nothing runs in a dry run
     assert main([*argv[:-4], "--seeds", "3", "--variants", "single,bam", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "2 of 6 steps to run" in printed and "(measured at " in printed
-    assert not (repro / "runs" / "seed-3").exists()
+    assert not (out / "runs" / "seed-3").exists()
 
 
 def test_dry_run_scales_the_measured_time_by_each_options_cost(repro: Path) -> None:

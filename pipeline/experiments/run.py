@@ -230,7 +230,8 @@ def _run_seed(cfg: RunConfig, out: Path, seed: int, every: list[int], variants: 
             share_data(scfg, out, seed, every)
         accelerator.wait_for_everyone()
         target = max((seed_stages(v)[-1] for v in pending), key=SHARED.index)  # only what the pending variants read
-        if not (seed_dir(out, seed) / "teachers" / "manifests" / "teachers.json").exists():
+        trains = SHARED.index(target) >= SHARED.index("teachers")  # else the pending variants read the data alone
+        if trains and not (seed_dir(out, seed) / "teachers" / "manifests" / "teachers.json").exists():
             say_other_threads(finished_run(scfg, out, seed, "single", recorded), seed, accelerator)
         run_stages(STAGES, scfg, seed_dir(out, seed) / "teachers", accelerator, target=target)
     for variant in (v for v in pending if v != "single"):
@@ -246,7 +247,7 @@ def say_other_threads(single: dict[str, Any] | None, seed: int, accelerator) -> 
     that learn from them, differ slightly from those the recorded runs of the seed learnt from. Say so."""
     import torch
 
-    compute = (single or {}).get("compute", {}).values()
+    compute = [c for c in ((single or {}).get("compute") or {}).values() if c]  # older records hold None
     threads = sorted({c["threads"] for c in compute if c.get("device") == "cpu" and c.get("threads")})
     if accelerator.device.type != "cpu" or not threads or threads == [torch.get_num_threads()]:
         return
