@@ -140,13 +140,12 @@ def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro:
     seed1 = out / "runs" / "seed-1"
     weights = "model/model.safetensors"
     untuned = {t: (seed1 / "teachers" / "teachers" / t / weights).stat().st_ino for t in TASKS}
-    argv = ["reproduce-glue", "--config", str(SMOKE), "--out", str(out), "--seeds", "2", "--variants", "single,bam"]
     tune = ["--tune", "teachers.lr=0.002,0.001"]  # 0.002: smoke.yaml's own teachers.lr, the teachers OUT has
-    assert main([*argv, *tune, "--dry-run"]) == 0
+    assert main(args(out, *tune, "--dry-run")) == 0
     printed = capsys.readouterr().out
     assert "tune teachers lr=0.002 done" in printed and "tune teachers lr=0.001 to run" in printed
     assert "once the teachers are tuned" in printed and "0 of" not in printed
-    assert main([*argv, *tune]) == 0
+    assert main(args(out, *tune)) == 0
 
     record = json.loads((out / "tuning" / "teachers.json").read_text())
     assert record["grid"] == {"lr": [0.002, 0.001]}
@@ -185,7 +184,7 @@ def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro:
 
     # the choice holds without --tune: nothing runs again
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")}
-    assert main(argv) == 0
+    assert main(args(out)) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("manifests/*.json")} == before
     printed = capsys.readouterr().out
     assert "tuned on seed 1 dev (OUT/tuning/): teachers " in printed
@@ -193,12 +192,12 @@ def test_tuning_the_teachers_picks_each_tasks_best_teacher_for_every_seed(repro:
     wider = tmp_path / "wider"
     wider.mkdir()
     (wider / "results.json").write_bytes((out / "results.json").read_bytes())
-    assert main([*argv[:4], str(wider), *argv[5:], "--tune", "teachers.lr=0.002,0.001,0.0005", "--dry-run"]) == 0
+    assert main(args(wider, "--tune", "teachers.lr=0.002,0.001,0.0005", "--dry-run")) == 0
     printed = capsys.readouterr().out
     assert "tune teachers lr=0.002 done" in printed and "tune teachers lr=0.001 done" in printed
     assert "tune teachers lr=0.0005 to run" in printed
     # a task's own value of a tuned key gives way to the choice, and the call says so
-    assert main([*argv, "--teachers.per_task.rte.lr=0.0005", "--dry-run"]) == 0
+    assert main(args(out, "--teachers.per_task.rte.lr=0.0005", "--dry-run")) == 0
     printed = capsys.readouterr().out
     assert "teachers.per_task.rte.lr (0.0005) is not used: the teachers are tuned over lr [0.002, 0.001]" in printed
     assert "0 of" in printed  # the choice still holds: nothing to run
