@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.core.config import RunConfig, to_dict
+from pipeline.core.config import RunConfig, model_subset, to_dict
 from pipeline.core.context import Context
 from pipeline.core.predict import save_task_specs
 from pipeline.core.tasks import read_task_specs
@@ -29,7 +29,7 @@ def config_subset(cfg: RunConfig) -> dict:
     student = {k: v for k, v in to_dict(s).items() if k not in unused}
     if weights:
         student["task_weights"] = weights
-    return {"student": student, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
+    return {"student": student, "model": model_subset(cfg.model), "tasks": list(cfg.data.tasks)}
 
 
 def makes(cfg: RunConfig) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline.core.config import RunConfig, to_dict
+from pipeline.core.config import RunConfig, model_subset, to_dict
 from pipeline.core.context import Context
 from pipeline.core.predict import save_task_specs
 from pipeline.core.store import (
@@ -47,7 +47,7 @@ def config_subset(cfg: RunConfig) -> dict:
         if differs := {k: v for k, v in own.given().items() if v != teachers[k]}:
             per_task[task] = differs
     teachers["per_task"] = per_task
-    return {"teachers": teachers, "model": to_dict(cfg.model), "tasks": list(cfg.data.tasks)}
+    return {"teachers": teachers, "model": model_subset(cfg.model), "tasks": list(cfg.data.tasks)}
 
 
 def sources(cfg: RunConfig) -> dict[str, str]:

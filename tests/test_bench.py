@@ -21,9 +21,17 @@ def test_a_bench_script_imports(name: str) -> None:
 
 
 def test_every_bench_script_is_checked() -> None:
-    assert {"run", "precision", "pcgrad", "small_student", "compile", "end_to_end", "task_parallel", "packing"} <= set(
-        SCRIPTS
-    )
+    assert {
+        "run",
+        "precision",
+        "pcgrad",
+        "small_student",
+        "compile",
+        "end_to_end",
+        "task_parallel",
+        "packing",
+        "dropout",
+    } <= set(SCRIPTS)
 
 
 def test_a_profile_is_split_by_the_first_matching_category_without_other_threads(monkeypatch) -> None:

@@ -155,6 +155,11 @@ def test_wrong_type_names_key_and_expected_type(override: str, key: str, type_wo
     assert type_word in message
 
 
+@pytest.mark.parametrize(("word", "value"), [("true", True), ("False", False), ("TRUE", True), ("True", True)])
+def test_a_bool_override_reads_true_and_false_in_any_case(word: str, value: bool) -> None:
+    assert load_config(None, [f"--student.shuffle_all={word}"]).student.shuffle_all is value
+
+
 def test_wrong_type_in_yaml(tmp_path: Path) -> None:
     message = _error(_yaml(tmp_path, "data:\n  max_train_examples: {sst2: lots}\n  max_length: 12.5\n"))
     assert "'data.max_train_examples'" in message

@@ -69,6 +69,11 @@ class ModelConfig:
     # fp16 (Accelerate's mixed precision; losses and softmax stay in fp32). bf16 needs a GPU or a CPU with bf16
     # instructions (avx512_bf16, AMX) to be fast; fp16 needs a GPU. Part of every digest after the data's.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # For CPUs: training's dropout with a cheaper random mask (16-bit draws, four per 64-bit number) and attention
+    # written out around it (docs/performance.md: measured on a loaded 2-core CPU, bench/dropout.py); another random
+    # stream than PyTorch's, p rounded to a multiple of 1/65536. Off: PyTorch's dropout and SDPA, as before (on a
+    # GPU their fused kernels are the faster).
+    fast_dropout: bool = False
 
 
 def mixed_precision(precision: str) -> str:
@@ -356,3 +361,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def model_subset(m: ModelConfig) -> dict:
+    """The model section as the teachers' and the student's digests hold it: `fast_dropout` only when on (added
+    later: runs made before it keep their digests)."""
+    return {k: v for k, v in to_dict(m).items() if k != "fast_dropout" or v}

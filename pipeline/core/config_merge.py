@@ -15,7 +15,8 @@ from pipeline.core.errors import ConfigError
 
 
 def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check (and lightly coerce) `value` against annotation `tp`: ints are accepted for floats, lists for tuples."""
+    """Check (and lightly coerce) `value` against annotation `tp`: ints are accepted for floats, lists for tuples,
+    "true" and "false" (any case) for bools."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return True, value
@@ -31,6 +32,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return value is None, value
     if tp is float:
         return _float_ok(value)
+    if tp is bool and isinstance(value, str) and value.lower() in ("true", "false"):  # `--key=true`, as YAML writes it
+        return True, value.lower() == "true"
     if tp in (int, str, bool):  # a bool is no int here, though Python says it is
         return isinstance(value, tp) and (tp is bool or not isinstance(value, bool)), value
     if origin in (tuple, dict):

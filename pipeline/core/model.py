@@ -22,6 +22,7 @@ from transformers import AutoModel, AutoTokenizer
 from pipeline.core.checksums import CHECKSUMS, checksum_problem, write_checksums
 from pipeline.core.config import ModelConfig
 from pipeline.core.config_checks import ALL
+from pipeline.core.dropout import use_fast_dropout
 from pipeline.core.errors import ModelLoadError
 from pipeline.core.shrink import keep_layers
 from pipeline.core.store import replace_folder, write_json
@@ -241,11 +242,13 @@ def build_model(
     """A fresh model: pretrained encoder from `path`, new heads initialised from `seed`. `pooling` other than
     "model", `regression_hidden`, the regression heads' `affine` maps (task → (shift, scale)) and `layers` (the
     encoder layers kept: pipeline/core/shrink.py) are the student's own (`student.pooling`,
-    `student.regression_hidden`, `student.task_loss` standardised, `student.layers`)."""
+    `student.regression_hidden`, `student.task_loss` standardised, `student.layers`). `model.fast_dropout`: its
+    dropout with the cheaper mask (pipeline/core/dropout.py), for training."""
     encoder = keep_layers(load_encoder(path, cfg.trust_remote_code), layers, layers_key)
     torch.manual_seed(seed)
     heads = {t.name: head_spec(t, cfg, regression_hidden, (affine or {}).get(t.name)) for t in tasks}
-    return MultiTaskModel(encoder, heads, cfg.pooling if pooling == "model" else pooling, cfg.dropout, pair_mode)
+    model = MultiTaskModel(encoder, heads, cfg.pooling if pooling == "model" else pooling, cfg.dropout, pair_mode)
+    return use_fast_dropout(model) if cfg.fast_dropout else model
 
 
 def build_model_from(
@@ -274,7 +277,7 @@ def build_model_from(
                 f"{where}: has no head for task '{name}' of this shape ({spec['outputs']} outputs, {spec['kind']}); "
                 f"its heads: {sorted(source.head_specs)}. Taken as it is (teachers.epochs 0), it needs one"
             )
-    return model
+    return use_fast_dropout(model) if cfg.fast_dropout else model
 
 
 # A saved model is an encoder plus heads of our own, not a `*ForSequenceClassification`; from its folder,
