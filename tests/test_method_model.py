@@ -322,3 +322,18 @@ def test_gradients_reach_only_the_heads_in_the_batch() -> None:
     grad = model.heads["sst2"].weight.grad
     assert grad is None or (grad == 0).all()
     assert model.encoder.embeddings.word_embeddings.weight.grad is not None
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "cls", "mean"])
+def test_every_pooling_runs_under_bf16_autocast(pooling: str) -> None:
+    """On a CPU, autocast leaves LayerNorm's output (what cls and mean pooling read) in fp32 while the heads'
+    Linear layers compute in bf16: the rows of the tasks are gathered into one output whatever the mix."""
+    cfg = ModelConfig()
+    heads = {name: head_spec(get_glue_task(name), cfg) for name in ("mnli", "stsb")}
+    model = MultiTaskModel(_tiny_bert(pooler=pooling == "pooler"), heads, pooling, dropout=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, features = model(**_inputs([0, 1, 0, 1]), return_features=True)
+    assert out.shape == (4, 3) and features.shape[0] == 4
+    assert torch.isfinite(out.float()).all()
+    out.float().sum().backward()
+    assert model.heads["stsb"].weight.grad is not None

@@ -211,9 +211,12 @@ class MultiTaskModel(nn.Module):
                 if "affine" in self.head_specs[name]:
                     shift, scale = self.head_specs[name]["affine"]
                     y = y * scale + shift
-            out = out.index_put((rows,), nn.functional.pad(y, (0, self.max_outputs - y.shape[1])))
+            # under CPU autocast the pooled vector can be fp32 (cls, mean: LayerNorm's output) and a head's bf16
+            y = nn.functional.pad(y, (0, self.max_outputs - y.shape[1])).to(out.dtype)
+            out = out.index_put((rows,), y)
             if features is not None:
-                features = features.index_put((rows,), nn.functional.pad(x, (0, self.feature_width - x.shape[1])))
+                x = nn.functional.pad(x, (0, self.feature_width - x.shape[1])).to(features.dtype)
+                features = features.index_put((rows,), x)
         return out if features is None else (out, features)
 
     def _second_sentences(
