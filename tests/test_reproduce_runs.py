@@ -97,13 +97,17 @@ def test_table_layout(repro: Path) -> None:
     for name in ("scores.png", "training.png"):
         png = (repro / "plots" / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
-    # each student run keeps its training curve, so the plots outlive the run folders
+    # the plotted seed's student runs keep their training curves, so the plots outlive the run folders; the other
+    # seeds' are never drawn and are not kept
     from pipeline.core.plots import training_curve
     from pipeline.experiments.plots import write_plots
 
     results = json.loads((repro / "results.json").read_text())
     bam = next(r for r in results["runs"] if r["variant"] == "bam" and r["seed"] == 1)
     assert bam["curve"] == training_curve(repro / "runs" / "seed-1" / "bam" / "student" / "log.jsonl")
+    seed_2 = [r for r in results["runs"] if r["seed"] == 2]
+    assert seed_2 and (repro / "runs" / "seed-2" / "bam" / "student" / "log.jsonl").is_file()
+    assert not any("curve" in r for r in seed_2)
     bare = repro.parent / "bare-plots"
     for run in results["runs"]:
         run["run_dir"] = str(bare / "gone")

@@ -1,6 +1,6 @@
 """OUT/plots/: scores.png and training.png for the paper's variants; options.png and options-training.png for the
-multitask options beside BAM (one chart for all of them would be unreadable). Drawn from results.json alone: a
-student's training curve is kept there, so the plots outlive the run folders."""
+multitask options beside BAM (one chart for all of them would be unreadable). Drawn from results.json alone: the
+training curve of each student of the plotted (lowest) seed is kept there, so the plots outlive the run folders."""
 
 from __future__ import annotations
 
@@ -23,9 +23,21 @@ def _medians(summary: dict[str, Any], tasks: list[str], shown: list[str]) -> tup
     return medians, spread
 
 
+def plotted_seed(runs: list[dict[str, Any]]) -> int | None:
+    """The seed whose training curves are drawn: the lowest of the runs (one seed, so the variants' curves compare)."""
+    return min((r["seed"] for r in runs), default=None)
+
+
+def keep_plotted_curves(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs with the training curves of the plotted seed alone: the other seeds' are never drawn, and they made
+    most of a results.json of many runs (2.7 MB of 48 runs)."""
+    first_seed = plotted_seed(runs)
+    return [r if r["seed"] == first_seed else {k: v for k, v in r.items() if k != "curve"} for r in runs]
+
+
 def _curves(runs: list[dict[str, Any]], shown: list[str], out: Path) -> dict[str, Path | dict]:
     """The first seed's training log of each shown student: its log.jsonl, else the curve results.json kept."""
-    first_seed = min((r["seed"] for r in runs), default=None)
+    first_seed = plotted_seed(runs)
     logs: dict[str, Path | dict] = {}
     for run in runs:
         log = out / run["run_dir"] / "student" / "log.jsonl"  # relative to OUT

@@ -22,7 +22,7 @@ from pipeline.dag import run_stages
 from pipeline.experiments.choices import check_grid, tuned_choice, tuning_done, tuning_record, with_tuned_teachers
 from pipeline.experiments.folders import run_dirs, seed_dir, share_data
 from pipeline.experiments.plan import format_plan, plan
-from pipeline.experiments.plots import write_plots
+from pipeline.experiments.plots import keep_plotted_curves, write_plots
 from pipeline.experiments.results import (
     claim_runs,
     recorded_runs,
@@ -327,7 +327,7 @@ def write_results(cfg: RunConfig, out: Path, seeds: list[int], variants: list[st
     runs of this config (same key): a call for the options alone keeps the paper's variants, so one OUT can be
     filled by several calls; a call under another config drops them rather than mixing two configs."""
     with results_lock(out):
-        runs = _gather(cfg, out, seeds, variants)
+        runs = keep_plotted_curves(_gather(cfg, out, seeds, variants))
         tasks = list(cfg.data.tasks)
         results = {
             "command": command,
