@@ -80,6 +80,14 @@ def run_trainer_route(data_dir: str, precision: str, examples: int, out_json: Pa
         scored = trainer.predict(dev)  # in its length-grouped sampler's order: score against its own label_ids
         teachers[name] = _score(task, scored.predictions, scored.label_ids, scaled=False)
         teacher_s[name] = time.perf_counter() - begin
+    scores, multitask_s = trainer_multitask(data, path, tokenizer, cfg, precision)
+    result = {"in_process_s": time.perf_counter() - start, "teachers_s": teacher_s, "multitask_s": multitask_s}
+    out_json.write_text(json.dumps(result | {"scores": scores, "teacher_scores": teachers}))
+
+
+def trainer_multitask(data: dict, path: str, tokenizer, cfg, precision: str) -> tuple[dict[str, float], float]:
+    """The Trainer user's multitask fine-tune on `data` (task name → (task, train, dev)), scored on each dev set:
+    the dev scores and the seconds it took (model, training, prediction)."""
     begin = time.perf_counter()
     tasks = [task for task, _, _ in data.values()]
     model = TrainerMultitask(path, tasks)
@@ -90,9 +98,7 @@ def run_trainer_route(data_dir: str, precision: str, examples: int, out_json: Pa
     for i, (name, (task, _, dev)) in enumerate(data.items()):
         scored = trainer.predict(dev.add_column("task_ids", [i] * len(dev)))
         scores[name] = _score(task, scored.predictions[:, : _outputs(task)], scored.label_ids, scaled=True)
-    multitask_s = time.perf_counter() - begin
-    result = {"in_process_s": time.perf_counter() - start, "teachers_s": teacher_s, "multitask_s": multitask_s}
-    out_json.write_text(json.dumps(result | {"scores": scores, "teacher_scores": teachers}))
+    return scores, time.perf_counter() - begin
 
 
 class TrainerMultitask(nn.Module):
