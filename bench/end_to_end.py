@@ -49,12 +49,16 @@ CONFIG = ROOT / "configs" / "glue-small.yaml"
 STAGE_NAMES = ("data", "teachers", "distill", "student", "evaluate", "report")
 
 
-def run_ours(data_dir: str, precision: str, examples: int, out: Path) -> dict:
-    """The pipeline in a fresh process; wall time, each stage's (its manifest's wall_s) and the dev scores."""
+def pipeline_command(data_dir: str, precision: str, examples: int, out: Path) -> list[str]:
+    """`python -m pipeline run` of glue-small into `out` at `precision`, every training set capped at `examples`."""
     caps = "{" + ", ".join(f"{t}: {examples}" for t in _tasks()) + "}"
     cmd = [sys.executable, "-m", "pipeline", "run", "--config", str(CONFIG), "--data-dir", data_dir, "--out", str(out)]
-    cmd += [f"--model.precision={precision}", f"--data.max_train_examples={caps}"]
-    start = time.perf_counter()
+    return [*cmd, f"--model.precision={precision}", f"--data.max_train_examples={caps}"]
+
+
+def run_ours(data_dir: str, precision: str, examples: int, out: Path) -> dict:
+    """The pipeline in a fresh process; wall time, each stage's (its manifest's wall_s) and the dev scores."""
+    cmd, start = pipeline_command(data_dir, precision, examples, out), time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     stages = {s: json.loads((out / "manifests" / f"{s}.json").read_text())["wall_s"] for s in STAGE_NAMES}
@@ -234,13 +238,20 @@ def main() -> None:
     stem.with_suffix(".md").write_text(report(result))
 
 
-def report(r: dict) -> str:
+def command_and_machine(r: dict) -> list[str]:
+    """The .md lines of a run's command and machine (`provenance`, with the CPU's bf16 instructions) and date."""
     m = r["machine"]
-    lines = [
-        "# glue-small end to end: our pipeline vs the Trainer user's route", "",
+    return [
         f"Command: `{r['command']}`  ",
         f"Machine: {m['cores']} cores, {m['torch_threads']} torch threads, bf16 CPU instructions: "
         f"{', '.join(m['cpu_bf16_flags']) or 'none'}; torch {m['torch']}; {r['date'][:10]}  ",
+    ]
+
+
+def report(r: dict) -> str:
+    lines = [
+        "# glue-small end to end: our pipeline vs the Trainer user's route", "",
+        *command_and_machine(r),
         f"Training rows per task: {r['examples_per_task']} (dev sets whole). "
         "Ratio = Trainer route ÷ ours (≥ 1.5 wanted).",
         "", "| precision | ours (s) | Trainer route (s) | ratio | ours: teachers / distill / student (s) | "

@@ -7,20 +7,19 @@ Each round times every (side, size) once, on the same seeded train rows of SST-2
 `load_data`), the order of the settings reversed every other round; figures are examples/s over both tasks, the
 median of the rounds. Ours: `pipeline.core.training.predict` (length-sorted batches of at most SIZE rows and 16,384
 tokens, `inference_mode`); the Trainer's: `predict` with dynamic padding and `per_device_eval_batch_size` SIZE, with
-and without length grouping. Writes <out>/eval-batch-<date>-<precision>.json and .md.
+and without length grouping. Writes <out>/eval-batch-<precision>-<date>.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from report import glue_dir, provenance  # bench/report.py (the script's folder is on sys.path)
+from report import glue_dir, provenance, save_result  # bench/report.py (the script's folder is on sys.path)
 from throughput import HF_ARGS, SEED, hf_dataset, load_data
 from transformers import AutoModelForSequenceClassification as HFModel
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -83,14 +82,12 @@ def main() -> None:
     median = {f"{name}@{size}": statistics.median(v) for (name, size), v in rates.items()}
     result["examples_per_s"] = median
     result["rounds"] = {f"{name}@{size}": v for (name, size), v in rates.items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"eval-batch-{result['date'][:10]}-{args.precision}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(report(result, args.sizes.split(",")))
-    print(stem.with_suffix(".md").read_text())
+    md = report(result, args.sizes.split(","))
+    save_result(args.out, f"eval-batch-{args.precision}", result, md)
+    print("\n".join(md))
 
 
-def report(r: dict, sizes: list[str]) -> str:
+def report(r: dict, sizes: list[str]) -> list[str]:
     m, rates = r["machine"], r["examples_per_s"]
     base = rates[f"trainer@{sizes[0]}"]
     lines = [
@@ -106,7 +103,7 @@ def report(r: dict, sizes: list[str]) -> str:
     for s in sizes:
         cells = [f"{rates[f'{k}@{s}']:.0f} ({rates[f'{k}@{s}'] / base:.2f}×)" for k in ("ours", *TRAINER)]
         lines.append(f"| {s} | {' | '.join(cells)} | {rates[f'ours@{s}'] / best:.2f}× |")
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ ours is `python -m pipeline run --stage student --force` on a run folder whose d
 made once, untimed (the stage's own wall time from its manifest: training with the distillation loss, the dev
 evaluation, saving the model and checking it loads; and the whole process's); the Trainer's is end_to_end.py's
 multitask fine-tune with its dev predictions (and its whole process, tokenising included), each in a fresh process.
-The rounds alternate which goes first. Writes <out>/<date>-student-ab-<precision>.json and .md; the ratio is the
+The rounds alternate which goes first. Writes <out>/student-ab-<precision>-<date>.json and .md; the ratio is the
 Trainer's time ÷ ours, per round and the median.
 """
 
@@ -25,8 +25,17 @@ import time
 from pathlib import Path
 
 from datasets.utils.logging import disable_progress_bar
-from end_to_end import CONFIG, ROOT, _config, _datasets, _tasks, cpu_bf16_flags, trainer_multitask
-from report import provenance  # bench/report.py (the script's folder is on sys.path)
+from end_to_end import (
+    ROOT,
+    _config,
+    _datasets,
+    _tasks,
+    command_and_machine,
+    cpu_bf16_flags,
+    pipeline_command,
+    trainer_multitask,
+)
+from report import provenance, save_result  # bench/report.py (the script's folder is on sys.path)
 from transformers import AutoTokenizer
 
 from pipeline.core.model import bundled_minilm_path
@@ -34,9 +43,7 @@ from pipeline.core.model import bundled_minilm_path
 
 def ours(data_dir: str, precision: str, examples: int, out: Path, stage: str) -> dict:
     """`pipeline run --stage STAGE` in a fresh process (the student stage forced); its wall times."""
-    caps = "{" + ", ".join(f"{t}: {examples}" for t in _tasks()) + "}"
-    cmd = [sys.executable, "-m", "pipeline", "run", "--config", str(CONFIG), "--data-dir", data_dir, "--out", str(out)]
-    cmd += [f"--model.precision={precision}", f"--data.max_train_examples={caps}", "--stage", stage]
+    cmd = [*pipeline_command(data_dir, precision, examples, out), "--stage", stage]
     start = time.perf_counter()
     subprocess.run(
         [*cmd, *(["--force"] if stage == "student" else [])], cwd=ROOT, check=True, stdout=subprocess.DEVNULL
@@ -97,20 +104,13 @@ def main() -> None:
             rounds.append(timed)
     result["rounds"] = rounds
     result["median_ratio"] = {k: statistics.median(t["ratio"][k] for t in rounds) for k in ("stage_s", "process_s")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{result['date'][:10]}-student-ab-{args.precision}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(report(result))
+    save_result(Path(args.out), f"student-ab-{args.precision}", result, report(result))
 
 
-def report(r: dict) -> str:
-    m = r["machine"]
+def report(r: dict) -> list[str]:
     lines = [
         f"# The student stage vs the Trainer's multitask fine-tune, {r['precision']}, alternated", "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {m['cores']} cores, {m['torch_threads']} torch threads, bf16 CPU instructions: "
-        f"{', '.join(m['cpu_bf16_flags']) or 'none'}; torch {m['torch']}; {r['date'][:10]}  ",
+        *command_and_machine(r),
         f"Training rows per task: {r['examples_per_task']} (dev sets whole). Ratio = Trainer ÷ ours.", "",
         "| round | first | ours: stage / process (s) | Trainer: multitask / process (s) | ratio: stage / process |",
         "|---|---|---|---|---|",
@@ -122,8 +122,7 @@ def report(r: dict) -> str:
             f"{tr['stage_s']:.1f} / {tr['process_s']:.1f} | {ratio['stage_s']:.2f}× / {ratio['process_s']:.2f}× |"
         )
     med = r["median_ratio"]
-    lines += ["", f"Median ratio: stage {med['stage_s']:.2f}×, process {med['process_s']:.2f}×."]
-    return "\n".join(lines) + "\n"
+    return [*lines, "", f"Median ratio: stage {med['stage_s']:.2f}×, process {med['process_s']:.2f}×.", ""]
 
 
 if __name__ == "__main__":
