@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "no-annealing (default: these); the paper's variants made of several runs single-single, "
                    "multi-multi, bam-ft; and the multitask options round-robin, summed, pcgrad, fgm, fgsm, pgd, "
                    "supcon, siamese, unfreeze; the regression settings label-scale, standardised, "
-                   "standardised-0.6, prior, stsb-x2, swap-pairs, mlp-head, mean-pool, multi-label-scale, "
+                   "standardised-0.6, prior, running, stsb-x2, swap-pairs, mlp-head, mean-pool, multi-label-scale, "
                    "multi-standardised; "
                    "the smaller student and ensembles single-small, multi-small, bam-small, single-bottom, "
                    "multi-bottom, bam-bottom, bam-ensemble (--seeds 3) "

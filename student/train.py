@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from pipeline.core.metrics import main_score
 from pipeline.core.model import build_model, load_tokenizer, resolve_model_path, save_model
 from pipeline.core.sampling import rank_slice, steps_for
 from pipeline.core.selection import DevSelection
-from pipeline.core.store import load_soft_targets, write_json
+from pipeline.core.store import load_soft_targets, read_json, write_json
 from pipeline.core.tasks import TaskSpec
 from pipeline.core.training import (
     GracefulStop,
@@ -113,6 +114,8 @@ def train_student(
         lambda record: log_record(acc, log_path, record, "student"),
     )  # fmt: skip
     selection.restore(found)  # eval_every: dev metrics during training; select: the weights kept (last or best)
+    if found is not None:
+        opts.restore(read_json(found / "state.json"))  # an option's own state (task_loss running: its estimate)
 
     # loop
     model.train()
@@ -131,7 +134,12 @@ def train_student(
     start_tracking(acc, cfg, "student", "student")
 
     def checkpoint(done: int) -> Path:  # with the training seconds so far (wall_s spans resumes) and the choice so far
-        state = {**ckpt_state, "elapsed_s": before + time.time() - started, **selection.checkpoint_state()}
+        state = {
+            **ckpt_state,
+            "elapsed_s": before + time.time() - started,
+            **selection.checkpoint_state(),
+            **opts.state(),
+        }
         extra = selection.checkpoint_tensors()
         return save_checkpoint(ckpt_root, done, model, optimizer, acc, state, sc.keep_checkpoints, extra)
 
@@ -233,7 +241,7 @@ def evaluate_tasks(
 
 def forward_loss(
     model, batch: dict[str, torch.Tensor], tasks: list[TaskSpec], lam: float, accelerator: Accelerator,
-    aux_losses: tuple = (), weights: tuple[float, ...] | None = None,
+    aux_losses: tuple = (), weights: Sequence[float] | None = None,
 ) -> tuple[torch.Tensor, PerTask]:  # fmt: skip
     """One forward pass: the annealed distillation loss (the batch mean, each task's examples counting with its
     `weights` entry), plus each auxiliary loss of the features the heads read (`Options.aux_losses`: supcon).

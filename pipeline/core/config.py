@@ -189,12 +189,13 @@ class StudentConfig:
     # unfreeze_unit; the heads always train (0 = everything trains from the start)
     unfreeze_unit: Literal["steps", "epochs"] = "steps"
     # Regression in the multitask loss (docs/regression.md has each setting's measured effect):
-    task_loss: Literal["mean", "label-scale", "standardised", "prior"] = "mean"  # mean = BAM: squared error on the
-    # labels scaled to [0, 1] by the task's range; label-scale = × (hi − lo)², the error on the label's own scale;
-    # standardised = the head predicts standardised values (the error of standardised targets, by the mean and
-    # standard deviation of the task's training labels: it does not depend on the declared range); prior =
+    task_loss: Literal["mean", "label-scale", "standardised", "prior", "running"] = "mean"  # mean = BAM: squared
+    # error on the labels scaled to [0, 1] by the task's range; label-scale = × (hi − lo)², the error on the label's
+    # own scale; standardised = the head predicts standardised values (the error of standardised targets, by the
+    # mean and standard deviation of the task's training labels: it does not depend on the declared range); prior =
     # standardised, and each classification task's loss ÷ the entropy of its training labels (every task's loss ÷
-    # the loss of predicting its label prior)
+    # the loss of predicting its label prior); running = every task's loss ÷ a running mean of it (an exponential
+    # moving average over its steps so far, kept in the checkpoints)
     task_weights: dict[str, float] = field(default_factory=dict)  # each task's loss × w_τ in the mean, on top of
     # task_loss (e.g. {stsb: 0.6} with standardised: a regression task's share between BAM's and standardised's);
     # missing = 1

@@ -61,6 +61,7 @@ REGRESSION: dict[str, tuple[str, dict[str, Any]]] = {
         {"task_loss": "standardised", "task_weights": {"stsb": 0.6}},
     ),
     "prior": ("BAM, every task's loss ÷ its label prior's", {"task_loss": "prior"}),
+    "running": ("BAM, every task's loss ÷ its running mean", {"task_loss": "running"}),
     "stsb-x2": ("BAM, STS-B sampled ×2", {"sampling_weights": {"stsb": 2.0}}),
     "swap-pairs": ("BAM, MRPC and STS-B pairs in both orders", {"swap_pairs": ("mrpc", "stsb")}),
     "mlp-head": ("BAM, MLP regression head (256)", {"regression_hidden": 256}),

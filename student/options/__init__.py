@@ -8,6 +8,7 @@
   unfreeze.py     `unfreeze_every`: gradual unfreezing, top first
   regression.py   `task_loss`, `task_weights`, `swap_pairs`: a (regression) task's weight in the loss; both
                   orders of a pair
+  running_loss.py `task_loss: running`: each task's loss ÷ a running estimate of its size
 
 Each module's `add(opts, sc, run)` returns `opts` with its calls (`hooks.Options`) in place when its option is on,
 or refuses a run it cannot train (`ConfigError`); a new option is a module here and a line in `ADDED`.
@@ -18,10 +19,18 @@ from __future__ import annotations
 from pipeline.core.config import StudentConfig
 from pipeline.core.data import TokenizedSplit
 from pipeline.core.tasks import TaskSpec
-from student.options import adversarial, mixing, pcgrad, regression, siamese, supcon, unfreeze
+from student.options import adversarial, mixing, pcgrad, regression, running_loss, siamese, supcon, unfreeze
 from student.options.hooks import Options, Run
 
-ADDED = (pcgrad, adversarial, supcon, siamese, unfreeze, regression)  # in order: the first refusal is the one reported
+ADDED = (
+    pcgrad,
+    adversarial,
+    supcon,
+    siamese,
+    unfreeze,
+    regression,
+    running_loss,
+)  # in order: the first refusal is the one reported
 
 
 def get_options(sc: StudentConfig, tasks: list[TaskSpec], train: list[TokenizedSplit], processes: int) -> Options:

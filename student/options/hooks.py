@@ -7,10 +7,10 @@ hold when no option is switched on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ def backward_each(
 
 
 StepHook = Callable[[int, int, torch.optim.Optimizer], None]  # (step, total steps, optimizer)
+Backward = Callable[[int, nn.Module, Accelerator, list[Batch], LossOf], Logged]  # (step, …) → each pass's record
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,14 @@ class Options:
     split: Callable[[list[np.ndarray]], list[np.ndarray]] = list  # a process's micro-batches of a step → those run
     aux_losses: tuple[Callable[[torch.Tensor, Batch], torch.Tensor], ...] = ()  # (features [B, F], batch) → a term
     # added to the loss of a clean pass (not of one at perturbed embeddings)
-    backward: Callable[[int, nn.Module, Accelerator, list[Batch], LossOf], Logged] = backward_each  # the gradients
+    backward: Backward = backward_each  # the gradients
     before_step: StepHook = no_op  # before the step's forward passes
     after_backward: StepHook = no_op  # after its backward passes, before clipping and the optimizer step
     after_training: Callable[[torch.optim.Optimizer], None] = no_op  # after the last step, before evaluation
-    loss_weights: tuple[float, ...] | None = None  # per task id, the factor its losses count with (None: 1 each)
+    loss_weights: Sequence[float] | None = None  # per task id, the factor its losses count with (None: 1 each),
+    # read at every pass (`task_loss: running` moves them from step to step)
     head_affine: dict[str, tuple[float, float]] | None = None  # regression task → (shift, scale) of its head's output
     swaps: Callable[[int, np.ndarray], np.ndarray | None] = lambda step, rows: None  # (step, rows [N, 2]) → which
     # pairs are read in the swapped order (None: none)
+    state: Callable[[], dict[str, Any]] = dict  # what an option keeps in a checkpoint's state.json
+    restore: Callable[[dict[str, Any]], None] = no_op  # given a resumed checkpoint's state.json

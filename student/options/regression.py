@@ -12,6 +12,7 @@ multitask loss.
                          regression task as standardised (÷ σ², the squared error of predicting μ), a
                          classification task's cross-entropy ÷ the entropy of its label frequencies; each task's
                          loss is 1 for a model that knows only its training labels' distribution
+  task_loss running      every task's loss ÷ a running estimate of its size (student/options/running_loss.py)
   task_weights           each named task's loss × its weight, on top of task_loss (e.g. standardised with
                          {stsb: 0.6}: STS-B's share of the gradient between BAM's and standardised's)
   swap_pairs             the named pair tasks read each training pair in the swapped order with probability 1/2
@@ -71,13 +72,13 @@ def loss_weights(
 ) -> tuple[float, ...]:  # fmt: skip
     """Per task id, the factor its examples' losses count with (`multitask_loss`'s `weights`): (hi − lo)² for a
     regression task with label-scale, 1 / σ² with standardised and prior (`stats`: `standardisation`'s), 1 / H for
-    a classification task with prior (`entropies`: `label_entropies`'), else 1; times the task's entry in
-    `task_weights` (`student.task_weights`, 1 where it has none)."""
+    a classification task with prior (`entropies`: `label_entropies`'), else 1 (with running too: its moving factor
+    multiplies these); times the task's entry in `task_weights` (`student.task_weights`, 1 where it has none)."""
     weights = []
     for task in tasks:
         if task_loss == "prior" and task.kind != "regression":
             weight = 1.0 / entropies[task.name]
-        elif task.kind != "regression" or task_loss == "mean":
+        elif task.kind != "regression" or task_loss in ("mean", "running"):  # running: student/options/running_loss.py
             weight = 1.0
         elif task_loss == "label-scale":
             lo, hi = task.label_range
