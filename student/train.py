@@ -172,6 +172,7 @@ def train_student(
                     # adversarial options, `adv_loss`: the same examples at the adversarial embeddings)
                     **{key: {n: s / c for n, (s, c) in window.items() if c} for key, window in windows.items()},
                     "grad_norm": probe.window(),  # per task, at the heads' input (student/probe.py)
+                    **opts.log(),  # an option's own figures (task_loss running: each task's loss weight)
                     "examples_seen": dict(
                         zip(names, np.bincount(plan[:done, :, 0].ravel(), minlength=len(tasks)).tolist())
                     ),

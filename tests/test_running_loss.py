@@ -83,6 +83,7 @@ def test_the_options_carry_the_running_scales_times_the_task_weights() -> None:
     assert isinstance(opts.loss_weights, RunningScales) and list(opts.loss_weights) == [1.0, 1.0, 2.0]
     assert opts.head_affine is None  # the heads stay BAM's
     assert opts.state() == {"running_loss": {"average": [0.0] * 3, "seen": [0] * 3}}
+    assert opts.log() == {"loss_weight": {"sst2": 1.0, "stsb": 1.0, "rte": 2.0}}
 
 
 def _weights(run: Path) -> dict[str, np.ndarray]:
@@ -118,3 +119,6 @@ def test_a_resumed_running_student_weighs_and_ends_as_an_uninterrupted_one(
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert any(not np.allclose(a[key], bam[key]) for key in a)
+    logged = [json.loads(line) for line in (stopped / "student" / "log.jsonl").read_text().splitlines()]
+    weights = [r["loss_weight"] for r in logged if "loss_weight" in r]
+    assert len(weights) >= 2 and weights[-1]["stsb"] != weights[0]["stsb"]  # each line has the factors of its time

@@ -83,3 +83,4 @@ class Options:
     # pairs are read in the swapped order (None: none)
     state: Callable[[], dict[str, Any]] = dict  # what an option keeps in a checkpoint's state.json
     restore: Callable[[dict[str, Any]], None] = no_op  # given a resumed checkpoint's state.json
+    log: Callable[[], dict[str, Any]] = dict  # what an option adds to each log line (and the trackers)

@@ -33,7 +33,8 @@ class RunningScales(Sequence[float]):
     """Per task id, the factor its losses count with: `fixed[t]` / the running mean of its loss (`fixed[t]` alone
     before the task's first step). `multitask_loss` reads it as its `weights`."""
 
-    def __init__(self, fixed: Sequence[float], decay: float = DECAY) -> None:
+    def __init__(self, fixed: Sequence[float], names: Sequence[str] = (), decay: float = DECAY) -> None:
+        self.names = list(names) or [str(t) for t in range(len(fixed))]  # for the log line
         self.fixed = np.asarray(fixed, dtype=np.float64)
         self.decay = decay
         self.average = np.zeros(len(fixed))  # the moving average, not yet bias-corrected
@@ -69,6 +70,10 @@ class RunningScales(Sequence[float]):
         self.average = np.asarray(saved["average"], dtype=np.float64)
         self.seen = np.asarray(saved["seen"], dtype=np.int64)
 
+    def log(self) -> dict[str, Any]:
+        """For the log line: each task's factor as it stands."""
+        return {"loss_weight": dict(zip(self.names, list(self)))}
+
 
 def step_totals(logged: Logged, names: list[str]) -> np.ndarray:
     """[tasks, 2]: each task's summed loss and examples over the step's clean passes (log key `loss`)."""
@@ -98,11 +103,13 @@ def add(opts: Options, sc: StudentConfig, run: Run) -> Options:
     `regression.add` set before), and the backward that moves them."""
     if sc.task_loss != "running":
         return opts
-    scales = RunningScales(opts.loss_weights or [1.0] * len(run.tasks))
+    names = [t.name for t in run.tasks]
+    scales = RunningScales(opts.loss_weights or [1.0] * len(names), names)
     return dataclasses.replace(
         opts,
         loss_weights=scales,
-        backward=updating(opts.backward, scales, [t.name for t in run.tasks]),
+        backward=updating(opts.backward, scales, names),
         state=scales.state,
         restore=scales.restore,
+        log=scales.log,
     )
