@@ -46,7 +46,7 @@ class RunningScales(Sequence[float]):
     def __getitem__(self, t: int) -> float:  # type: ignore[override]
         if not self.seen[t]:
             return float(self.fixed[t])
-        return float(self.fixed[t] / self.estimate()[t])
+        return float(self.fixed[t] / max(self.estimate()[t], 1e-12))  # a loss of exactly 0 stays finite
 
     def estimate(self) -> np.ndarray:
         """Per task, the bias-corrected running mean of its loss (0 where the task was not seen yet)."""
