@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "supcon, siamese, unfreeze; the regression settings label-scale, standardised, "
                    "standardised-0.6, prior, running, stsb-x2, swap-pairs, mlp-head, mean-pool, multi-label-scale, "
                    "multi-standardised; "
-                   "the smaller student and ensembles single-small, multi-small, bam-small, single-bottom, "
-                   "multi-bottom, bam-bottom, bam-ensemble (--seeds 3) "
+                   "the smaller student and ensembles single-small, multi-small, bam-small, distil-small, "
+                   "single-bottom, multi-bottom, bam-bottom, bam-ensemble (--seeds 3) "
                    "(these four groups run only "
                    "when named)")  # fmt: skip
     p.add_argument("--tune", action="append", metavar="SECTION.KEY=V1,V2,...",

@@ -104,7 +104,8 @@ def test_bottom_half_is_a_layers_spelling_and_other_names_are_refused() -> None:
 @pytest.mark.parametrize(
     ("variant", "student_layers", "teacher_layers", "fixed_lambda"),
     [("bam-bottom", "bottom_half", "all", None), ("multi-bottom", "bottom_half", "all", 1.0),
-     ("single-bottom", "all", "bottom_half", None), ("bam-small", "every_other", "all", None)],
+     ("single-bottom", "all", "bottom_half", None), ("bam-small", "every_other", "all", None),
+     ("distil-small", "every_other", "all", 0.0)],
 )  # fmt: skip
 def test_the_small_variants_change_the_student_or_the_teachers(
     variant: str, student_layers: str, teacher_layers: str, fixed_lambda: float | None
@@ -177,6 +178,7 @@ def test_a_run_from_its_own_teachers_does_not_train_the_seeds(tmp_path: Path) ->
         ("bam-ensemble", ("data", "teachers")),
         ("bam", ("data", "teachers", "distill")),
         ("bam-small", ("data", "teachers", "distill")),
+        ("distil-small", ("data", "teachers", "distill")),
         ("bam-ft", ("data", "teachers", "distill")),  # through its parent, BAM
         ("multi-multi", ("data", "teachers")),  # through its parent, Multi
     ],

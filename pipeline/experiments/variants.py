@@ -82,6 +82,10 @@ SMALL: dict[str, tuple[str, dict[str, Any]]] = {
     "single-small": ("Single, every other layer", {}),
     "multi-small": ("Multi, every other layer", {"fixed_lambda": 1.0, "layers": "every_other"}),
     "bam-small": ("BAM, student of every other layer", {"layers": "every_other"}),
+    "distil-small": (  # no annealing: a student short of its teachers' size learns from their targets to the end
+        "Distilled (λ = 0), student of every other layer",
+        {"layers": "every_other", "fixed_lambda": 0.0},
+    ),
     "single-bottom": ("Single, bottom half of the layers", {}),
     "multi-bottom": ("Multi, bottom half of the layers", {"fixed_lambda": 1.0, "layers": "bottom_half"}),
     "bam-bottom": ("BAM, student of the bottom half of the layers", {"layers": "bottom_half"}),
