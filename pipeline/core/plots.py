@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -121,7 +122,7 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path, share_of: Seq
         return sum(r["examples_seen"].values()) / 1000 if by_examples else r["step"]
 
     tasks = list(dict.fromkeys(task for records in runs.values() for r in records for task in r["loss"]))
-    colours = {label: f"C{i % 10}" for i, label in enumerate(runs)}
+    colours = run_colours(list(runs))
     probed = [label for label, records in runs.items() if any("grad_norm" in r for r in records)]
     shares = share_panels(probed, tasks, share_of)
     devs = {label: _dev_records(log) for label, log in logs.items() if isinstance(log, (str, Path))}
@@ -155,6 +156,14 @@ def plot_training_curves(logs: dict[str, Path | dict], path: Path, share_of: Seq
     dotted = "; dotted: at the adversarial embeddings" if adversarial else ""
     fig.suptitle(f"Student training (faint: logged loss; solid: moving average{dotted})")
     return _save(fig, path)
+
+
+def run_colours(labels: list[str]) -> dict[str, object]:
+    """A colour per run: matplotlib's ten default ones, or the twenty of tab20 when there are more runs, so that no
+    two lines of up to twenty runs share a colour."""
+    if len(labels) <= 10:
+        return {label: f"C{i}" for i, label in enumerate(labels)}
+    return {label: colormaps["tab20"](i % 20) for i, label in enumerate(labels)}
 
 
 def share_panels(probed: list[str], tasks: list[str], share_of: Sequence[str]) -> list[tuple[str | None, str | None]]:
